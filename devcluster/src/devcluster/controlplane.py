@@ -1,0 +1,237 @@
+"""Bring the control plane up and down: etcd, kube-apiserver, controller-manager, scheduler, agent.
+
+Each component is a real binary (or, for the node agent, a Python process) started in its own
+process group with a pid file under ``.devcluster/run``; ``down`` stops exactly those, then
+every process left in a pod network namespace, then the namespaces and the bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from devcluster import network, pki, procs
+from devcluster.kubeapi import ApiError, Client
+from devcluster.paths import (
+    APISERVER_PORT,
+    BRIDGE_IP,
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    NODE_NAME,
+    SERVICE_CIDR,
+    Paths,
+)
+from devcluster.tools import bin_dir, find
+
+log = logging.getLogger("devcluster")
+
+#: Start order; ``down`` stops them in reverse.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent")
+
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    users: ["system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"]
+  - level: None
+    resources: [{group: "coordination.k8s.io", resources: ["leases"]}]
+  - level: None
+    nonResourceURLs: ["/readyz*", "/healthz*", "/livez*", "/version"]
+  - level: Metadata
+"""
+
+
+class ClusterError(Exception):
+    """devcluster could not be brought up."""
+
+
+def _wait(what: str, check: Callable[[], bool], timeout_s: float, component: str | None,
+          paths: Paths) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        if component and not procs.alive(paths.run / f"{component}.pid"):
+            tail = (paths.logs / f"{component}.log").read_text(errors="replace")[-3000:]
+            raise ClusterError(f"{component} exited while waiting for {what}:\n{tail}")
+        time.sleep(0.2)
+    raise ClusterError(f"Timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def _argv(paths: Paths, bins: Path, name: str, fake_gpus: int) -> list[str]:
+    p, c = paths.pki, paths.config
+    if name == "etcd":
+        return [
+            find(bins, "etcd"), "--name=devcluster", f"--data-dir={paths.etcd_data}",
+            f"--listen-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+            f"--advertise-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+            f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+            f"--initial-cluster=devcluster=http://127.0.0.1:{ETCD_PEER_PORT}",
+            "--unsafe-no-fsync=false", "--log-level=warn",
+        ]
+    if name == "kube-apiserver":
+        return [
+            find(bins, "kube-apiserver"),
+            f"--advertise-address={BRIDGE_IP}", f"--bind-address={BRIDGE_IP}",
+            f"--secure-port={APISERVER_PORT}",
+            f"--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+            f"--client-ca-file={p / 'ca.crt'}",
+            f"--tls-cert-file={p / 'apiserver.crt'}",
+            f"--tls-private-key-file={p / 'apiserver.key'}",
+            f"--cert-dir={p / 'generated'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p / 'sa.pub'}",
+            f"--service-account-signing-key-file={p / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction,PodSecurity",
+            f"--token-auth-file={c / 'tokens.csv'}",
+            f"--audit-policy-file={c / 'audit-policy.yaml'}",
+            f"--audit-log-path={paths.logs / 'audit.log'}", "--audit-log-maxsize=100",
+            "--audit-log-maxbackup=1",
+            "--allow-privileged=true", "--profiling=false", "--v=1",
+        ]
+    if name == "kube-controller-manager":
+        return [
+            find(bins, "kube-controller-manager"),
+            f"--kubeconfig={c / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={c / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={c / 'controller-manager.kubeconfig'}",
+            "--secure-port=0", "--leader-elect=false",
+            f"--service-account-private-key-file={p / 'sa.key'}",
+            f"--root-ca-file={p / 'ca.crt'}", "--use-service-account-credentials=true",
+            f"--cluster-signing-cert-file={p / 'ca.crt'}",
+            f"--cluster-signing-key-file={p / 'ca.key'}",
+            "--controllers=*",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--v=1",
+        ]
+    if name == "kube-scheduler":
+        return [
+            find(bins, "kube-scheduler"),
+            f"--kubeconfig={c / 'scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={c / 'scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={c / 'scheduler.kubeconfig'}",
+            "--secure-port=0", "--leader-elect=false", "--v=1",
+        ]
+    if name == "node-agent":
+        return [
+            sys.executable, "-m", "devcluster.nodeagent", f"--state-dir={paths.root}",
+            f"--fake-gpus={fake_gpus}",
+        ]
+    raise ValueError(name)
+
+
+def _etcd_healthy() -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ETCD_CLIENT_PORT}/health", timeout=2) as r:
+        return bool(json.load(r).get("health") == "true")
+
+
+def readyz(paths: Paths) -> bool:
+    """Return whether the API server answers ``/readyz`` with ok."""
+    try:
+        return bool(Client.admin(paths, timeout=3).get("/readyz") == "ok")
+    except (OSError, ApiError):
+        return False
+
+
+def node_ready(client: Client) -> bool:
+    """Return whether the devcluster Node reports Ready=True."""
+    node = client.get(f"/api/v1/nodes/{NODE_NAME}")
+    conds = node.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+def _default_sa(client: Client) -> bool:
+    client.get("/api/v1/namespaces/default/serviceaccounts/default")
+    return True
+
+
+def running(paths: Paths) -> dict[str, int | None]:
+    """Return each component's pid, or None where it does not run."""
+    return {n: procs.alive(paths.run / f"{n}.pid") for n in COMPONENTS}
+
+
+def up(paths: Paths, fake_gpus: int = 0, timeout_s: float = 180.0) -> None:
+    """Start whatever is not running yet, and wait until the cluster can run pods.
+
+    Parameters
+    ----------
+    paths
+        The state directory.
+    fake_gpus
+        ``nvidia.com/gpu`` capacity to advertise when no GPU is found.
+    timeout_s
+        How long each wait may take.
+
+    Raises
+    ------
+    ClusterError
+        When a component exits or a wait times out.
+
+    """
+    bins = bin_dir()
+    for d in (paths.root, paths.logs, paths.pod_logs, paths.run, paths.pods, paths.pv):
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o755)
+    pki.ensure_pki(paths)
+    (paths.config / "audit-policy.yaml").write_text(AUDIT_POLICY)
+    network.ensure_bridge()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    state = running(paths)
+    client = Client.admin(paths, timeout=5)
+    for name in COMPONENTS:
+        if state[name]:
+            continue
+        procs.start(name, _argv(paths, bins, name, fake_gpus), paths.run, paths.logs, env=env)
+        log.info("Started %s", name)
+        if name == "etcd":
+            _wait("etcd /health", _etcd_healthy, timeout_s, name, paths)
+        elif name == "kube-apiserver":
+            _wait("kube-apiserver /readyz", lambda: readyz(paths), timeout_s, name, paths)
+    _wait("kube-apiserver /readyz", lambda: readyz(paths), timeout_s, "kube-apiserver", paths)
+    _wait(f"Node {NODE_NAME} Ready", lambda: node_ready(client), timeout_s, "node-agent", paths)
+    _wait("ServiceAccount default/default", lambda: _default_sa(client), timeout_s,
+          "kube-controller-manager", paths)
+
+
+def down(paths: Paths, purge: bool = False) -> list[str]:
+    """Stop every component ``up`` started, every pod process, the pod namespaces and the bridge.
+
+    Parameters
+    ----------
+    paths
+        The state directory.
+    purge
+        Also delete the state directory (etcd data, certificates, logs).
+
+    Returns
+    -------
+    list[str]
+        The components that were running.
+
+    """
+    stopped = [n for n in reversed(COMPONENTS) if procs.stop(n, paths.run)]
+    for ns in network.list_pod_netns():
+        network.delete_pod_netns(ns)
+    if paths.run.exists():
+        for pidfile in (paths.run / "pods").glob("*.pid") if (paths.run / "pods").exists() else []:
+            pid = procs.alive(pidfile)
+            if pid:
+                procs.stop(pidfile.stem, pidfile.parent, grace_s=0)
+            pidfile.unlink(missing_ok=True)
+    network.delete_bridge()
+    if purge and paths.root.exists():
+        shutil.rmtree(paths.root)
+    return stopped

@@ -1,0 +1,1 @@
+"""The devcluster node agent: a kubelet stand-in that runs pods as local processes."""

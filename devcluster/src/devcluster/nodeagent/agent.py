@@ -1,0 +1,345 @@
+"""The node agent: registers the Node, heartbeats, watches its pods and runs them.
+
+Informers (list, then watch, relisting on 410 Gone) feed pods bound to the node to one
+:class:`~devcluster.nodeagent.pod.PodWorker` each, and Services plus EndpointSlices to the hosts
+file manager. A small provisioner binds PersistentVolumeClaims to host-directory volumes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from devcluster import network
+from devcluster.kubeapi import ApiError, Client
+from devcluster.nodeagent.hosts import Hosts
+from devcluster.nodeagent.pod import PodWorker, now_iso
+from devcluster.paths import BRIDGE_IP, NODE_NAME, REPO_ROOT, Paths
+
+log = logging.getLogger("devcluster.nodeagent")
+
+HEARTBEAT_S = 10.0
+AGENT_VERSION = "v1.34.4-devcluster"
+
+
+class Informer(threading.Thread):
+    """List and watch one collection, calling ``handler(event_type, obj)`` for each change."""
+
+    def __init__(self, client: Client, path: str, handler: Callable[[str, dict[str, Any]], None],
+                 **params: str) -> None:
+        super().__init__(name=f"informer-{path}", daemon=True)
+        self.client, self.path, self.handler, self.params = client, path, handler, params
+        self.known: dict[str, dict[str, Any]] = {}
+        self.synced = threading.Event()
+
+    def run(self) -> None:
+        """Loop forever: list, watch, relist."""
+        while True:
+            try:
+                lst = self.client.get(self.path, **self.params)
+                rv = lst["metadata"]["resourceVersion"]
+                seen = {}
+                for obj in lst.get("items", []):
+                    seen[obj["metadata"]["uid"]] = obj
+                    self.handler("ADDED" if obj["metadata"]["uid"] not in self.known
+                                 else "MODIFIED", obj)
+                for uid, obj in list(self.known.items()):
+                    if uid not in seen:
+                        self.handler("DELETED", obj)
+                self.known = seen
+                self.synced.set()
+                while True:
+                    for ev in self.client.watch(self.path, rv, timeout_s=120, **self.params):
+                        obj = ev["object"]
+                        rv = obj["metadata"].get("resourceVersion", rv)
+                        if ev["type"] == "BOOKMARK":
+                            continue
+                        uid = obj["metadata"]["uid"]
+                        if ev["type"] == "DELETED":
+                            self.known.pop(uid, None)
+                        else:
+                            self.known[uid] = obj
+                        self.handler(ev["type"], obj)
+            except ApiError as err:
+                if err.status != 410:
+                    log.warning("Watch of %s failed: %s", self.path, err)
+                    time.sleep(1.0)
+            except Exception as err:
+                log.warning("Watch of %s broke: %s", self.path, err)
+                time.sleep(1.0)
+
+
+def _gpus(fake: int) -> int:
+    if shutil.which("nvidia-smi"):
+        p = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+        n = sum(1 for ln in p.stdout.splitlines() if ln.startswith("GPU "))
+        if p.returncode == 0 and n:
+            return n
+    return fake
+
+
+def _memory_ki() -> int:
+    for ln in Path("/proc/meminfo").read_text().splitlines():
+        if ln.startswith("MemTotal:"):
+            return int(ln.split()[1])
+    return 0
+
+
+def _micro_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Agent:
+    """The kubelet stand-in for Node :data:`~devcluster.paths.NODE_NAME`.
+
+    Parameters
+    ----------
+    paths
+        The devcluster state directory.
+    fake_gpus
+        ``nvidia.com/gpu`` capacity to advertise when ``nvidia-smi -L`` finds no GPU.
+
+    """
+
+    def __init__(self, paths: Paths, fake_gpus: int = 0) -> None:
+        self.paths = paths
+        self.client = Client.admin(paths)
+        self.hosts = Hosts()
+        self.workers: dict[str, PodWorker] = {}
+        self.lock = threading.Lock()
+        self.ips: dict[str, str] = {}
+        self.audiences = ["https://kubernetes.default.svc.cluster.local"]
+        gpus = _gpus(fake_gpus)
+        stat = os.statvfs(paths.root)
+        self.capacity = {
+            "cpu": str(os.cpu_count() or 1),
+            "memory": f"{_memory_ki()}Ki",
+            "pods": "110",
+            "ephemeral-storage": f"{stat.f_blocks * stat.f_frsize // 1024}Ki",
+            "nvidia.com/gpu": str(gpus),
+        }
+        self.allocatable = dict(self.capacity)
+        self.root_entries = self._root_entries()
+
+    @staticmethod
+    def _root_entries() -> list[str]:
+        """Return the entries of ``/root`` a non-root container needs (Python, venv, repo)."""
+        out = set()
+        for p in (sys.prefix, sys.base_prefix, sys.executable, str(REPO_ROOT)):
+            real = Path(os.path.realpath(p))
+            if real.parts[:2] == ("/", "root") and len(real.parts) > 2:
+                out.add(real.parts[2])
+            if Path(p).parts[:2] == ("/", "root") and len(Path(p).parts) > 2:
+                out.add(Path(p).parts[2])
+        return sorted(out)
+
+    # ---- IPs and events -----------------------------------------------------------------------
+
+    def allocate_ip(self, uid: str) -> str:
+        """Return the pod address of ``uid``, allocating the lowest free one."""
+        with self.lock:
+            if uid in self.ips:
+                return self.ips[uid]
+            used = set(self.ips.values())
+            for ip in network.pod_ips():
+                if ip not in used:
+                    self.ips[uid] = ip
+                    return ip
+        raise RuntimeError("pod subnet exhausted")
+
+    def release_ip(self, uid: str) -> None:
+        """Return ``uid``'s address to the pool."""
+        with self.lock:
+            self.ips.pop(uid, None)
+
+    def forget(self, uid: str) -> None:
+        """Drop the worker of ``uid`` (it has finished)."""
+        with self.lock:
+            self.workers.pop(uid, None)
+
+    def event(self, obj: dict[str, Any], etype: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event about ``obj`` from this node (best effort)."""
+        meta = obj["metadata"]
+        ts = now_iso()
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}",
+                         "namespace": meta.get("namespace", "default")},
+            "involvedObject": {"kind": obj.get("kind", "Pod"), "apiVersion": "v1",
+                               "namespace": meta.get("namespace"), "name": meta["name"],
+                               "uid": meta["uid"]},
+            "type": etype, "reason": reason, "message": message,
+            "source": {"component": "devcluster-node-agent", "host": NODE_NAME},
+            "reportingComponent": "devcluster-node-agent", "reportingInstance": NODE_NAME,
+            "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
+        }
+        try:
+            self.client.post(f"/api/v1/namespaces/{body['metadata']['namespace']}/events", body)
+        except (ApiError, OSError) as err:
+            log.warning("Failed recording event %s for %s: %s", reason, meta["name"], err)
+
+    # ---- node ---------------------------------------------------------------------------------
+
+    def _node_status(self) -> dict[str, Any]:
+        ts = now_iso()
+
+        def cond(t: str, s: str, reason: str, msg: str) -> dict[str, str]:
+            return {"type": t, "status": s, "reason": reason, "message": msg,
+                    "lastHeartbeatTime": ts, "lastTransitionTime": self.started}
+
+        return {
+            "capacity": self.capacity, "allocatable": self.allocatable,
+            "conditions": [
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "ok"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "ok"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "ok"),
+                cond("Ready", "True", "KubeletReady", "devcluster node agent is posting ready"),
+            ],
+            "addresses": [{"type": "InternalIP", "address": BRIDGE_IP},
+                          {"type": "Hostname", "address": NODE_NAME}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "nodeInfo": {
+                "machineID": "devcluster", "systemUUID": "devcluster", "bootID": self.started,
+                "kernelVersion": os.uname().release, "osImage": "devcluster",
+                "containerRuntimeVersion": "devcluster://processes",
+                "kubeletVersion": AGENT_VERSION, "kubeProxyVersion": "",
+                "operatingSystem": "linux", "architecture": "amd64",
+            },
+        }
+
+    def register(self) -> None:
+        """Create the Node (or adopt the existing one) and post its status."""
+        self.started = now_iso()
+        node = {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": NODE_NAME, "labels": {
+                "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "devcluster",
+            }},
+        }
+        try:
+            self.client.post("/api/v1/nodes", node)
+            log.info("Registered Node %s", NODE_NAME)
+        except ApiError as err:
+            if err.status != 409:
+                raise
+        self.client.patch(f"/api/v1/nodes/{NODE_NAME}/status",
+                          {"status": self._node_status()}, kind="strategic")
+
+    def _renew_lease(self) -> None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{NODE_NAME}"
+        spec = {"holderIdentity": NODE_NAME, "leaseDurationSeconds": 40,
+                "renewTime": _micro_now()}
+        try:
+            self.client.patch(path, {"spec": spec})
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            self.client.post(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": NODE_NAME, "namespace": "kube-node-lease"}, "spec": spec},
+            )
+
+    def heartbeat(self) -> None:
+        """Renew the Lease every 10 s and the Ready condition every 20 s, forever."""
+        n = 0
+        while True:
+            try:
+                self._renew_lease()
+                if n % 2 == 0:
+                    self.client.patch(f"/api/v1/nodes/{NODE_NAME}/status",
+                                      {"status": self._node_status()}, kind="strategic")
+            except Exception as err:
+                log.warning("Failed heartbeat of Node %s: %s", NODE_NAME, err)
+            n += 1
+            time.sleep(HEARTBEAT_S)
+
+    # ---- pods ---------------------------------------------------------------------------------
+
+    def on_pod(self, ev: str, pod: dict[str, Any]) -> None:
+        """Informer callback for pods bound to this node."""
+        uid = pod["metadata"]["uid"]
+        with self.lock:
+            w = self.workers.get(uid)
+            if ev == "DELETED":
+                if w:
+                    w.deleted()
+                return
+            if w is None:
+                w = self.workers[uid] = PodWorker(self, pod)
+                w.start()
+                return
+        w.update(pod)
+
+    # ---- persistent volumes -------------------------------------------------------------------
+
+    def on_pvc(self, ev: str, pvc: dict[str, Any]) -> None:
+        """Bind each pending claim to a hostPath PersistentVolume under ``.devcluster/pv``."""
+        if ev == "DELETED" or pvc.get("spec", {}).get("volumeName"):
+            return
+        meta = pvc["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        hp = self.paths.pv / ns / name
+        hp.mkdir(parents=True, exist_ok=True)
+        hp.chmod(0o777)
+        pv = {
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": f"pv-{meta['uid']}",
+                         "labels": {"devcluster.ppml.dev/claim-namespace": ns}},
+            "spec": {
+                "capacity": {"storage": pvc["spec"].get("resources", {}).get("requests", {})
+                             .get("storage", "1Gi")},
+                "accessModes": pvc["spec"].get("accessModes") or ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": pvc["spec"].get("storageClassName") or "",
+                "volumeMode": pvc["spec"].get("volumeMode", "Filesystem"),
+                "hostPath": {"path": str(hp), "type": "DirectoryOrCreate"},
+                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                             "namespace": ns, "name": name, "uid": meta["uid"]},
+            },
+        }
+        try:
+            self.client.post("/api/v1/persistentvolumes", pv)
+            log.info("Provisioned PersistentVolume %s for claim %s/%s", pv["metadata"]["name"],
+                     ns, name)
+        except ApiError as err:
+            if err.status != 409:
+                log.warning("Failed provisioning claim %s/%s: %s", ns, name, err)
+
+    # ---- run ----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Register, start heartbeats and informers, and serve until killed."""
+        network.ensure_bridge()
+        for ns in network.list_pod_netns():
+            network.delete_pod_netns(ns)
+        self.register()
+        threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
+        informers = [
+            Informer(self.client, "/api/v1/services",
+                     lambda e, o: self.hosts.on_service("svc", e, o)),
+            Informer(self.client, "/apis/discovery.k8s.io/v1/endpointslices",
+                     lambda e, o: self.hosts.on_service("slice", e, o)),
+            Informer(self.client, "/api/v1/persistentvolumeclaims", self.on_pvc),
+        ]
+        for inf in informers:
+            inf.start()
+        for inf in informers:
+            inf.synced.wait(30)
+        pods = Informer(self.client, "/api/v1/pods", self.on_pod,
+                        fieldSelector=f"spec.nodeName={NODE_NAME}")
+        pods.start()
+        log.info("Node agent of %s is serving", NODE_NAME)
+        while True:
+            time.sleep(3600)

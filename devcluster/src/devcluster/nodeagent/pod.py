@@ -1,0 +1,598 @@
+"""Run one pod: network namespace, volumes, init containers, containers, status, deletion.
+
+One :class:`PodWorker` thread per pod bound to the node. It is level-triggered: every wake-up
+(a watch event, a process exit, a timer) recomputes what should run and the pod status, and
+patches the status only when it changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devcluster import network
+from devcluster.kubeapi import ApiError
+from devcluster.nodeagent import volumes
+from devcluster.nodeagent.env import ConfigError, build_env, expand, getter
+from devcluster.paths import APISERVER_PORT, BRIDGE_IP
+
+if TYPE_CHECKING:
+    from devcluster.nodeagent.agent import Agent
+
+log = logging.getLogger("devcluster.nodeagent")
+
+SHIM = Path(__file__).with_name("shim.py")
+#: The user a container runs as when it asks for runAsNonRoot without a runAsUser.
+DEFAULT_NONROOT_UID = 65532
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+MAX_MESSAGE = 4096
+BACKOFF_MAX_S = 20.0
+
+
+def now_iso() -> str:
+    """Return the current time as RFC 3339 (seconds)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Container:
+    """The run state of one container."""
+
+    spec: dict[str, Any]
+    init: bool
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: str | None = None
+    state: dict[str, Any] = field(
+        default_factory=lambda: {"waiting": {"reason": "PodInitializing"}}
+    )
+    last_state: dict[str, Any] = field(default_factory=dict)
+    restart_count: int = 0
+    exit_code: int | None = None
+    next_start: float = 0.0
+    ready: bool = False
+    next_probe: float = 0.0
+    done: bool = False  # terminated and will not restart
+
+    @property
+    def name(self) -> str:
+        """The container name."""
+        return str(self.spec["name"])
+
+
+class PodWorker(threading.Thread):
+    """Run one pod until it finishes or is deleted.
+
+    Parameters
+    ----------
+    agent
+        The node agent (API client, IP allocation, hosts files, events).
+    pod
+        The pod as first seen.
+
+    """
+
+    def __init__(self, agent: Agent, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
+        self.agent = agent
+        self.pod = pod
+        self.uid: str = meta["uid"]
+        self.ns: str = meta["namespace"]
+        self.pname: str = meta["name"]
+        self.cond = threading.Condition()
+        self.gone = False
+        self.dir = agent.paths.pods / self.uid
+        self.netns = network.netns_name(self.uid)
+        self.ip: str | None = None
+        self.start_time = now_iso()
+        self.inits = [Container(c, True) for c in pod["spec"].get("initContainers", [])]
+        self.mains = [Container(c, False) for c in pod["spec"].get("containers", [])]
+        self.cond_times: dict[str, tuple[str, str]] = {}
+        self.last_status: dict[str, Any] | None = None
+        self.phase = "Pending"
+        self.pod_message: tuple[str, str] | None = None
+        self.volumes: dict[str, Path] = {}
+
+    # ---- inputs -------------------------------------------------------------------------------
+
+    def update(self, pod: dict[str, Any]) -> None:
+        """Record a newer version of the pod and wake the worker."""
+        with self.cond:
+            self.pod = pod
+            self.cond.notify_all()
+
+    def deleted(self) -> None:
+        """Stop everything now: the pod object is gone (force deletion)."""
+        with self.cond:
+            self.gone = True
+            self.cond.notify_all()
+
+    def _wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def _sleep(self, timeout: float) -> None:
+        with self.cond:
+            self.cond.wait(timeout)
+
+    @property
+    def deleting(self) -> bool:
+        """Whether the pod has a deletionTimestamp or is gone."""
+        return self.gone or bool(self.pod["metadata"].get("deletionTimestamp"))
+
+    # ---- main loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run the pod; never raises."""
+        try:
+            self._run()
+        except Exception:
+            log.exception("Failed running pod %s/%s", self.ns, self.pname)
+        finally:
+            self._teardown()
+            self.agent.forget(self.uid)
+
+    def _run(self) -> None:
+        phase = self.pod.get("status", {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            self._wait_deletion()
+            return
+        if self.deleting:
+            self._finish_deletion()
+            return
+        self._setup()
+        restart = self.pod["spec"].get("restartPolicy", "Always")
+        while not self.deleting:
+            try:
+                self._prepare_volumes()
+                break
+            except (ConfigError, ApiError) as err:
+                self._waiting_all("CreateContainerConfigError", str(err))
+                self._push_status()
+                self._sleep(2.0)
+        # init containers, in order
+        for c in self.inits:
+            while not self.deleting and not c.done:
+                self._step(c, restart if restart != "Always" else "OnFailure")
+                self._push_status()
+                if c.done and c.exit_code not in (0, None):
+                    self.phase = "Failed"
+                    for m in self.mains:
+                        m.state = {"waiting": {"reason": "PodInitializing"}}
+                    self._push_status()
+                    self._teardown_network()
+                    self._wait_deletion()
+                    return
+                self._sleep(0.5 if c.proc is None and not c.done else 5.0)
+            if self.deleting:
+                break
+        if not self.deleting:
+            self.phase = "Pending"
+            for m in self.mains:
+                m.state = {"waiting": {"reason": "ContainerCreating"}}
+        while not self.deleting:
+            for c in self.mains:
+                self._step(c, restart)
+                self._probe(c)
+            if all(c.done for c in self.mains):
+                failed = any(c.exit_code != 0 for c in self.mains)
+                self.phase = "Failed" if failed else "Succeeded"
+                self._push_status()
+                self._teardown_network()
+                self._wait_deletion()
+                return
+            self.phase = "Running"
+            self._push_status()
+            self._sleep(self._next_wake())
+        self._finish_deletion()
+
+    def _next_wake(self) -> float:
+        t = time.monotonic()
+        waits = [5.0]
+        for c in self.mains:
+            if c.proc is None and not c.done:
+                waits.append(max(0.05, c.next_start - t))
+            if c.proc is not None and "readinessProbe" in c.spec:
+                waits.append(max(0.05, c.next_probe - t))
+        return min(waits)
+
+    # ---- containers ---------------------------------------------------------------------------
+
+    def _step(self, c: Container, restart: str) -> None:
+        """Start, reap or schedule a restart of ``c``."""
+        if c.proc is not None:
+            rc = c.proc.poll()
+            if rc is None:
+                return
+            self._reaped(c, rc, restart)
+            return
+        if c.done or time.monotonic() < c.next_start:
+            return
+        try:
+            self._start(c)
+        except ConfigError as err:
+            c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(err)}}
+            c.next_start = time.monotonic() + 2.0
+
+    def _reaped(self, c: Container, rc: int, restart: str) -> None:
+        code = rc if rc >= 0 else 128 - rc
+        c.exit_code = code
+        c.proc = None
+        c.ready = False
+        term: dict[str, Any] = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": c.started_at,
+            "finishedAt": now_iso(),
+            "containerID": self._cid(c),
+        }
+        if rc < 0:
+            term["signal"] = -rc
+        msg = self._termination_message(c, code)
+        if msg:
+            term["message"] = msg
+        c.state = {"terminated": term}
+        again = restart == "Always" or (restart == "OnFailure" and code != 0)
+        if again and not self.deleting:
+            delay = min(BACKOFF_MAX_S, 1.0 * (2 ** min(c.restart_count, 5)))
+            c.next_start = time.monotonic() + delay
+            c.last_state = {"terminated": term}
+            c.restart_count += 1
+            c.state = {"waiting": {"reason": "CrashLoopBackOff",
+                                   "message": f"back-off {delay:.0f}s restarting failed container "
+                                              f"{c.name} in pod {self.pname}"}}
+        else:
+            c.done = True
+        log.info("Container %s/%s/%s exited with code %d", self.ns, self.pname, c.name, code)
+
+    def _cid(self, c: Container) -> str:
+        return f"devcluster://{self.uid}/{c.name}/{c.restart_count}"
+
+    def _term_file(self, c: Container) -> Path:
+        return self.dir / "term" / c.name
+
+    def _termination_message(self, c: Container, code: int) -> str:
+        try:
+            msg = self._term_file(c).read_bytes()[:MAX_MESSAGE].decode(errors="replace")
+        except OSError:
+            msg = ""
+        policy = c.spec.get("terminationMessagePolicy", "File")
+        if not msg and code != 0 and policy == "FallbackToLogsOnError":
+            try:
+                data = self._log_file(c).read_bytes()
+            except OSError:
+                data = b""
+            lines = data.splitlines()[-80:]
+            msg = b"\n".join(lines)[-2048:].decode(errors="replace")
+        return msg
+
+    def _log_file(self, c: Container) -> Path:
+        return self.agent.paths.pod_logs / f"{self.ns}_{self.pname}_{c.name}.log"
+
+    def _identity(self, c: Container) -> tuple[int | None, int | None, list[int], bool]:
+        psc = self.pod["spec"].get("securityContext") or {}
+        csc = c.spec.get("securityContext") or {}
+        uid = csc.get("runAsUser", psc.get("runAsUser"))
+        gid = csc.get("runAsGroup", psc.get("runAsGroup"))
+        nonroot = csc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+        if uid is None and nonroot:
+            uid = DEFAULT_NONROOT_UID
+        if uid == 0 and nonroot:
+            raise ConfigError("container has runAsNonRoot and runAsUser 0")
+        if uid is not None and gid is None:
+            gid = uid if uid else 0
+        groups = list(psc.get("supplementalGroups", []))
+        if psc.get("fsGroup") is not None:
+            groups.append(psc["fsGroup"])
+        nnp = csc.get("allowPrivilegeEscalation") is False
+        return uid, gid, groups, nnp
+
+    def _base_env(self) -> dict[str, str]:
+        venv_bin = str(Path(sys.executable).parent)
+        return {
+            "PATH": f"{venv_bin}:{SYSTEM_PATH}",
+            "HOSTNAME": self.pod["spec"].get("hostname") or self.pname,
+            "HOME": "/tmp",
+            "PYTHONUNBUFFERED": "1",
+            "KUBERNETES_SERVICE_HOST": BRIDGE_IP,
+            "KUBERNETES_SERVICE_PORT": str(APISERVER_PORT),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(APISERVER_PORT),
+            "KUBERNETES_PORT": f"tcp://{BRIDGE_IP}:{APISERVER_PORT}",
+            "KUBERNETES_PORT_443_TCP": f"tcp://{BRIDGE_IP}:{APISERVER_PORT}",
+            "KUBERNETES_PORT_443_TCP_ADDR": BRIDGE_IP,
+            "KUBERNETES_PORT_443_TCP_PORT": str(APISERVER_PORT),
+            "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+        }
+
+    def _start(self, c: Container) -> None:
+        env = build_env(self._pod_with_ip(), c.spec, self._base_env(),
+                        getter(self.agent.client, self.ns), self.agent.allocatable)
+        cmd = [expand(a, env) for a in c.spec.get("command", [])]
+        args = [expand(a, env) for a in c.spec.get("args", [])]
+        if not cmd:
+            raise ConfigError(
+                f"container {c.name} has no command: devcluster ignores images, so it cannot "
+                "use an image entrypoint"
+            )
+        uid, gid, groups, nnp = self._identity(c)
+        term = self._term_file(c)
+        term.parent.mkdir(parents=True, exist_ok=True)
+        term.write_bytes(b"")
+        term.chmod(0o666)
+        if uid is not None:
+            os.chown(term, uid, gid if gid is not None else -1)
+        mounts = volumes.mounts_for(c.spec, self.volumes)
+        mounts += [
+            {"src": str(self.dir / "tmp"), "dst": "/tmp"},
+            {"src": str(self.dir / "hosts"), "dst": "/etc/hosts"},
+            {"src": str(self.dir / "resolv.conf"), "dst": "/etc/resolv.conf"},
+            {"src": str(term), "dst": c.spec.get("terminationMessagePath", "/dev/termination-log")},
+        ]
+        mounts.sort(key=lambda m: m["dst"].rstrip("/").count("/"))
+        spec = {
+            "argv": cmd + args, "env": env, "mounts": mounts,
+            "workingDir": c.spec.get("workingDir"),
+            "uid": uid, "gid": gid, "groups": groups, "noNewPrivs": nnp,
+        }
+        if uid not in (None, 0):
+            spec["exposeRoot"] = self.agent.root_entries
+            spec["rootStage"] = str(self.dir / "rootstage")
+            for name in self.volumes:
+                vdir = self.dir / "volumes" / name
+                if vdir.is_dir() and any(v.get("emptyDir") is not None and v["name"] == name
+                                         for v in self.pod["spec"].get("volumes", [])):
+                    os.chown(vdir, uid, gid if gid is not None else -1)
+        specfile = self.dir / "spec" / f"{c.name}.json"
+        specfile.parent.mkdir(parents=True, exist_ok=True)
+        specfile.write_text(json.dumps(spec))
+        specfile.chmod(0o600)
+        logf = self._log_file(c)
+        with open(logf, "ab") as out:
+            c.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.netns, sys.executable, "-I", "-S", str(SHIM),
+                 str(specfile)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        (self.agent.paths.run / "pods").mkdir(parents=True, exist_ok=True)
+        pidfile = self.agent.paths.run / "pods" / f"{self.uid}_{c.name}.pid"
+        with contextlib.suppress(OSError):
+            st = Path(f"/proc/{c.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+            pidfile.write_text(f"{c.proc.pid} {st}\n")
+        c.started_at = now_iso()
+        c.state = {"running": {"startedAt": c.started_at}}
+        c.exit_code = None
+        c.next_probe = time.monotonic() + float(
+            (c.spec.get("readinessProbe") or {}).get("initialDelaySeconds", 0))
+        c.ready = "readinessProbe" not in c.spec
+        proc = c.proc
+        threading.Thread(target=self._reap_waiter, args=(proc,), daemon=True).start()
+        log.info("Started container %s/%s/%s (pid %d)", self.ns, self.pname, c.name, proc.pid)
+        if c.restart_count == 0:
+            self.agent.event(self.pod, "Normal", "Started", f"Started container {c.name}")
+
+    def _reap_waiter(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        self._wake()
+
+    def _probe(self, c: Container) -> None:
+        probe = c.spec.get("readinessProbe")
+        if c.proc is None or not probe or time.monotonic() < c.next_probe:
+            return
+        ok = self._probe_once(c, probe)
+        period = float(probe.get("periodSeconds", 10))
+        c.next_probe = time.monotonic() + (period if ok else min(period, 1.0))
+        c.ready = ok
+
+    def _probe_once(self, c: Container, probe: dict[str, Any]) -> bool:
+        timeout = float(probe.get("timeoutSeconds", 1))
+        ports = {p.get("name"): p["containerPort"] for p in c.spec.get("ports", [])}
+        try:
+            if "tcpSocket" in probe:
+                port = probe["tcpSocket"]["port"]
+                port = ports.get(port, port)
+                with socket.create_connection((self.ip or "", int(port)), timeout=timeout):
+                    return True
+            if "httpGet" in probe:
+                hg = probe["httpGet"]
+                port = ports.get(hg["port"], hg["port"])
+                url = f"http://{self.ip}:{int(port)}{hg.get('path', '/')}"
+                with urllib.request.urlopen(url, timeout=timeout) as r:
+                    return bool(200 <= r.status < 400)
+        except OSError:
+            return False
+        return True  # exec probes are not run: a running container counts as ready
+
+    # ---- setup and teardown -------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        for sub in ("tmp", "term", "spec"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        (self.dir / "tmp").chmod(0o1777)
+        self.ip = self.agent.allocate_ip(self.uid)
+        network.create_pod_netns(self.netns, self.ip)
+        hostname = self.pod["spec"].get("hostname") or self.pname
+        resolv = (
+            f"search {self.ns}.svc.cluster.local svc.cluster.local cluster.local\n"
+            "options ndots:5\n"
+        )
+        (self.dir / "resolv.conf").write_text(resolv)
+        self.agent.hosts.register(self.uid, self.ns, self.dir / "hosts", self.ip, hostname,
+                                  self.pod["spec"].get("subdomain"))
+        images = sorted({c["image"] for c in self.pod["spec"].get("containers", [])
+                         + self.pod["spec"].get("initContainers", []) if c.get("image")})
+        self.agent.event(
+            self.pod, "Normal", "ImageIgnored",
+            f"devcluster ignores images ({', '.join(images) or 'none'}): containers run as local "
+            "processes in the project's Python environment",
+        )
+        self.cond_times["PodReadyToStartContainers"] = ("True", now_iso())
+        self._push_status()
+
+    def _prepare_volumes(self) -> None:
+        self.volumes = volumes.prepare(
+            self.agent.client, self._pod_with_ip(), self.dir, self.agent.paths.pv,
+            getter(self.agent.client, self.ns), self.agent.audiences,
+        )
+
+    def _pod_with_ip(self) -> dict[str, Any]:
+        pod = dict(self.pod)
+        status = dict(pod.get("status", {}))
+        status.update({"podIP": self.ip, "podIPs": [{"ip": self.ip}], "hostIP": BRIDGE_IP,
+                       "hostIPs": [{"ip": BRIDGE_IP}]})
+        pod["status"] = status
+        return pod
+
+    def _teardown_network(self) -> None:
+        self.agent.hosts.unregister(self.uid)
+        network.delete_pod_netns(self.netns)
+        self.agent.release_ip(self.uid)
+
+    def _teardown(self) -> None:
+        for c in self.inits + self.mains:
+            if c.proc is not None and c.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self._teardown_network()
+        for f in (self.agent.paths.run / "pods").glob(f"{self.uid}_*.pid"):
+            f.unlink(missing_ok=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ---- deletion -----------------------------------------------------------------------------
+
+    def _wait_deletion(self) -> None:
+        while not self.deleting:
+            self._sleep(30.0)
+        self._finish_deletion()
+
+    def _finish_deletion(self) -> None:
+        running = [c for c in self.inits + self.mains if c.proc is not None]
+        if running and not self.gone:
+            grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
+            if grace is None:
+                grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+            for c in running:
+                self.agent.event(self.pod, "Normal", "Killing", f"Stopping container {c.name}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+            deadline = time.monotonic() + float(grace)
+            while time.monotonic() < deadline and any(
+                c.proc is not None and c.proc.poll() is None for c in running
+            ):
+                self._sleep(min(0.2, max(0.01, deadline - time.monotonic())))
+        for c in running:
+            assert c.proc is not None
+            if c.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+            c.proc.wait()
+            self._reaped(c, c.proc.returncode, "Never")
+        if self.gone:
+            return
+        with contextlib.suppress(ApiError):
+            self._push_status()
+        self._teardown_network()
+        with contextlib.suppress(ApiError):
+            self.agent.client.delete(
+                f"/api/v1/namespaces/{self.ns}/pods/{self.pname}",
+                {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                 "preconditions": {"uid": self.uid}},
+            )
+        log.info("Deleted pod %s/%s", self.ns, self.pname)
+
+    # ---- status -------------------------------------------------------------------------------
+
+    def _waiting_all(self, reason: str, message: str) -> None:
+        for c in self.inits + self.mains:
+            if c.proc is None and not c.done:
+                c.state = {"waiting": {"reason": reason, "message": message}}
+
+    def _cstatus(self, c: Container) -> dict[str, Any]:
+        st: dict[str, Any] = {
+            "name": c.name, "image": c.spec.get("image", ""), "imageID": "",
+            "state": c.state, "lastState": c.last_state, "ready": c.ready and c.proc is not None,
+            "restartCount": c.restart_count, "started": c.proc is not None,
+        }
+        if c.started_at:
+            st["containerID"] = self._cid(c)
+        return st
+
+    def _condition(self, ctype: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
+        status = "True" if ok else "False"
+        prev = self.cond_times.get(ctype)
+        if prev is None or prev[0] != status:
+            self.cond_times[ctype] = prev = (status, now_iso())
+        c = {"type": ctype, "status": status, "lastProbeTime": None, "lastTransitionTime": prev[1]}
+        if reason and not ok:
+            c["reason"] = reason
+        return c
+
+    def _status(self) -> dict[str, Any]:
+        inits_done = all(c.done and c.exit_code == 0 for c in self.inits)
+        finished = self.phase in ("Succeeded", "Failed")
+        ready = (not finished and inits_done and bool(self.mains)
+                 and all(c.ready and c.proc is not None for c in self.mains))
+        not_ready_reason = "PodCompleted" if finished else "ContainersNotReady"
+        status: dict[str, Any] = {
+            "phase": self.phase,
+            "conditions": [
+                self._condition("PodReadyToStartContainers", self.ip is not None and not finished),
+                self._condition("Initialized", inits_done,
+                                "PodCompleted" if finished else "ContainersNotInitialized"),
+                self._condition("Ready", ready, not_ready_reason),
+                self._condition("ContainersReady", ready, not_ready_reason),
+                self._condition("PodScheduled", True),
+            ],
+            "hostIP": BRIDGE_IP,
+            "hostIPs": [{"ip": BRIDGE_IP}],
+            "startTime": self.start_time,
+            "containerStatuses": [self._cstatus(c) for c in self.mains],
+        }
+        if self.ip:
+            status["podIP"] = self.ip
+            status["podIPs"] = [{"ip": self.ip}]
+        if self.inits:
+            status["initContainerStatuses"] = [self._cstatus(c) for c in self.inits]
+        return status
+
+    def _push_status(self) -> None:
+        status = self._status()
+        if status == self.last_status or self.gone:
+            return
+        try:
+            out = self.agent.client.patch(
+                f"/api/v1/namespaces/{self.ns}/pods/{self.pname}/status", {"status": status}
+            )
+        except ApiError as err:
+            if err.status == 404:
+                self.gone = True
+                return
+            raise
+        self.last_status = status
+        if out and out.get("metadata", {}).get("uid") == self.uid:
+            with self.cond:
+                if _rv(out) > _rv(self.pod):
+                    self.pod = out
+
+
+def _rv(obj: dict[str, Any]) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion", "0"))
+    except ValueError:
+        return 0

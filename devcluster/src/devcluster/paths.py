@@ -1,0 +1,119 @@
+"""Where devcluster keeps its state: ``<repo>/.devcluster`` (git-ignored).
+
+The state directory can be moved with ``DEVCLUSTER_STATE_DIR``; everything else derives from it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The repository root (this file is ``<repo>/devcluster/src/devcluster/paths.py``).
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+#: Names of the static token identities written to ``tokens/<name>``.
+TOKEN_USERS = ("admin", "tenant", "data-owner", "viewer")
+
+#: The node the agent registers.
+NODE_NAME = "devcluster-node"
+
+#: Pod network: a bridge on the host, one network namespace per pod.
+BRIDGE = "ppml0"
+BRIDGE_IP = "10.244.0.1"
+POD_PREFIX_LEN = 24
+SERVICE_CIDR = "10.96.0.0/16"
+
+#: Fixed high ports (override with the environment variables of the same name).
+APISERVER_PORT = int(os.environ.get("DEVCLUSTER_APISERVER_PORT", "16443"))
+ETCD_CLIENT_PORT = int(os.environ.get("DEVCLUSTER_ETCD_PORT", "23790"))
+ETCD_PEER_PORT = ETCD_CLIENT_PORT + 10
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The files and directories of one devcluster state directory."""
+
+    root: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Admin kubeconfig."""
+        return self.root / "kubeconfig"
+
+    @property
+    def pki(self) -> Path:
+        """CA, serving and client certificates, service-account keys."""
+        return self.root / "pki"
+
+    @property
+    def tokens(self) -> Path:
+        """One file per static token identity."""
+        return self.root / "tokens"
+
+    @property
+    def logs(self) -> Path:
+        """Component logs (``<component>.log``) and ``pods/`` container logs."""
+        return self.root / "logs"
+
+    @property
+    def pod_logs(self) -> Path:
+        """Container logs ``<ns>_<pod>_<container>.log``."""
+        return self.logs / "pods"
+
+    @property
+    def run(self) -> Path:
+        """Pid files of the processes ``up`` started."""
+        return self.root / "run"
+
+    @property
+    def etcd_data(self) -> Path:
+        """Etcd's data directory."""
+        return self.root / "etcd"
+
+    @property
+    def pods(self) -> Path:
+        """Per-pod scratch (volumes, hosts files, termination messages)."""
+        return self.root / "pods"
+
+    @property
+    def pv(self) -> Path:
+        """Host directories backing PersistentVolumeClaims: ``pv/<ns>/<claim>``."""
+        return self.root / "pv"
+
+    @property
+    def config(self) -> Path:
+        """Generated component configuration (token file, audit policy, kubeconfigs)."""
+        return self.root / "config"
+
+    def token(self, name: str) -> str:
+        """Return the bearer token of the static identity ``name``.
+
+        Parameters
+        ----------
+        name
+            One of :data:`TOKEN_USERS`.
+
+        """
+        return (self.tokens / name).read_text().strip()
+
+
+def state_paths() -> Paths:
+    """Return the paths of the current state directory (``DEVCLUSTER_STATE_DIR`` or the repo's)."""
+    root = os.environ.get("DEVCLUSTER_STATE_DIR")
+    return Paths(Path(root).resolve() if root else REPO_ROOT / ".devcluster")
+
+
+def kubeconfig_path() -> Path:
+    """Return the admin kubeconfig path."""
+    return state_paths().kubeconfig
+
+
+def token(name: str) -> str:
+    """Return the bearer token of the static identity ``name`` (see :data:`TOKEN_USERS`)."""
+    return state_paths().token(name)
+
+
+def apiserver_url() -> str:
+    """Return the API server's URL (it listens on the bridge address, reachable from pods)."""
+    return f"https://{BRIDGE_IP}:{APISERVER_PORT}"
