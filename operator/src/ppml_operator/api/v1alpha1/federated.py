@@ -1,0 +1,679 @@
+"""FederatedJob: a Flower federation across data silos, with SecAgg+ and differential privacy."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from .common import (
+    API_VERSION,
+    Accountant,
+    ApiModel,
+    BudgetRef,
+    Conditions,
+    DataSpec,
+    DecimalBounds,
+    DnsLabel,
+    Image,
+    JobPrivacyStatus,
+    ListMap,
+    ModelSpec,
+    NodeSelector,
+    Optimizer,
+    ResourceRequirements,
+    Timestamp,
+    Tolerations,
+    cel,
+    cel_rules,
+    immutable,
+    parse_decimal,
+)
+from .training import Delta, LearningRate, Momentum, NoiseMultiplier, TargetEpsilon
+
+ClippingNorm = Annotated[str, DecimalBounds("clippingNorm", gt="0", le="1000000")]
+ProximalMu = Annotated[str, DecimalBounds("proximalMu", ge="0", le="1000")]
+ServerLearningRate = Annotated[str, DecimalBounds("serverLearningRate", gt="0", le="100")]
+ClippingRange = Annotated[str, DecimalBounds("clippingRange", gt="0", le="1000000")]
+
+MAX_CLIENTS = 100
+"""The most clients (silos) one FederatedJob may list."""
+
+
+class StrategyName(StrEnum):
+    """The server-side aggregation strategy."""
+
+    FED_AVG = "FedAvg"
+    FED_PROX = "FedProx"
+    FED_ADAM = "FedAdam"
+
+
+class Weighting(StrEnum):
+    """How client updates are weighted when aggregated."""
+
+    UNIFORM = "Uniform"
+    NUM_EXAMPLES = "NumExamples"
+
+
+class PrivacyMode(StrEnum):
+    """Which differential privacy a federation runs under."""
+
+    NONE = "None"
+    CENTRAL = "Central"
+    LOCAL = "Local"
+
+
+class ClippingKind(StrEnum):
+    """How the clipping norm of client updates is chosen (central DP)."""
+
+    FIXED = "Fixed"
+    ADAPTIVE = "Adaptive"
+
+
+class ClippingSide(StrEnum):
+    """Where client updates are clipped (central DP)."""
+
+    AUTO = "Auto"
+    CLIENT = "Client"
+    SERVER = "Server"
+
+
+class Strategy(ApiModel):
+    """The Flower strategy that aggregates client updates."""
+
+    name: StrategyName = Field(
+        default=StrategyName.FED_AVG,
+        description="name is FedAvg (the default), FedProx or FedAdam.",
+    )
+    proximal_mu: ProximalMu | None = Field(
+        default=None,
+        description="proximalMu is FedProx's proximal term weight, a decimal string in "
+        "[0, 1000]. FedProx only; defaults to 0.1.",
+    )
+    server_learning_rate: ServerLearningRate | None = Field(
+        default=None,
+        description="serverLearningRate is FedAdam's server-side step size, a decimal string "
+        "in (0, 100]. FedAdam only; defaults to 0.1.",
+    )
+    weighting: Weighting | None = Field(
+        default=None,
+        description="weighting is how updates are averaged: NumExamples (by each client's "
+        "number of training records) or Uniform. Defaults to Uniform under differential "
+        "privacy (its accounting assumes equal weights, so NumExamples is refused there) and "
+        "NumExamples otherwise.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "!has(self.proximalMu) || self.name == 'FedProx'",
+                "proximalMu applies to strategy FedProx only",
+                field_path=".proximalMu",
+            ),
+            cel(
+                "!has(self.serverLearningRate) || self.name == 'FedAdam'",
+                "serverLearningRate applies to strategy FedAdam only",
+                field_path=".serverLearningRate",
+            ),
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Strategy:
+        if self.proximal_mu is not None and self.name != StrategyName.FED_PROX:
+            raise ValueError("proximalMu applies to strategy FedProx only")
+        if self.server_learning_rate is not None and self.name != StrategyName.FED_ADAM:
+            raise ValueError("serverLearningRate applies to strategy FedAdam only")
+        return self
+
+
+class FederatedClient(ApiModel):
+    """One data silo: a SuperNode with its own data and, optionally, its own budget."""
+
+    name: DnsLabel = Field(
+        description="name identifies the silo within the job (an RFC 1123 label); its "
+        "SuperNode is named {job}-{name}."
+    )
+    data: DataSpec = Field(description="data is the silo's own data; it never leaves its pod.")
+    budget_ref: BudgetRef | None = Field(
+        default=None,
+        description="budgetRef names the silo's own PrivacyBudget, charged under privacy mode "
+        "Local; defaults to the job's spec.budgetRef.",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="resources of the silo's SuperNode container."
+    )
+    node_selector: NodeSelector | None = Field(
+        default=None, description="nodeSelector places the silo's SuperNode pod."
+    )
+    tolerations: Tolerations | None = Field(
+        default=None, description="tolerations of the silo's SuperNode pod."
+    )
+
+
+class FederatedPrivacy(ApiModel):
+    """The differential privacy of a federation."""
+
+    mode: PrivacyMode = Field(
+        default=PrivacyMode.NONE,
+        description="mode is None (no differential privacy; the default), Central "
+        "(client-level DP: each round's aggregate is noised, charged to spec.budgetRef) or "
+        "Local (each silo trains with DP-SGD, charged to the silo's own budget).",
+    )
+    target_epsilon: TargetEpsilon | None = Field(
+        default=None,
+        description="targetEpsilon is the ε the federation may cost at delta; the operator "
+        "calibrates the noise multiplier. Set exactly one of targetEpsilon and noiseMultiplier "
+        "unless mode is None.",
+    )
+    noise_multiplier: NoiseMultiplier | None = Field(
+        default=None,
+        description="noiseMultiplier is sigma relative to clippingNorm. Set exactly one of "
+        "targetEpsilon and noiseMultiplier unless mode is None.",
+    )
+    delta: Delta | None = Field(
+        default=None,
+        description="delta is the δ of the guarantee, a decimal string in (0, 1); required "
+        "unless mode is None. Central: below 1/number of clients; Local: below 1/numRecords "
+        "of every silo.",
+    )
+    clipping_norm: ClippingNorm = Field(
+        default="1.0",
+        description="clippingNorm is the L2 bound of each client's update (Central) or of "
+        "each per-sample gradient (Local), a decimal string greater than 0. Defaults to 1.0.",
+    )
+    clipping: ClippingKind = Field(
+        default=ClippingKind.FIXED,
+        description="clipping is Fixed (the default) or Adaptive (the norm tracks a quantile "
+        "of update norms; Central only).",
+    )
+    clipping_side: ClippingSide = Field(
+        default=ClippingSide.AUTO,
+        description="clippingSide is where updates are clipped under Central DP: Auto (the "
+        "default: Client with secure aggregation, Server otherwise), Client or Server. Server "
+        "with secureAggregation is refused: the server cannot see individual updates.",
+    )
+    accountant: Accountant = Field(
+        default=Accountant.RDP,
+        description="accountant is how the operator computes ε: RDP (the default) or PLD.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "self.mode == 'None' ? (!has(self.targetEpsilon) && !has(self.noiseMultiplier)"
+                " && !has(self.delta)) : (has(self.targetEpsilon) != has(self.noiseMultiplier)"
+                " && has(self.delta))",
+                "privacy mode Central or Local needs delta and exactly one of targetEpsilon "
+                "and noiseMultiplier; mode None takes none of them",
+            ),
+            cel(
+                "self.clipping != 'Adaptive' || self.mode == 'Central'",
+                "clipping Adaptive applies to privacy mode Central only",
+                field_path=".clipping",
+            ),
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FederatedPrivacy:
+        given = (self.target_epsilon, self.noise_multiplier, self.delta)
+        if self.mode == PrivacyMode.NONE:
+            ok = all(v is None for v in given)
+        else:
+            ok = (self.target_epsilon is None) != (self.noise_multiplier is None) and (
+                self.delta is not None
+            )
+        if not ok:
+            raise ValueError(
+                "privacy mode Central or Local needs delta and exactly one of targetEpsilon "
+                "and noiseMultiplier; mode None takes none of them"
+            )
+        if self.clipping == ClippingKind.ADAPTIVE and self.mode != PrivacyMode.CENTRAL:
+            raise ValueError("clipping Adaptive applies to privacy mode Central only")
+        return self
+
+
+class SecureAggregation(ApiModel):
+    """SecAgg+ parameters: the server only ever sees the sum of the sampled clients' updates."""
+
+    num_shares: int = Field(
+        default=3,
+        ge=3,
+        le=MAX_CLIENTS,
+        description="numShares is how many clients each client's secret is shared with "
+        "(3-100, at most the clients sampled per round). Defaults to 3.",
+    )
+    reconstruction_threshold: int = Field(
+        default=2,
+        ge=2,
+        le=MAX_CLIENTS,
+        description="reconstructionThreshold is how many shares reconstruct a secret (at "
+        "least 2, at most numShares); higher tolerates fewer dropouts but resists more "
+        "collusion. Defaults to 2.",
+    )
+    clipping_range: ClippingRange = Field(
+        default="8.0",
+        description="clippingRange bounds each model parameter to [-clippingRange, "
+        "clippingRange] before quantization, a decimal string. Defaults to 8.0.",
+    )
+    quantization_range: int = Field(
+        default=4194304,
+        ge=1,
+        le=2**31,
+        description="quantizationRange is the number of quantization levels of a parameter "
+        "(at most modulusRange). Defaults to 4194304.",
+    )
+    modulus_range: int = Field(
+        default=4294967296,
+        ge=2,
+        le=2**62,
+        description="modulusRange is the size of the field masks live in, a power of 2. "
+        "Defaults to 4294967296.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "self.reconstructionThreshold <= self.numShares",
+                "reconstructionThreshold must not exceed numShares",
+                field_path=".reconstructionThreshold",
+            ),
+            cel(
+                "self.quantizationRange <= self.modulusRange",
+                "quantizationRange must not exceed modulusRange",
+                field_path=".quantizationRange",
+            ),
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SecureAggregation:
+        if self.reconstruction_threshold > self.num_shares:
+            raise ValueError("reconstructionThreshold must not exceed numShares")
+        if self.quantization_range > self.modulus_range:
+            raise ValueError("quantizationRange must not exceed modulusRange")
+        if self.modulus_range & (self.modulus_range - 1):
+            raise ValueError(f"modulusRange must be a power of 2, got {self.modulus_range}")
+        return self
+
+
+class Toggle(ApiModel):
+    """A feature switch that is on by default."""
+
+    enabled: bool = Field(default=True, description="enabled turns the feature on (default).")
+
+
+class FederatedTraining(ApiModel):
+    """Each client's local training per round."""
+
+    local_epochs: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="localEpochs is the number of passes a client makes over its training "
+        "records per round (1-1000). Defaults to 1.",
+    )
+    batch_size: int = Field(
+        ge=1, le=1_000_000, description="batchSize is each client's (expected) batch size."
+    )
+    learning_rate: LearningRate = Field(
+        description="learningRate is the clients' optimizer step size, a decimal string."
+    )
+    optimizer: Optimizer = Field(
+        default=Optimizer.SGD, description="optimizer is Sgd (the default) or Adam."
+    )
+    momentum: Momentum | None = Field(
+        default=None, description="momentum is Sgd's momentum, a decimal string in [0, 1)."
+    )
+    seed: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="seed seeds initialisation and sampling."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "!has(self.momentum) || self.optimizer == 'Sgd'",
+                "momentum applies to optimizer Sgd only",
+                field_path=".momentum",
+            ),
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FederatedTraining:
+        if self.momentum is not None and self.optimizer != Optimizer.SGD:
+            raise ValueError("momentum applies to optimizer Sgd only")
+        return self
+
+
+class FederatedRuntime(ApiModel):
+    """Where and how the SuperLink, ServerApp and submitter run."""
+
+    image: Image | None = Field(
+        default=None,
+        description="image is the runtime image of every pod of the federation; defaults to "
+        "the operator's configured runtime image.",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="resources of the server-side containers."
+    )
+    node_selector: NodeSelector | None = Field(
+        default=None, description="nodeSelector places the server-side pods."
+    )
+    tolerations: Tolerations | None = Field(
+        default=None, description="tolerations of the server-side pods."
+    )
+
+
+Clients = Annotated[
+    list[FederatedClient], Field(min_length=1, max_length=MAX_CLIENTS), ListMap(("name",))
+]
+
+_SPEC_RULES: list[tuple[str, str, str | None]] = [
+    (
+        "!has(self.minClients) || self.minClients <= size(self.clients)",
+        "minClients must not exceed the number of clients",
+        ".minClients",
+    ),
+    (
+        "!has(self.clientsPerRound) || self.clientsPerRound <= "
+        "(has(self.minClients) ? self.minClients : size(self.clients))",
+        "clientsPerRound must not exceed minClients (or the number of clients)",
+        ".clientsPerRound",
+    ),
+    (
+        "self.privacy.mode != 'Central' || has(self.budgetRef)",
+        "budgetRef is required with privacy mode Central: the federation's budget pays",
+        ".budgetRef",
+    ),
+    (
+        "self.privacy.mode != 'Local' || has(self.budgetRef) || "
+        "self.clients.all(c, has(c.budgetRef))",
+        "privacy mode Local needs budgetRef, or a budgetRef on every client",
+        ".budgetRef",
+    ),
+    (
+        "self.privacy.mode != 'Central' || !has(self.minClients) || "
+        "self.minClients == size(self.clients)",
+        "minClients must equal the number of clients under privacy mode Central: the "
+        "accounting assumes clientsPerRound are sampled from all of them",
+        ".minClients",
+    ),
+    (
+        "!has(self.secureAggregation) || self.privacy.clippingSide != 'Server'",
+        "privacy.clippingSide Server cannot be combined with secureAggregation: the server "
+        "never sees individual updates; use Client or Auto",
+        ".privacy.clippingSide",
+    ),
+    (
+        "!has(self.secureAggregation) || self.secureAggregation.numShares <= "
+        "(has(self.clientsPerRound) ? self.clientsPerRound : size(self.clients))",
+        "secureAggregation.numShares must not exceed the clients sampled per round",
+        ".secureAggregation.numShares",
+    ),
+    (
+        "self.privacy.mode == 'None' || !has(self.strategy.weighting) || "
+        "self.strategy.weighting == 'Uniform'",
+        "strategy.weighting NumExamples cannot be combined with differential privacy: the "
+        "accounting assumes equal weights",
+        ".strategy.weighting",
+    ),
+    (
+        "self.privacy.mode != 'Central' || "
+        "double(self.privacy.delta) * double(size(self.clients)) < 1.0",
+        "privacy.delta must be below 1/number of clients under privacy mode Central",
+        ".privacy.delta",
+    ),
+    (
+        "self.privacy.mode != 'Local' || self.clients.all(c, "
+        "double(self.privacy.delta) * double(c.data.numRecords) < 1.0)",
+        "privacy.delta must be below 1/data.numRecords of every client under privacy mode Local",
+        ".privacy.delta",
+    ),
+    (
+        "self.clients.all(c, self.training.batchSize <= c.data.numRecords)",
+        "training.batchSize must not exceed any client's data.numRecords",
+        ".training.batchSize",
+    ),
+    (
+        "has(self.budgetRef) == has(oldSelf.budgetRef)",
+        "spec.budgetRef cannot be added or removed after creation",
+        ".budgetRef",
+    ),
+    (
+        "has(self.secureAggregation) == has(oldSelf.secureAggregation)",
+        "spec.secureAggregation cannot be added or removed after creation",
+        ".secureAggregation",
+    ),
+    (
+        "has(self.minClients) == has(oldSelf.minClients) && "
+        "has(self.clientsPerRound) == has(oldSelf.clientsPerRound)",
+        "spec.minClients and spec.clientsPerRound cannot be added or removed after creation",
+        None,
+    ),
+]
+
+
+class FederatedJobSpec(ApiModel):
+    """The desired state of a FederatedJob."""
+
+    budget_ref: Annotated[BudgetRef, immutable("spec.budgetRef")] | None = Field(
+        default=None,
+        description="budgetRef names the PrivacyBudget the federation charges: required with "
+        "privacy mode Central; under Local, the budget of every client without its own. "
+        "Immutable.",
+    )
+    rounds: Annotated[int, immutable("spec.rounds")] = Field(
+        ge=1, le=10_000, description="rounds is the number of federated rounds (1-10000)."
+    )
+    strategy: Annotated[Strategy, immutable("spec.strategy")] = Field(
+        default_factory=Strategy,
+        json_schema_extra={"default": {}},
+        description="strategy aggregates the client updates. Immutable.",
+    )
+    clients: Annotated[Clients, immutable("spec.clients")] = Field(
+        description="clients lists the silos, one SuperNode each (1-100, names unique). Immutable."
+    )
+    min_clients: Annotated[int, immutable("spec.minClients")] | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CLIENTS,
+        description="minClients is how many clients must be connected before a round starts; "
+        "defaults to all of them (and must be all of them under privacy mode Central).",
+    )
+    clients_per_round: Annotated[int, immutable("spec.clientsPerRound")] | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CLIENTS,
+        description="clientsPerRound is how many clients are sampled to train each round; "
+        "the client sampling rate is clientsPerRound / number of clients. Defaults to all.",
+    )
+    privacy: Annotated[FederatedPrivacy, immutable("spec.privacy")] = Field(
+        default_factory=FederatedPrivacy,
+        json_schema_extra={"default": {}},
+        description="privacy is the federation's differential privacy. Immutable.",
+    )
+    secure_aggregation: Annotated[SecureAggregation, immutable("spec.secureAggregation")] | None = (
+        Field(
+            default=None,
+            description="secureAggregation enables SecAgg+ with these parameters (its presence "
+            "turns it on; {} takes the defaults). Immutable.",
+        )
+    )
+    tls: Annotated[Toggle, immutable("spec.tls")] = Field(
+        default_factory=Toggle,
+        json_schema_extra={"default": {}},
+        description="tls encrypts SuperLink and SuperNode traffic with per-job certificates "
+        "(enabled by default). Immutable.",
+    )
+    authentication: Annotated[Toggle, immutable("spec.authentication")] = Field(
+        default_factory=Toggle,
+        json_schema_extra={"default": {}},
+        description="authentication admits only the job's own SuperNodes to the SuperLink "
+        "(enabled by default). Immutable.",
+    )
+    model: Annotated[ModelSpec, immutable("spec.model")] = Field(
+        description="model is the network every client trains. Immutable."
+    )
+    training: Annotated[FederatedTraining, immutable("spec.training")] = Field(
+        description="training is each client's local training per round. Immutable."
+    )
+    runtime: Annotated[FederatedRuntime, immutable("spec.runtime")] = Field(
+        default_factory=FederatedRuntime,
+        json_schema_extra={"default": {}},
+        description="runtime says where and how the server-side pods run. Immutable.",
+    )
+    suspend: bool = Field(
+        default=False, description="suspend stops the federation's pods while true."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="activeDeadlineSeconds bounds the federation's running time.",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        description="ttlSecondsAfterFinished deletes the job this long after it finishes.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            *(
+                cel(rule, message, field_path=path) if path else cel(rule, message)
+                for rule, message, path in _SPEC_RULES
+            )
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FederatedJobSpec:
+        n = len(self.clients)
+        names = [c.name for c in self.clients]
+        if len(set(names)) != n:
+            raise ValueError("clients must have unique names")
+        mode = self.privacy.mode
+        problems = [
+            (self.min_clients is not None and self.min_clients > n, 0),
+            (
+                self.clients_per_round is not None
+                and self.clients_per_round > (self.min_clients or n),
+                1,
+            ),
+            (mode == PrivacyMode.CENTRAL and self.budget_ref is None, 2),
+            (
+                mode == PrivacyMode.LOCAL
+                and self.budget_ref is None
+                and any(c.budget_ref is None for c in self.clients),
+                3,
+            ),
+            (
+                mode == PrivacyMode.CENTRAL
+                and self.min_clients is not None
+                and self.min_clients != n,
+                4,
+            ),
+            (
+                self.secure_aggregation is not None
+                and self.privacy.clipping_side == ClippingSide.SERVER,
+                5,
+            ),
+            (
+                self.secure_aggregation is not None
+                and self.secure_aggregation.num_shares > (self.clients_per_round or n),
+                6,
+            ),
+            (
+                mode != PrivacyMode.NONE and self.strategy.weighting == Weighting.NUM_EXAMPLES,
+                7,
+            ),
+            (
+                mode == PrivacyMode.CENTRAL
+                and self.privacy.delta is not None
+                and parse_decimal(self.privacy.delta) * n >= 1,
+                8,
+            ),
+            (
+                mode == PrivacyMode.LOCAL
+                and self.privacy.delta is not None
+                and any(
+                    parse_decimal(self.privacy.delta) * Decimal(c.data.num_records) >= 1
+                    for c in self.clients
+                ),
+                9,
+            ),
+            (any(self.training.batch_size > c.data.num_records for c in self.clients), 10),
+        ]
+        for failed, index in problems:
+            if failed:
+                raise ValueError(_SPEC_RULES[index][1])
+        return self
+
+
+class RoundMetrics(ApiModel):
+    """What one federated round reported."""
+
+    round: int = Field(description="round is the round number, from 1.")
+    clients: int | None = Field(default=None, description="clients that trained this round.")
+    loss: str | None = Field(default=None, description="loss is the aggregated loss.")
+    accuracy: str | None = Field(default=None, description="accuracy is the aggregated one.")
+    wall_seconds: str | None = Field(default=None, description="wallSeconds the round took.")
+
+
+class FederationStatus(ApiModel):
+    """How far the federation has come."""
+
+    rounds_completed: int | None = Field(
+        default=None, ge=0, description="roundsCompleted counts the rounds done, of spec.rounds."
+    )
+    clients_connected: int | None = Field(
+        default=None, ge=0, description="clientsConnected counts SuperNodes connected now."
+    )
+    run_id: str | None = Field(default=None, description="runId is Flower's run ID.")
+    rounds: Annotated[list[RoundMetrics], Field(max_length=100)] | None = Field(
+        default=None, description="rounds holds the last 100 rounds' metrics, oldest first."
+    )
+
+
+class FederatedJobStatus(ApiModel):
+    """The observed state of a FederatedJob. Written only by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="observedGeneration the status reflects."
+    )
+    conditions: Conditions | None = Field(
+        default=None, description="conditions are Admitted, Running, Complete and Failed."
+    )
+    privacy: JobPrivacyStatus | None = Field(
+        default=None, description="privacy is what was charged, per budget."
+    )
+    federation: FederationStatus | None = Field(
+        default=None, description="federation is the federation's progress."
+    )
+    start_time: Timestamp | None = Field(default=None, description="startTime of the job.")
+    completion_time: Timestamp | None = Field(
+        default=None, description="completionTime is when it completed or failed."
+    )
+
+
+class FederatedJob(ApiModel):
+    """FederatedJob runs a Flower federation across data silos."""
+
+    api_version: Literal["ppml.dev/v1alpha1"] = Field(
+        default=API_VERSION, description="apiVersion is ppml.dev/v1alpha1."
+    )
+    kind: Literal["FederatedJob"] = Field(
+        default="FederatedJob", description="kind is FederatedJob."
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="metadata is the standard object metadata."
+    )
+    spec: FederatedJobSpec = Field(description="spec is the federation the user asks for.")
+    status: FederatedJobStatus | None = Field(
+        default=None,
+        description="status is what the operator observed and charged; only the operator "
+        "writes it.",
+    )

@@ -1,0 +1,348 @@
+"""PrivateTrainingJob: centralized DP-SGD training (Opacus) paid for by a PrivacyBudget."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from .common import (
+    API_VERSION,
+    Accountant,
+    ApiModel,
+    BudgetRef,
+    ClippingMode,
+    Conditions,
+    DataSpec,
+    DecimalBounds,
+    DnsSubdomain,
+    Image,
+    JobPrivacyStatus,
+    ModelSpec,
+    NodeSelector,
+    Optimizer,
+    ResourceRequirements,
+    Timestamp,
+    Tolerations,
+    cel,
+    cel_rules,
+    immutable,
+    parse_decimal,
+)
+
+TargetEpsilon = Annotated[str, DecimalBounds("targetEpsilon", gt="0", le="1000")]
+NoiseMultiplier = Annotated[str, DecimalBounds("noiseMultiplier", gt="0", le="1000")]
+Delta = Annotated[str, DecimalBounds("delta", gt="0", lt="1")]
+MaxGradNorm = Annotated[str, DecimalBounds("maxGradNorm", gt="0", le="1000000")]
+LearningRate = Annotated[str, DecimalBounds("learningRate", gt="0", le="100")]
+Momentum = Annotated[str, DecimalBounds("momentum", ge="0", lt="1")]
+
+EXACTLY_ONE_NOISE = "exactly one of targetEpsilon and noiseMultiplier must be set"
+
+
+class PrivacySpec(ApiModel):
+    """The DP-SGD guarantee: how much noise, how much clipping, and how it is accounted."""
+
+    target_epsilon: TargetEpsilon | None = Field(
+        default=None,
+        description="targetEpsilon is the ε the job may cost at delta, a decimal string in "
+        "(0, 1000]; the operator calibrates the smallest noise multiplier that meets it. Set "
+        "exactly one of targetEpsilon and noiseMultiplier.",
+    )
+    noise_multiplier: NoiseMultiplier | None = Field(
+        default=None,
+        description="noiseMultiplier is sigma, the ratio of the Gaussian noise's standard "
+        "deviation to maxGradNorm, a decimal string greater than 0; the operator computes the "
+        "resulting ε. Set exactly one of targetEpsilon and noiseMultiplier.",
+    )
+    delta: Delta = Field(
+        description="delta is the δ of the (ε, δ) guarantee, a decimal string in (0, 1); it "
+        "must be below 1/data.numRecords."
+    )
+    max_grad_norm: MaxGradNorm = Field(
+        default="1.0",
+        description="maxGradNorm is C, the L2 norm each per-sample gradient is clipped to, a "
+        "decimal string greater than 0. Defaults to 1.0.",
+    )
+    accountant: Accountant = Field(
+        default=Accountant.RDP,
+        description="accountant is how the operator computes ε from the noise multiplier, "
+        "sampling rate and steps: RDP (Rényi DP, the default; Opacus calls it rdp) or PLD "
+        "(privacy loss distributions, tighter; the runtime checks it with Opacus' prv "
+        "accountant).",
+    )
+    clipping_mode: ClippingMode = Field(
+        default=ClippingMode.AUTO,
+        description="clippingMode is how per-sample gradients are clipped: Auto (the default: "
+        "Ghost where the model supports it, Hooks otherwise), Ghost (Opacus' ghost clipping, "
+        "fast) or Hooks (per-sample gradient hooks). It changes speed, never the guarantee.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel("has(self.targetEpsilon) != has(self.noiseMultiplier)", EXACTLY_ONE_NOISE),
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PrivacySpec:
+        if (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError(EXACTLY_ONE_NOISE)
+        return self
+
+
+class TrainingSpec(ApiModel):
+    """Training hyper-parameters that determine the number of steps paid for."""
+
+    epochs: int = Field(
+        ge=1,
+        le=10_000,
+        description="epochs is the number of passes over the training records (1-10000); "
+        "the job pays for epochs * ceil(trainRecords / batchSize) steps.",
+    )
+    batch_size: int = Field(
+        ge=1,
+        le=1_000_000,
+        description="batchSize is the expected batch size (Poisson sampling draws each record "
+        "with probability batchSize / trainRecords); at least 1 and at most data.numRecords.",
+    )
+    learning_rate: LearningRate = Field(
+        description="learningRate is the optimizer's step size, a decimal string in (0, 100]."
+    )
+    optimizer: Optimizer = Field(
+        default=Optimizer.SGD, description="optimizer is Sgd (the default) or Adam."
+    )
+    momentum: Momentum | None = Field(
+        default=None,
+        description="momentum is Sgd's momentum, a decimal string in [0, 1). Defaults to 0.",
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**31 - 1,
+        description="seed seeds model initialisation and sampling; unset draws a fresh seed.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "!has(self.momentum) || self.optimizer == 'Sgd'",
+                "momentum applies to optimizer Sgd only",
+                field_path=".momentum",
+            ),
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainingSpec:
+        if self.momentum is not None and self.optimizer != Optimizer.SGD:
+            raise ValueError("momentum applies to optimizer Sgd only")
+        return self
+
+
+class RuntimeSpec(ApiModel):
+    """Where and how the trainer pods run."""
+
+    image: Image | None = Field(
+        default=None,
+        description="image is the runtime container image; defaults to the operator's "
+        "configured runtime image.",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="resources are each worker container's requests and limits, e.g. "
+        "limits: {nvidia.com/gpu: 1}.",
+    )
+    node_selector: NodeSelector | None = Field(
+        default=None, description="nodeSelector restricts the worker pods to matching nodes."
+    )
+    tolerations: Tolerations | None = Field(
+        default=None, description="tolerations let the worker pods run on tainted nodes."
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="workers is the number of data-parallel workers (1-64); more than one "
+        "runs distributed DP-SGD with a headless Service for the rendezvous. Defaults to 1.",
+    )
+
+
+class CheckpointSpec(ApiModel):
+    """Where checkpoints go so an interrupted attempt resumes without spending more."""
+
+    claim_name: DnsSubdomain = Field(
+        description="claimName is the PersistentVolumeClaim checkpoints are written to "
+        "(model, optimizer, accountant state, step)."
+    )
+
+
+class PrivateTrainingJobSpec(ApiModel):
+    """The desired state of a PrivateTrainingJob."""
+
+    budget_ref: Annotated[BudgetRef, immutable("spec.budgetRef")] = Field(
+        description="budgetRef names the PrivacyBudget that pays for the job. Required: a job "
+        "that charges no budget would bypass enforcement. Immutable."
+    )
+    privacy: Annotated[PrivacySpec, immutable("spec.privacy")] = Field(
+        description="privacy is the DP-SGD guarantee the job runs under. Immutable."
+    )
+    data: Annotated[DataSpec, immutable("spec.data")] = Field(
+        description="data is what the job trains on. Immutable."
+    )
+    model: Annotated[ModelSpec, immutable("spec.model")] = Field(
+        description="model is the network to train. Immutable."
+    )
+    training: Annotated[TrainingSpec, immutable("spec.training")] = Field(
+        description="training holds the hyper-parameters. Immutable."
+    )
+    runtime: Annotated[RuntimeSpec, immutable("spec.runtime")] = Field(
+        default_factory=RuntimeSpec,
+        json_schema_extra={"default": {}},
+        description="runtime says where and how the trainer pods run. Immutable.",
+    )
+    checkpoint: Annotated[CheckpointSpec, immutable("spec.checkpoint")] | None = Field(
+        default=None,
+        description="checkpoint enables checkpoints to a volume, so that a restarted attempt "
+        "resumes instead of paying again. Immutable.",
+    )
+    suspend: bool = Field(
+        default=False,
+        description="suspend stops the job's pods while true, keeping its reservation; "
+        "setting it back to false resumes. Defaults to false.",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="activeDeadlineSeconds bounds the job's running time from its first "
+        "start; past it the job fails with reason DeadlineExceeded.",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        description="ttlSecondsAfterFinished deletes the job this many seconds after it "
+        "completes or fails; its charge stays in the budget.",
+    )
+    backoff_limit: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="backoffLimit is how many failed attempts are retried (0-100). Every "
+        "attempt costs privacy: without a checkpoint, each retry is charged again. Defaults "
+        "to 0.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "self.training.batchSize <= self.data.numRecords",
+                "training.batchSize must not exceed data.numRecords",
+                field_path=".training.batchSize",
+            ),
+            cel(
+                "double(self.privacy.delta) * double(self.data.numRecords) < 1.0",
+                "privacy.delta must be below 1/data.numRecords: a larger delta allows "
+                "releasing whole records",
+                field_path=".privacy.delta",
+            ),
+            cel(
+                "has(self.checkpoint) == has(oldSelf.checkpoint)",
+                "spec.checkpoint cannot be added or removed after creation",
+                field_path=".checkpoint",
+            ),
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PrivateTrainingJobSpec:
+        if self.training.batch_size > self.data.num_records:
+            raise ValueError("training.batchSize must not exceed data.numRecords")
+        if parse_decimal(self.privacy.delta) * Decimal(self.data.num_records) >= 1:
+            raise ValueError(
+                "privacy.delta must be below 1/data.numRecords: a larger delta allows "
+                "releasing whole records"
+            )
+        return self
+
+
+class Progress(ApiModel):
+    """Live progress the operator polls from the runtime's metrics endpoint."""
+
+    step: int | None = Field(default=None, description="step is the last step completed.")
+    total_steps: int | None = Field(
+        default=None, description="totalSteps is the number of steps paid for."
+    )
+    epoch: int | None = Field(default=None, description="epoch is the current epoch.")
+    loss: str | None = Field(default=None, description="loss is the last training loss.")
+    epsilon_so_far: str | None = Field(
+        default=None,
+        description="epsilonSoFar is the ε spent by the steps done so far, by the runtime's "
+        "accountant.",
+    )
+
+
+class Metrics(ApiModel):
+    """What the runtime's final report says about the trained model."""
+
+    test_accuracy: str | None = Field(
+        default=None, description="testAccuracy is the accuracy on the test split, in [0, 1]."
+    )
+    test_loss: str | None = Field(default=None, description="testLoss is the loss on it.")
+    wall_seconds: str | None = Field(
+        default=None, description="wallSeconds is the training's wall-clock time."
+    )
+    device: str | None = Field(
+        default=None, description="device is what trained the model, e.g. cpu or cuda:0."
+    )
+
+
+class PrivateTrainingJobStatus(ApiModel):
+    """The observed state of a PrivateTrainingJob. Written only by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="observedGeneration is the metadata.generation the status reflects.",
+    )
+    conditions: Conditions | None = Field(
+        default=None,
+        description="conditions are Admitted, Running, Complete, Failed and Suspended.",
+    )
+    privacy: JobPrivacyStatus | None = Field(
+        default=None, description="privacy is what was charged, and what was measured."
+    )
+    progress: Progress | None = Field(default=None, description="progress while training.")
+    metrics: Metrics | None = Field(default=None, description="metrics of the final model.")
+    start_time: Timestamp | None = Field(
+        default=None, description="startTime is when the first attempt started."
+    )
+    completion_time: Timestamp | None = Field(
+        default=None, description="completionTime is when the job completed or failed."
+    )
+    attempts: int | None = Field(
+        default=None, ge=0, description="attempts is the number of attempts started."
+    )
+    failed: int | None = Field(
+        default=None, ge=0, description="failed is the number of attempts that failed."
+    )
+
+
+class PrivateTrainingJob(ApiModel):
+    """PrivateTrainingJob trains a model with DP-SGD, paid for by a PrivacyBudget."""
+
+    api_version: Literal["ppml.dev/v1alpha1"] = Field(
+        default=API_VERSION, description="apiVersion is ppml.dev/v1alpha1."
+    )
+    kind: Literal["PrivateTrainingJob"] = Field(
+        default="PrivateTrainingJob", description="kind is PrivateTrainingJob."
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="metadata is the standard object metadata."
+    )
+    spec: PrivateTrainingJobSpec = Field(description="spec is the training job the user asks for.")
+    status: PrivateTrainingJobStatus | None = Field(
+        default=None,
+        description="status is what the operator observed and charged; only the operator "
+        "writes it.",
+    )
