@@ -85,9 +85,7 @@ def _decimal_from_number(value: object) -> object:
 
 
 #: A non-negative decimal number written as a string (exact on the wire, never a YAML float).
-DecimalStr = Annotated[
-    str, BeforeValidator(_decimal_from_number), Field(pattern=_DECIMAL_PATTERN)
-]
+DecimalStr = Annotated[str, BeforeValidator(_decimal_from_number), Field(pattern=_DECIMAL_PATTERN)]
 
 
 def decimal_of(value: str) -> Decimal:
@@ -102,6 +100,7 @@ def decimal_of(value: str) -> Decimal:
     -------
     Decimal
         The exact value.
+
     """
     return Decimal(value)
 
@@ -122,6 +121,7 @@ def exact_decimal_str(value: Fraction | float | int) -> str:
     -------
     str
         A decimal string, e.g. ``"0.04453723034098817"``.
+
     """
     if isinstance(value, int):
         return str(value)
@@ -167,6 +167,7 @@ def split_sizes(total: int, test_fraction: Decimal | str) -> tuple[int, int]:
     -------
     tuple of int
         The training and test record counts.
+
     """
     frac = Decimal(test_fraction)
     if not Decimal(0) <= frac < Decimal(1):
@@ -275,7 +276,9 @@ class DataConfig(ContractModel):
     def _one_member(self) -> DataConfig:
         members = {"Builtin": self.builtin, "Synthetic": self.synthetic, "Volume": self.volume}
         if members[self.source] is None:
-            raise ValueError(f"data.source is {self.source} but data.{self.source.lower()} is unset")
+            raise ValueError(
+                f"data.source is {self.source} but data.{self.source.lower()} is unset"
+            )
         extra = [k for k, v in members.items() if v is not None and k != self.source]
         if extra:
             raise ValueError(f"data.source is {self.source} but data.{extra[0].lower()} is set too")
@@ -352,7 +355,7 @@ class PrivacyParams(ContractModel):
 
     @property
     def noise_multiplier_value(self) -> float:
-        """``noiseMultiplier`` (σ) as a float."""
+        """``noiseMultiplier`` (sigma) as a float."""
         return float(self.noise_multiplier)
 
     @property
@@ -383,7 +386,7 @@ class CheckpointConfig(ContractModel):
 
 
 class DistributedConfig(ContractModel):
-    """Data-parallel workers; each pod's rank and the world size come from ``RANK``/``WORLD_SIZE``."""
+    """Data-parallel workers; each pod's rank and world size come from ``RANK``, ``WORLD_SIZE``."""
 
     workers: int = Field(default=1, ge=1, le=1024)
 
@@ -441,6 +444,7 @@ def load_config(path: str | Path) -> TrainerConfig:
         When the file cannot be read.
     pydantic.ValidationError
         When the config is not a valid contract config.
+
     """
     text = Path(path).read_text(encoding="utf-8")
     try:
@@ -487,6 +491,8 @@ class TrainingReport(ContractModel):
     device: str | None = None
     grad_sample_mode: Literal["ghost", "hooks"] | None = None
     resumed_from_step: int | None = None
+    #: Steps spent in an earlier attempt whose progress was lost (their privacy cost is counted).
+    steps_discarded: int | None = None
     error: str | None = None
 
 
@@ -507,6 +513,7 @@ def dump_report(report: TrainingReport, limit: int = TERMINATION_MESSAGE_LIMIT) 
     -------
     str
         The JSON text.
+
     """
 
     def encode(r: TrainingReport) -> str:
@@ -577,6 +584,7 @@ def parse_progress(metrics_text: str) -> ProgressSnapshot:
     -------
     ProgressSnapshot
         The gauges found; missing ones keep their defaults, NaN values read as unset.
+
     """
     by_name = {v: k for k, v in ProgressSnapshot.METRIC_NAMES.items()}
     values: dict[str, float] = {}
