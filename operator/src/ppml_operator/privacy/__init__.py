@@ -10,6 +10,7 @@ the events and decimal helpers) costs nothing. See ``docs/privacy-accounting.md`
 """
 
 from ppml_operator.privacy.accountant import Accountant, epsilon_of
+from ppml_operator.privacy.calibrate import Calibration, calibrate_noise_multiplier
 from ppml_operator.privacy.decimals import (
     SIGNIFICANT_DIGITS,
     format_cost,
@@ -34,6 +35,7 @@ from ppml_operator.privacy.events import (
     event_from_dict,
     event_to_dict,
 )
+from ppml_operator.privacy.ledger import Composition, Fit, LedgerAccount
 from ppml_operator.privacy.rdp import RDP_ORDERS, RDP_ORDERS_ID, RdpCurve
 
 __all__ = [
@@ -42,17 +44,22 @@ __all__ = [
     "RDP_ORDERS_ID",
     "SIGNIFICANT_DIGITS",
     "Accountant",
+    "Calibration",
     "CalibrationError",
     "ClientLevelDpEvent",
+    "Composition",
     "DpSgdEvent",
+    "Fit",
     "GaussianEvent",
     "InvalidPrivacyEventError",
     "InvalidPrivacyParameterError",
     "LaplaceEvent",
+    "LedgerAccount",
     "LocalDpSgdEvent",
     "PrivacyAccountingError",
     "PrivacyEvent",
     "RdpCurve",
+    "calibrate_noise_multiplier",
     "epsilon_of",
     "event_from_dict",
     "event_to_dict",

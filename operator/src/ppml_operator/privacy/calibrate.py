@@ -1,0 +1,200 @@
+"""Calibration: the smallest noise multiplier whose epsilon does not exceed a target.
+
+Opacus' ``get_noise_multiplier`` stops within a tolerance of the target and can return a noise
+multiplier whose epsilon is slightly *above* it. Here the answer lies on a fixed decimal grid
+(:data:`NOISE_SIGNIFICANT_DIGITS` significant digits) and its epsilon, computed by the same
+accountant and rounded up exactly as :func:`~ppml_operator.privacy.accountant.epsilon_of` rounds
+it, is checked against the target before it is returned: it never overshoots.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
+
+from ppml_operator.privacy.accountant import Accountant, epsilon_of
+from ppml_operator.privacy.decimals import format_cost, parse_delta, parse_epsilon, to_decimal
+from ppml_operator.privacy.errors import CalibrationError, InvalidPrivacyParameterError
+from ppml_operator.privacy.events import DpSgdEvent
+
+NOISE_SIGNIFICANT_DIGITS: Final = 4
+"""Significant digits of a calibrated noise multiplier (``1.137``, ``0.8125``, ``12.34``)."""
+
+MIN_NOISE_MULTIPLIER: Final = Decimal("0.01")
+"""The smallest noise multiplier calibration returns."""
+
+MAX_NOISE_MULTIPLIER: Final = Decimal("1000")
+"""The largest noise multiplier calibration tries before giving up."""
+
+_PER_DECADE: Final = 9 * 10 ** (NOISE_SIGNIFICANT_DIGITS - 1)
+_MIN_EXPONENT: Final = MIN_NOISE_MULTIPLIER.adjusted()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The result of :func:`calibrate_noise_multiplier`.
+
+    Attributes
+    ----------
+    noise_multiplier
+        The smallest noise multiplier on the grid whose epsilon is at most the target.
+    epsilon
+        The epsilon it spends (rounded up; at most the target).
+
+    """
+
+    noise_multiplier: Decimal
+    epsilon: Decimal
+
+
+def _grid_value(index: int) -> Decimal:
+    decade, offset = divmod(index, _PER_DECADE)
+    mantissa = 10 ** (NOISE_SIGNIFICANT_DIGITS - 1) + offset
+    exponent = decade + _MIN_EXPONENT - (NOISE_SIGNIFICANT_DIGITS - 1)
+    value = Decimal(mantissa).scaleb(exponent).normalize()
+    # normalize() writes 1000 as 1E+3; keep integers in plain notation.
+    return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value  # type: ignore[operator]
+
+
+def _grid_index(value: float) -> int:
+    """Return the index of the smallest grid value >= ``value`` (clamped to the grid)."""
+    low, high = 0, _grid_index_max()
+    while low < high:
+        middle = (low + high) // 2
+        if float(_grid_value(middle)) >= value:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def _grid_index_max() -> int:
+    decades = MAX_NOISE_MULTIPLIER.adjusted() - _MIN_EXPONENT
+    return decades * _PER_DECADE
+
+
+def calibrate_noise_multiplier(
+    target_epsilon: Decimal | str,
+    sample_rate: Decimal | str,
+    steps: int,
+    delta: Decimal | str,
+    accountant: Accountant | str = Accountant.RDP,
+) -> Calibration:
+    """Find the smallest noise multiplier whose DP-SGD epsilon is at most ``target_epsilon``.
+
+    Parameters
+    ----------
+    target_epsilon
+        The epsilon not to exceed (> 0).
+    sample_rate
+        Poisson sampling rate (expected batch / records, or clients per round / clients).
+    steps
+        Number of steps (or rounds).
+    delta
+        The delta at which epsilon is computed.
+    accountant
+        :attr:`Accountant.RDP` (default) or :attr:`Accountant.PLD`.
+
+    Returns
+    -------
+    Calibration
+        The noise multiplier (on a grid of :data:`NOISE_SIGNIFICANT_DIGITS` significant digits,
+        at least :data:`MIN_NOISE_MULTIPLIER`) and the epsilon it spends, which is at most
+        ``target_epsilon``.
+
+    Raises
+    ------
+    InvalidPrivacyParameterError
+        If a parameter is malformed or out of range.
+    CalibrationError
+        If even :data:`MAX_NOISE_MULTIPLIER` spends more than ``target_epsilon``.
+
+    """
+    target = parse_epsilon(target_epsilon)
+    rate = to_decimal(sample_rate, "sampleRate")
+    delta = parse_delta(delta)
+    accountant = Accountant.parse(accountant)
+    DpSgdEvent(Decimal(1), rate, steps)  # validates the rate and the steps
+    cache: dict[int, Decimal] = {}
+
+    def cost(index: int) -> Decimal:
+        if index not in cache:
+            event = DpSgdEvent(_grid_value(index), rate, steps)
+            cache[index] = epsilon_of([event], delta, accountant)
+        return cache[index]
+
+    top = _grid_index_max()
+    if accountant is Accountant.PLD:
+        # PLD is at most RDP (pinned by the tests), so the RDP answer brackets the PLD one.
+        try:
+            guess = _grid_index(
+                float(calibrate_noise_multiplier(target, rate, steps, delta).noise_multiplier)
+            )
+        except CalibrationError:
+            guess = top
+    else:
+        guess = _grid_index(1.0)
+    # Bracket: low is infeasible (or -1), high is feasible.
+    low, high = -1, -1
+    index = guess
+    while True:
+        if cost(index) <= target:
+            high = index
+            if index == 0:
+                break
+            index = _grid_index(float(_grid_value(index)) / 2)
+            if index == high:
+                index -= 1
+        else:
+            low = index
+            if index == top:
+                break
+            index = min(top, _grid_index(float(_grid_value(index)) * 2))
+        if low >= 0 and high >= 0:
+            break
+    if high < 0:
+        raise CalibrationError(
+            f"target epsilon {target} cannot be met at delta {delta} with sample rate {rate} "
+            f"and {steps} steps: even noise multiplier {MAX_NOISE_MULTIPLIER} spends epsilon "
+            f"{format_cost(cost(top))}."
+        )
+    bisect_next = False
+    while low >= 0 and high - low > 1:
+        middle = (low + high) // 2
+        eps_low, eps_high = cost(low), cost(high)
+        if not bisect_next and eps_low.is_finite() and eps_high > 0:
+            middle = _interpolate(low, high, eps_low, eps_high, target)
+        width = high - low
+        if cost(middle) <= target:
+            high = middle
+        else:
+            low = middle
+        # Illinois-style safeguard: bisect whenever interpolation failed to halve the bracket.
+        bisect_next = (high - low) * 2 > width
+    if cost(high) > target:  # pragma: no cover - the invariant above guarantees it
+        raise CalibrationError(f"calibration to epsilon {target} failed its final check.")
+    return Calibration(noise_multiplier=_grid_value(high), epsilon=cost(high))
+
+
+def _interpolate(low: int, high: int, eps_low: Decimal, eps_high: Decimal, target: Decimal) -> int:
+    """Guess the grid index where epsilon crosses ``target``, interpolating log-log."""
+    log_s_low = math.log(float(_grid_value(low)))
+    log_s_high = math.log(float(_grid_value(high)))
+    log_e_low, log_e_high = math.log(float(eps_low)), math.log(float(eps_high))
+    if log_e_low <= log_e_high:
+        return (low + high) // 2
+    fraction = (log_e_low - math.log(float(target))) / (log_e_low - log_e_high)
+    guess = _grid_index(math.exp(log_s_low + fraction * (log_s_high - log_s_low)))
+    return max(low + 1, min(high - 1, guess))
+
+
+__all__ = [
+    "MAX_NOISE_MULTIPLIER",
+    "MIN_NOISE_MULTIPLIER",
+    "NOISE_SIGNIFICANT_DIGITS",
+    "Calibration",
+    "InvalidPrivacyParameterError",
+    "calibrate_noise_multiplier",
+]
