@@ -471,7 +471,7 @@ class FederatedJobSpec(ApiModel):
     )
     strategy: Annotated[Strategy, immutable("spec.strategy")] = Field(
         default_factory=Strategy,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": Strategy().to_dict()},
         description="strategy aggregates the client updates. Immutable.",
     )
     clients: Annotated[Clients, immutable("spec.clients")] = Field(
@@ -493,7 +493,7 @@ class FederatedJobSpec(ApiModel):
     )
     privacy: Annotated[FederatedPrivacy, immutable("spec.privacy")] = Field(
         default_factory=FederatedPrivacy,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": FederatedPrivacy().to_dict()},
         description="privacy is the federation's differential privacy. Immutable.",
     )
     secure_aggregation: Annotated[SecureAggregation, immutable("spec.secureAggregation")] | None = (
@@ -505,13 +505,13 @@ class FederatedJobSpec(ApiModel):
     )
     tls: Annotated[Toggle, immutable("spec.tls")] = Field(
         default_factory=Toggle,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": Toggle().to_dict()},
         description="tls encrypts SuperLink and SuperNode traffic with per-job certificates "
         "(enabled by default). Immutable.",
     )
     authentication: Annotated[Toggle, immutable("spec.authentication")] = Field(
         default_factory=Toggle,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": Toggle().to_dict()},
         description="authentication admits only the job's own SuperNodes to the SuperLink "
         "(enabled by default). Immutable.",
     )
@@ -523,7 +523,7 @@ class FederatedJobSpec(ApiModel):
     )
     runtime: Annotated[FederatedRuntime, immutable("spec.runtime")] = Field(
         default_factory=FederatedRuntime,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": FederatedRuntime().to_dict()},
         description="runtime says where and how the server-side pods run. Immutable.",
     )
     suspend: bool = Field(

@@ -199,7 +199,7 @@ class PrivateTrainingJobSpec(ApiModel):
     )
     runtime: Annotated[RuntimeSpec, immutable("spec.runtime")] = Field(
         default_factory=RuntimeSpec,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": RuntimeSpec().to_dict()},
         description="runtime says where and how the trainer pods run. Immutable.",
     )
     checkpoint: Annotated[CheckpointSpec, immutable("spec.checkpoint")] | None = Field(
