@@ -1,0 +1,1 @@
+"""Shims naming ppml_runtime's Flower components for the FAB."""

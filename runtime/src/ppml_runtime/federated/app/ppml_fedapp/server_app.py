@@ -1,0 +1,5 @@
+"""The ServerApp component: :mod:`ppml_runtime.federated.server_app`."""
+
+from ppml_runtime.federated.server_app import app
+
+__all__ = ["app"]

@@ -1,0 +1,142 @@
+"""The Flower ClientApp of a FederatedJob: one silo's training and evaluation.
+
+Each SuperNode passes its silo's name and the path of its pre-built data file in its node
+config; the run config carries the federation. The module imports only flwr and numpy at load
+time: every message starts a fresh ``flwr-clientapp`` process, so torch is imported inside
+``fit``/``evaluate`` and Opacus only under local DP.
+
+Mods: SecAgg+ masking and client-side clipping act only when the server's message asks for them
+(a SecAgg+ stage config, a clipping norm from ``DifferentialPrivacyClientSideFixedClipping``),
+and only on train messages; nothing touches evaluate messages (Flower's ``LocalDpMod`` on an
+evaluate message froze the SuperNode, so local DP lives inside ``fit``, not in a mod).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flwr.client import NumPyClient
+from flwr.client.mod import fixedclipping_mod, secaggplus_mod
+from flwr.clientapp import ClientApp
+from flwr.common import Context, Message, MessageType
+
+from ppml_runtime.federated.contract import (
+    NODE_CONFIG_CLIENT,
+    NODE_CONFIG_DATA,
+    RUN_CONFIG_KEY,
+    FederationConfig,
+)
+
+#: Fit-config key the ServerApp sets to the round number.
+FIT_CONFIG_ROUND = "server-round"
+_KEY_CLIPPING_NORM = "clipping_norm"  # flwr.common.differential_privacy_constants
+_SECAGG_CONFIGS = "secaggplus_configs"  # flwr.common.secure_aggregation.secaggplus_constants
+
+
+class SiloClient(NumPyClient):
+    """A silo's NumPyClient: trains on its own data only."""
+
+    def __init__(self, config: FederationConfig, name: str, data_path: str) -> None:
+        from ppml_runtime.federated.silo_data import load_silo_data
+
+        self.config = config
+        self.entry = config.client(name)
+        self.data = load_silo_data(data_path)
+
+    def _model(self) -> Any:
+        from ppml_runtime.federated.local_training import build_model, model_shape
+
+        features, classes = model_shape(self.entry.data, self.data.num_classes)
+        return build_model(
+            self.config.model,
+            features or self.data.num_features,
+            classes or self.data.num_classes,
+            self.data.image_shape,
+            validate=self.config.privacy.mode == "Local",
+            seed=self.config.training.seed,
+        )
+
+    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+        """Return freshly initialised parameters (asked only for volume data)."""
+        from ppml_runtime.federated.local_training import get_parameters
+
+        return get_parameters(self._model())
+
+    def fit(
+        self, parameters: list[np.ndarray], config: dict[str, Any]
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        """Train locally from the global parameters; return the new ones."""
+        from ppml_runtime.federated import local_training as lt
+
+        model = self._model()
+        lt.set_parameters(model, parameters)
+        server_round = int(config.get(FIT_CONFIG_ROUND, 1))
+        seed = self.config.training.seed * 1000 + server_round
+        if self.config.privacy.mode == "Local" and self.entry.privacy is not None:
+            result = lt.train_local_dp(
+                model,
+                self.data,
+                self.config.training,
+                self.entry.privacy,
+                rounds=self.config.rounds,
+                server_round=server_round,
+            )
+        else:
+            mu = (
+                float(self.config.strategy.proximal_mu)
+                if self.config.strategy.name == "FedProx"
+                else 0.0
+            )
+            result = lt.train_plain(
+                model, self.data, self.config.training, proximal_mu=mu, seed=seed
+            )
+        weight = result.num_examples if self.config.weighting == "Examples" else 1
+        return (
+            result.parameters,
+            weight,
+            {"train_loss": result.train_loss, "steps": result.steps, "records": result.num_examples},
+        )
+
+    def evaluate(
+        self, parameters: list[np.ndarray], config: dict[str, Any]
+    ) -> tuple[float, int, dict[str, Any]]:
+        """Evaluate the global parameters on the silo's test split."""
+        from ppml_runtime.federated import local_training as lt
+
+        model = self._model()
+        lt.set_parameters(model, parameters)
+        loss, accuracy, records = lt.evaluate(model, self.data)
+        return loss, records, {"accuracy": accuracy}
+
+
+def client_fn(context: Context) -> Any:
+    """Build this silo's client from the run config and the SuperNode's node config."""
+    config = FederationConfig.model_validate_json(str(context.run_config[RUN_CONFIG_KEY]))
+    name = str(context.node_config[NODE_CONFIG_CLIENT])
+    data_path = str(context.node_config[NODE_CONFIG_DATA])
+    return SiloClient(config, name, data_path).to_client()
+
+
+def _is_train(msg: Message) -> bool:
+    return msg.metadata.message_type == MessageType.TRAIN
+
+
+def secagg_when_asked_mod(msg: Message, ctxt: Context, call_next: Any) -> Message:
+    """Run Flower's ``secaggplus_mod`` on train messages that carry a SecAgg+ stage."""
+    if _is_train(msg) and _SECAGG_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, ctxt, call_next)
+    return call_next(msg, ctxt)
+
+
+def clipping_when_asked_mod(msg: Message, ctxt: Context, call_next: Any) -> Message:
+    """Run Flower's ``fixedclipping_mod`` on train messages whose config names a clipping norm."""
+    if _is_train(msg):
+        for record in msg.content.config_records.values():
+            if _KEY_CLIPPING_NORM in record:
+                return fixedclipping_mod(msg, ctxt, call_next)
+    return call_next(msg, ctxt)
+
+
+# Order matters: clipping acts on the client's update first, then SecAgg+ masks the clipped one.
+app = ClientApp(client_fn=client_fn, mods=[secagg_when_asked_mod, clipping_when_asked_mod])

@@ -1,0 +1,350 @@
+"""The operator <-> runtime contract of a Flower federation: ``FederationConfig`` and its report.
+
+One ``FederationConfig`` is mounted into every pod of a ``FederatedJob`` (SuperLink, each
+SuperNode, the submitter); each role reads the parts it needs. The ServerApp receives the same
+config through the run config (``ppml-federation``, JSON) so the run is self-describing.
+
+Like :mod:`ppml_runtime.contract`, this module imports only pydantic, the standard library and
+that module: the operator renders and parses these models without the training stack.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ppml_runtime.contract import (
+    CONTRACT_VERSION,
+    SUPERLINK_PORT,
+    TERMINATION_MESSAGE_LIMIT,
+    ContractModel,
+    DataConfig,
+    DecimalStr,
+    JobRef,
+    ModelConfig,
+    PrivacyParams,
+    TrainingParams,
+)
+
+StrategyName = Literal["FedAvg", "FedProx", "FedAdam"]
+PrivacyMode = Literal["None", "Central", "Local"]
+ClippingSide = Literal["ClientSide", "ServerSide"]
+Weighting = Literal["Examples", "Uniform"]
+RunStatus = Literal["Completed", "Failed", "Stopped"]
+
+#: Run-config key carrying the whole ``FederationConfig`` (JSON) to the ServerApp.
+RUN_CONFIG_KEY = "ppml-federation"
+#: Node-config keys the SuperNode role passes to its ClientApp processes.
+NODE_CONFIG_CLIENT = "ppml-client"
+NODE_CONFIG_DATA = "ppml-data"
+#: Environment variable naming a directory where the ServerApp writes what its strategy received
+#: in each round (an audit trail; the SecAgg+ test reads it).
+ENV_AUDIT_DIR = "PPML_FEDERATION_AUDIT_DIR"
+#: Prefix of the ServerApp log line carrying one round's metrics (JSON after the prefix).
+ROUND_LOG_PREFIX = "PPML_ROUND "
+#: Flower's ceiling on ``numShares`` (``modulusRange / quantizationRange``) is checked here too.
+MODULUS_RANGE = 4294967296
+
+
+class StrategyConfig(ContractModel):
+    """How the server aggregates: ``name`` and its hyper-parameters.
+
+    ``weighting`` is ``Examples`` (FedAvg's weighted mean) or ``Uniform`` (every client counts
+    the same); central DP needs ``Uniform``, so it is the default there.
+    """
+
+    name: StrategyName = "FedAvg"
+    proximal_mu: DecimalStr = "0.01"
+    server_learning_rate: DecimalStr = "0.1"
+    tau: DecimalStr = "0.001"
+    weighting: Weighting | None = None
+
+
+class CentralPrivacy(ContractModel):
+    """Client-level central DP: each round clips client updates and adds Gaussian noise.
+
+    ``clientsPerRound`` is the number of clients sampled per round that the accountant assumed;
+    a round with fewer replies fails (fail closed) instead of spending a different privacy cost.
+    """
+
+    noise_multiplier: DecimalStr
+    clipping_norm: DecimalStr
+    clients_per_round: int = Field(ge=1)
+    delta: DecimalStr = "1e-5"
+    clipping: ClippingSide | None = None
+    charged_epsilon: DecimalStr | None = None
+
+
+class FederatedPrivacy(ContractModel):
+    """Privacy mode: ``None``, ``Central`` (client-level) or ``Local`` (DP-SGD at each silo)."""
+
+    mode: PrivacyMode = "None"
+    central: CentralPrivacy | None = None
+
+
+class SecureAggregation(ContractModel):
+    """SecAgg+ parameters (Flower's ``SecAggPlusWorkflow``); its presence enables SecAgg+."""
+
+    num_shares: int = Field(ge=3)
+    reconstruction_threshold: int = Field(ge=2)
+    clipping_range: DecimalStr = "8.0"
+    quantization_range: int = Field(default=4194304, ge=2)
+    max_weight: DecimalStr = "1000"
+
+
+class TlsFiles(ContractModel):
+    """PEM files: the CA every role trusts, and the SuperLink's own certificate and key."""
+
+    ca_file: str
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class AuthConfig(ContractModel):
+    """SuperNode authentication: each SuperNode's key pair, registered before the run."""
+
+    private_key_file: str | None = None
+    public_key_files: list[str] = Field(default_factory=list)
+
+
+class ClientPartition(ContractModel):
+    """Which shard of the declared data this silo holds (``index`` of ``count`` IID shards).
+
+    Real silos mount their own data and leave this unset; the examples carve one public set.
+    """
+
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+    seed: int = 0
+
+
+class ClientEntry(ContractModel):
+    """One data silo: its name, its data and, under local DP, what its own budget paid for."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    data: DataConfig
+    partition: ClientPartition | None = None
+    privacy: PrivacyParams | None = None
+
+
+class FederationConfig(ContractModel):
+    """The config of one Flower federation (every role of a ``FederatedJob`` reads it)."""
+
+    contract_version: int = CONTRACT_VERSION
+    job: JobRef
+    rounds: int = Field(ge=1, le=10_000)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    min_clients: int | None = Field(default=None, ge=1)
+    clients: list[ClientEntry] = Field(min_length=1)
+    privacy: FederatedPrivacy = Field(default_factory=FederatedPrivacy)
+    secure_aggregation: SecureAggregation | None = None
+    model: ModelConfig
+    training: TrainingParams
+    superlink_address: str = f"127.0.0.1:{SUPERLINK_PORT}"
+    tls: TlsFiles | None = None
+    auth: AuthConfig | None = None
+    evaluate: bool = True
+    round_timeout_seconds: int = Field(default=600, ge=1)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> FederationConfig:
+        if self.contract_version != CONTRACT_VERSION:
+            raise ValueError(
+                f"contractVersion {self.contract_version} is not {CONTRACT_VERSION}, the one this "
+                "runtime speaks"
+            )
+        names = [c.name for c in self.clients]
+        if len(set(names)) != len(names):
+            raise ValueError(f"clients names must be unique, found {names}")
+        if self.min_clients is not None and self.min_clients > len(self.clients):
+            raise ValueError(
+                f"minClients {self.min_clients} is more than the {len(self.clients)} clients"
+            )
+        self._check_privacy()
+        self._check_secagg()
+        return self
+
+    def _check_privacy(self) -> None:
+        mode, central = self.privacy.mode, self.privacy.central
+        if mode == "Central":
+            if central is None:
+                raise ValueError("privacy.mode is Central but privacy.central is unset")
+            if central.clients_per_round > len(self.clients):
+                raise ValueError(
+                    f"privacy.central.clientsPerRound {central.clients_per_round} is more than "
+                    f"the {len(self.clients)} clients"
+                )
+            if self.strategy.weighting == "Examples":
+                raise ValueError(
+                    "strategy.weighting Examples cannot be used with central DP: the accountant "
+                    "assumes every client's clipped update counts the same (use Uniform)"
+                )
+            if Decimal(central.noise_multiplier) <= 0 or Decimal(central.clipping_norm) <= 0:
+                raise ValueError(
+                    "privacy.central.noiseMultiplier and clippingNorm must both be positive"
+                )
+            if self.secure_aggregation is not None and central.clipping == "ServerSide":
+                raise ValueError(
+                    "privacy.central.clipping ServerSide cannot be used with secureAggregation: "
+                    "the server never sees an individual update to clip (use ClientSide)"
+                )
+        elif central is not None:
+            raise ValueError(f"privacy.central is set but privacy.mode is {mode}")
+        if mode == "Local":
+            missing = [c.name for c in self.clients if c.privacy is None]
+            if missing:
+                raise ValueError(
+                    f"privacy.mode is Local but clients {', '.join(missing)} have no privacy"
+                )
+        elif any(c.privacy is not None for c in self.clients):
+            raise ValueError(f"clients[].privacy is set but privacy.mode is {mode}")
+
+    def _check_secagg(self) -> None:
+        sa = self.secure_aggregation
+        if sa is None:
+            return
+        sampled = self.clients_per_round
+        if sampled < 2:
+            raise ValueError("secureAggregation needs at least 2 clients per round")
+        if sa.reconstruction_threshold >= sa.num_shares:
+            raise ValueError(
+                f"secureAggregation.reconstructionThreshold {sa.reconstruction_threshold} must "
+                f"be less than numShares {sa.num_shares}"
+            )
+        if sa.num_shares > sampled:
+            raise ValueError(
+                f"secureAggregation.numShares {sa.num_shares} is more than the {sampled} clients "
+                "sampled per round"
+            )
+        if sa.num_shares * sa.quantization_range > MODULUS_RANGE:
+            raise ValueError(
+                f"secureAggregation.numShares {sa.num_shares} times quantizationRange "
+                f"{sa.quantization_range} exceeds the modulus range {MODULUS_RANGE}"
+            )
+        if Decimal(sa.clipping_range) <= 0 or Decimal(sa.max_weight) <= 0:
+            raise ValueError("secureAggregation.clippingRange and maxWeight must be positive")
+
+    @property
+    def clients_per_round(self) -> int:
+        """Clients sampled each round: ``privacy.central.clientsPerRound``, else all of them."""
+        if self.privacy.central is not None:
+            return self.privacy.central.clients_per_round
+        return len(self.clients)
+
+    @property
+    def weighting(self) -> Weighting:
+        """The effective weighting: explicit, else ``Uniform`` under central DP."""
+        if self.strategy.weighting is not None:
+            return self.strategy.weighting
+        return "Uniform" if self.privacy.mode == "Central" else "Examples"
+
+    @property
+    def clipping_side(self) -> ClippingSide | None:
+        """Where central DP clips: client-side under SecAgg+ (the server sees no update)."""
+        central = self.privacy.central
+        if central is None:
+            return None
+        if central.clipping is not None:
+            return central.clipping
+        return "ClientSide" if self.secure_aggregation is not None else "ServerSide"
+
+    def client(self, name: str) -> ClientEntry:
+        """Return the entry of the silo called ``name``."""
+        for entry in self.clients:
+            if entry.name == name:
+                return entry
+        raise KeyError(f"no client {name!r} in the federation (clients: {[c.name for c in self.clients]})")
+
+
+def load_federation_config(path: str | Path) -> FederationConfig:
+    """Read and validate a federation config (JSON, or YAML).
+
+    Parameters
+    ----------
+    path
+        The config file.
+
+    Returns
+    -------
+    FederationConfig
+        The validated config.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError:
+        import yaml
+
+        raw = yaml.safe_load(text)
+    return FederationConfig.model_validate(raw)
+
+
+def dump_federation_config(config: FederationConfig) -> str:
+    """Serialise a federation config as compact JSON (camelCase, unset fields left out)."""
+    return config.model_dump_json(by_alias=True, exclude_none=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report (the submitter's termination message)
+# ---------------------------------------------------------------------------------------------
+
+
+class RoundMetrics(ContractModel):
+    """What one round produced, as the ServerApp logged it."""
+
+    round: int = Field(ge=1)
+    clients: int = 0
+    failures: int = 0
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    accuracy: float | None = None
+    seconds: float | None = None
+
+
+class FederationReport(ContractModel):
+    """What the submitter reports when the run ends, in at most 4 KiB."""
+
+    contract_version: int = CONTRACT_VERSION
+    status: RunStatus
+    run_id: int | None = None
+    rounds_completed: int = 0
+    rounds: list[RoundMetrics] = Field(default_factory=list)
+    final_accuracy: float | None = None
+    clients: int = 0
+    wall_seconds: float | None = None
+    error: str | None = None
+
+
+def dump_federation_report(
+    report: FederationReport, limit: int = TERMINATION_MESSAGE_LIMIT
+) -> str:
+    """Serialise a report as compact JSON within ``limit`` bytes.
+
+    When it does not fit, the oldest rounds are dropped first (the last rounds and the totals
+    matter most), then the free-text error is shortened.
+    """
+
+    def encode(r: FederationReport) -> str:
+        return json.dumps(
+            r.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":")
+        )
+
+    text = encode(report)
+    while len(text.encode("utf-8")) > limit and report.rounds:
+        report = report.model_copy(update={"rounds": report.rounds[1:]})
+        text = encode(report)
+    if len(text.encode("utf-8")) > limit and report.error:
+        keep = max(0, len(report.error) - (len(text.encode("utf-8")) - limit) - 1)
+        text = encode(report.model_copy(update={"error": report.error[:keep] + "…"}))
+    if len(text.encode("utf-8")) > limit:
+        raise ValueError(f"report does not fit in {limit} bytes")
+    return text
+
+
+def parse_federation_report(text: str) -> FederationReport:
+    """Parse a termination message written by :func:`dump_federation_report`."""
+    return FederationReport.model_validate_json(text)

@@ -1,0 +1,190 @@
+"""One silo's local training in one round: plain SGD (optionally FedProx) or DP-SGD.
+
+Imported only inside a ClientApp's ``fit``/``evaluate``, so torch is loaded only by the
+processes that train, and Opacus (about 5 s to import) only by silos under local DP.
+Models come from :mod:`ppml_runtime.training.models` and DP-SGD from
+:func:`ppml_runtime.training.dp_sgd.train_private`, the same code the DP-SGD trainer runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ppml_runtime.contract import BUILTIN_DATASET_SHAPES, DataConfig, ModelConfig, TrainingParams
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ppml_runtime.contract import PrivacyParams
+    from ppml_runtime.federated.silo_data import SiloData
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round of local training produced."""
+
+    parameters: list[np.ndarray]
+    num_examples: int
+    train_loss: float
+    steps: int
+
+
+def model_shape(data: DataConfig, found_classes: int | None = None) -> tuple[int | None, int | None]:
+    """Return ``(num_features, num_classes)`` every party of the federation agrees on.
+
+    Built-in and synthetic sets have declared shapes, so the server can build the initial model
+    without asking a client; volume data is known only to its silo (``(None, found_classes)``).
+    """
+    if data.source == "Builtin" and data.builtin is not None:
+        return BUILTIN_DATASET_SHAPES[data.builtin.name]
+    if data.source == "Synthetic" and data.synthetic is not None:
+        return data.synthetic.num_features, data.synthetic.num_classes
+    return None, found_classes
+
+
+def build_model(
+    config: ModelConfig,
+    num_features: int,
+    num_classes: int,
+    image_shape: tuple[int, int, int] | None,
+    *,
+    validate: bool,
+    seed: int = 0,
+) -> nn.Module:
+    """Build the federation's model, seeded so every party starts from the same weights.
+
+    ``validate`` runs Opacus' model check (through the trainer's builder); without DP it is
+    skipped so that plain rounds never import Opacus.
+    """
+    import torch
+    from torch import nn
+
+    from ppml_runtime.training import models
+
+    torch.manual_seed(seed)
+    if validate or config.architecture == "Custom":
+        return models.build_model(config, num_features, num_classes, image_shape)
+    if config.architecture == "LogisticRegression":
+        return nn.Linear(num_features, num_classes).train()
+    if config.architecture == "Mlp":
+        return models.build_mlp(num_features, num_classes, config.hidden_units).train()
+    if image_shape is None:
+        side = math.isqrt(num_features)
+        image_shape = (1, side, side)
+    return models.build_cnn(num_classes, image_shape).train()
+
+
+def get_parameters(model: nn.Module) -> list[np.ndarray]:
+    """Return the model's state as numpy arrays, in ``state_dict`` order."""
+    return [t.detach().cpu().numpy().copy() for t in model.state_dict().values()]
+
+
+def set_parameters(model: nn.Module, parameters: list[np.ndarray]) -> None:
+    """Load numpy arrays (``state_dict`` order) into the model."""
+    import torch
+
+    keys = list(model.state_dict().keys())
+    if len(keys) != len(parameters):
+        raise ValueError(f"model has {len(keys)} tensors but {len(parameters)} arrays arrived")
+    model.load_state_dict(
+        {k: torch.from_numpy(np.asarray(v).copy()) for k, v in zip(keys, parameters, strict=True)}
+    )
+
+
+def train_plain(
+    model: nn.Module,
+    data: SiloData,
+    training: TrainingParams,
+    *,
+    proximal_mu: float = 0.0,
+    seed: int = 0,
+) -> RoundResult:
+    """Train ``training.epochs`` local epochs of minibatch SGD/Adam (FedProx when ``mu > 0``)."""
+    import torch
+
+    torch.manual_seed(seed)
+    x = torch.from_numpy(data.x_train)
+    y = torch.from_numpy(data.y_train)
+    global_params = [p.detach().clone() for p in model.parameters()]
+    lr = training.learning_rate_value
+    if training.optimizer == "Adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=training.momentum_value)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    n, total, steps, count = int(y.shape[0]), 0.0, 0, 0
+    for _ in range(training.epochs):
+        order = torch.randperm(n)
+        for start in range(0, n, training.batch_size):
+            idx = order[start : start + training.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x[idx]), y[idx])
+            if proximal_mu > 0:
+                prox = sum(
+                    ((p - g) ** 2).sum()
+                    for p, g in zip(model.parameters(), global_params, strict=True)
+                )
+                loss = loss + proximal_mu / 2 * prox
+            loss.backward()
+            opt.step()
+            total += float(loss.item()) * int(idx.shape[0])
+            count += int(idx.shape[0])
+            steps += 1
+    return RoundResult(get_parameters(model), n, total / max(count, 1), steps)
+
+
+def steps_in_round(total_steps: int, rounds: int, server_round: int) -> int:
+    """Split the paid-for DP-SGD steps over the rounds: earlier rounds take the remainder."""
+    base, extra = divmod(total_steps, rounds)
+    return base + (1 if server_round <= extra else 0)
+
+
+def train_local_dp(
+    model: nn.Module,
+    data: SiloData,
+    training: TrainingParams,
+    privacy: PrivacyParams,
+    *,
+    rounds: int,
+    server_round: int,
+) -> RoundResult:
+    """Run this round's share of the silo's DP-SGD steps with the trainer's ``train_private``."""
+    import torch
+
+    from ppml_runtime.training.dp_sgd import ArrayDataset, DpSgdParams, train_private
+
+    steps = steps_in_round(privacy.steps, rounds, server_round)
+    params = DpSgdParams(
+        noise_multiplier=privacy.noise_multiplier_value,
+        sample_rate=privacy.sample_rate_value,
+        max_grad_norm=privacy.max_grad_norm_value,
+        steps=steps,
+        delta=privacy.delta_value,
+        learning_rate=training.learning_rate_value,
+        optimizer=training.optimizer,
+        momentum=training.momentum_value,
+        accountant=privacy.accountant,
+        grad_sample_mode=privacy.grad_sample_mode,
+        seed=training.seed + server_round,
+    )
+    dataset = ArrayDataset(torch.from_numpy(data.x_train), torch.from_numpy(data.y_train))
+    result = train_private(model, dataset, params)
+    loss = result.last_loss if result.last_loss is not None else math.nan
+    return RoundResult(get_parameters(result.model), int(data.y_train.shape[0]), loss, steps)
+
+
+def evaluate(model: nn.Module, data: SiloData) -> tuple[float, float, int]:
+    """Return ``(loss, accuracy, records)`` on the silo's test split."""
+    import torch
+
+    from ppml_runtime.training.dp_sgd import evaluate as evaluate_model
+
+    accuracy, loss = evaluate_model(
+        model, torch.from_numpy(data.x_test), torch.from_numpy(data.y_test), "cpu"
+    )
+    return loss, accuracy, int(data.y_test.shape[0])

@@ -1,0 +1,231 @@
+"""The federation's roles: ``superlink``, ``supernode`` and ``submit``.
+
+``python -m ppml_runtime <role> --config PATH`` runs each one in its pod:
+
+- ``superlink`` execs ``flower-superlink`` with the federation's TLS and authentication flags.
+- ``supernode --client NAME`` builds the silo's data once (checked against what was paid
+  for), then execs ``flower-supernode`` pointing its ClientApps at that file.
+- ``submit`` writes the SuperLink connection into ``$FLWR_HOME/config.toml``, registers the
+  SuperNodes' public keys, submits the app with ``flwr run``, polls ``flwr ls`` for the run's
+  real status (``flwr run --stream`` exits 0 even when the ServerApp failed), collects the
+  per-round metrics from ``flwr log`` and writes a :class:`FederationReport` as the
+  termination message. Exit status 0 only when the run completed all its rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ppml_runtime.contract import (
+    ENV_CONFIG,
+    ENV_TERMINATION_MESSAGE_PATH,
+    EXIT_INVALID_CONFIG,
+    SUPERLINK_PORT,
+    SUPERNODE_RUNTIME_PORT,
+    TERMINATION_MESSAGE_PATH,
+)
+from ppml_runtime.federated import flwr_cli
+from ppml_runtime.federated.contract import (
+    FederationConfig,
+    FederationReport,
+    dump_federation_report,
+    load_federation_config,
+)
+
+LOG = logging.getLogger("ppml_runtime.federated")
+#: Where the SuperNode role keeps its silo's pre-built data.
+ENV_DATA_DIR = "PPML_FEDERATION_DATA_DIR"
+
+
+def _config(args: argparse.Namespace) -> FederationConfig:
+    path = args.config or os.environ.get(ENV_CONFIG)
+    if not path:
+        raise SystemExit(f"--config (or ${ENV_CONFIG}) is required")
+    return load_federation_config(path)
+
+
+def run_superlink(args: argparse.Namespace) -> int:
+    """Exec ``flower-superlink`` for the federation."""
+    config = _config(args)
+    cmd = flwr_cli.superlink_command(
+        config, host=args.host, port=args.port, database=args.database
+    )
+    LOG.info("Started SuperLink for federation %s", config.job.name)
+    os.execve(cmd[0], cmd, flwr_cli.flower_path_env())
+    return 0  # pragma: no cover (exec does not return)
+
+
+def run_supernode(args: argparse.Namespace) -> int:
+    """Build the silo's data file, then exec ``flower-supernode``."""
+    from ppml_runtime.federated.silo_data import build_silo_data, save_silo_data
+    from ppml_runtime.training.errors import TrainerError
+
+    config = _config(args)
+    try:
+        entry = config.client(args.client)
+    except KeyError as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_INVALID_CONFIG
+    data_dir = Path(args.data_dir or os.environ.get(ENV_DATA_DIR) or tempfile.mkdtemp())
+    try:
+        path = save_silo_data(build_silo_data(entry), data_dir / f"{entry.name}.npz")
+    except TrainerError as err:
+        print(f"SuperNode {entry.name} refused its data: {err}", file=sys.stderr)
+        return err.exit_code
+    cmd = flwr_cli.supernode_command(
+        config, entry.name, str(path), host=args.host, port=args.port
+    )
+    LOG.info("Prepared data of silo %s at %s", entry.name, path)
+    os.execve(cmd[0], cmd, flwr_cli.flower_path_env())
+    return 0  # pragma: no cover
+
+
+def _cli(cmd: Sequence[str], env: dict[str, str], timeout: float = 120) -> str:
+    done = subprocess.run(
+        list(cmd), env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd[:2])} exited {done.returncode}: {(done.stderr or done.stdout)[-800:]}"
+        )
+    return done.stdout
+
+
+def submit(
+    config: FederationConfig,
+    *,
+    flwr_home: Path,
+    poll_seconds: float = 2.0,
+    deadline_seconds: float | None = None,
+) -> FederationReport:
+    """Submit the federation's run and wait for its end.
+
+    Parameters
+    ----------
+    config
+        The federation.
+    flwr_home
+        A writable ``FLWR_HOME`` (the Flower CLI's configuration directory).
+    poll_seconds
+        How often to ask ``flwr ls`` for the run's status.
+    deadline_seconds
+        Stop the run (``flwr stop``) and report failure after this long; default: rounds times
+        the round timeout.
+
+    Returns
+    -------
+    FederationReport
+        The run's outcome.
+    """
+    started = time.monotonic()
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    (flwr_home / "config.toml").write_text(flwr_cli.flower_config_toml(config), encoding="utf-8")
+    env = {**flwr_cli.flower_path_env(), "FLWR_HOME": str(flwr_home)}
+    if config.auth is not None:
+        for key in config.auth.public_key_files:
+            _cli([flwr_cli.flower_binary("flwr"), "supernode", "register", key,
+                  flwr_cli.CONNECTION_NAME], env)
+    work = Path(tempfile.mkdtemp(prefix="ppml-fab-", dir=flwr_home))
+    app_dir = work / "app"
+    shutil.copytree(flwr_cli.APP_DIR, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    run_config = work / "run-config.toml"
+    run_config.write_text(flwr_cli.run_config_toml(config), encoding="utf-8")
+    run_id = flwr_cli.parse_run_id(_cli(flwr_cli.run_command(str(app_dir), str(run_config)), env))
+    LOG.info("Submitted run %s of federation %s", run_id, config.job.name)
+    limit = deadline_seconds or config.rounds * config.round_timeout_seconds + 300
+    state = flwr_cli.RunState("pending", "")
+    while time.monotonic() - started < limit:
+        state = flwr_cli.parse_run_state(_cli(flwr_cli.ls_command(run_id), env), run_id)
+        if state.finished:
+            break
+        time.sleep(poll_seconds)
+    if not state.finished:
+        _cli([flwr_cli.flower_binary("flwr"), "stop", str(run_id), flwr_cli.CONNECTION_NAME], env)
+    try:
+        rounds = flwr_cli.parse_round_metrics(_cli(flwr_cli.log_command(run_id), env))
+    except (RuntimeError, subprocess.TimeoutExpired):
+        rounds = []
+    completed = len(rounds)
+    ok = state.succeeded and completed >= config.rounds
+    error = None
+    if not ok:
+        error = (
+            f"run {run_id} ended {state.status}:{state.sub_status} after {completed} of "
+            f"{config.rounds} rounds"
+            if state.finished
+            else f"run {run_id} did not finish within {limit:.0f} s and was stopped"
+        )
+    accuracy = next((r.accuracy for r in reversed(rounds) if r.accuracy is not None), None)
+    return FederationReport(
+        status="Completed" if ok else ("Stopped" if state.sub_status == "stopped" else "Failed"),
+        run_id=run_id,
+        rounds_completed=completed,
+        rounds=rounds,
+        final_accuracy=accuracy,
+        clients=len(config.clients),
+        wall_seconds=round(time.monotonic() - started, 3),
+        error=error,
+    )
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    """Submit the run, write the report as the termination message, exit 0 only on success."""
+    config = _config(args)
+    home = Path(args.flwr_home or os.environ.get("FLWR_HOME") or tempfile.mkdtemp())
+    try:
+        report = submit(config, flwr_home=home)
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as err:
+        report = FederationReport(status="Failed", clients=len(config.clients), error=str(err))
+    text = dump_federation_report(report)
+    target = os.environ.get(ENV_TERMINATION_MESSAGE_PATH, TERMINATION_MESSAGE_PATH)
+    try:
+        Path(target).write_text(text, encoding="utf-8")
+    except OSError as err:
+        LOG.warning("Could not write the report to %s: %s", target, err)
+    print(text, flush=True)
+    return 0 if report.status == "Completed" else 1
+
+
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the three roles on the runtime's ``python -m ppml_runtime`` parser."""
+    link = subparsers.add_parser("superlink", help="run a Flower SuperLink")
+    link.add_argument("--config")
+    link.add_argument("--host", default="0.0.0.0")
+    link.add_argument("--port", type=int, default=SUPERLINK_PORT)
+    link.add_argument("--database", default=None)
+    link.set_defaults(func=run_superlink)
+
+    node = subparsers.add_parser("supernode", help="run a Flower SuperNode for one silo")
+    node.add_argument("--config")
+    node.add_argument("--client", required=True, help="the silo's name in spec.clients")
+    node.add_argument("--host", default="127.0.0.1")
+    node.add_argument("--port", type=int, default=SUPERNODE_RUNTIME_PORT)
+    node.add_argument("--data-dir", default=None)
+    node.set_defaults(func=run_supernode)
+
+    sub = subparsers.add_parser("submit", help="submit the federation's run and report it")
+    sub.add_argument("--config")
+    sub.add_argument("--flwr-home", default=None)
+    sub.set_defaults(func=run_submit)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one federation role (standalone entry, used when the dispatcher is absent)."""
+    parser = argparse.ArgumentParser(prog="python -m ppml_runtime.federated.roles")
+    add_parsers(parser.add_subparsers(dest="role", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The Flower ServerApp of a FederatedJob.
+
+It reads the federation from the run config, builds the initial model (seeded, so every run of
+the same config starts from the same weights), the strategy chain of
+:mod:`ppml_runtime.federated.strategy`, and runs Flower's ``DefaultWorkflow`` on a
+``LegacyContext``, with ``SecAggPlusWorkflow`` as the fit workflow when secure aggregation is on
+(SecAgg+ works only with the legacy strategies and ``NumPyClient``).
+"""
+
+from __future__ import annotations
+
+from flwr.common import Context, Parameters, ndarrays_to_parameters
+from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+from ppml_runtime.federated.contract import RUN_CONFIG_KEY, FederationConfig
+
+
+def initial_parameters(config: FederationConfig) -> Parameters | None:
+    """Build the seeded initial model when the data's shape is declared, else ``None``."""
+    from ppml_runtime.federated.local_training import build_model, get_parameters, model_shape
+
+    features, classes = model_shape(config.clients[0].data)
+    if features is None or classes is None:
+        return None  # volume data: Flower asks one client for its initial parameters
+    model = build_model(
+        config.model,
+        features,
+        classes,
+        None,
+        validate=False,
+        seed=config.training.seed,
+    )
+    return ndarrays_to_parameters(get_parameters(model))
+
+
+def build_workflow(config: FederationConfig) -> DefaultWorkflow:
+    """Return the workflow: plain fit rounds, or SecAgg+ fit rounds with the job's parameters."""
+    sa = config.secure_aggregation
+    if sa is None:
+        return DefaultWorkflow()
+    return DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=sa.num_shares,
+            reconstruction_threshold=sa.reconstruction_threshold,
+            max_weight=float(sa.max_weight),
+            clipping_range=float(sa.clipping_range),
+            quantization_range=sa.quantization_range,
+            timeout=float(config.round_timeout_seconds),
+        )
+    )
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the federation's rounds."""
+    from ppml_runtime.federated.strategy import build_strategy
+
+    config = FederationConfig.model_validate_json(str(context.run_config[RUN_CONFIG_KEY]))
+    strategy = build_strategy(config, initial_parameters(config))
+    legacy = LegacyContext(
+        context=context,
+        config=ServerConfig(
+            num_rounds=config.rounds, round_timeout=float(config.round_timeout_seconds)
+        ),
+        strategy=strategy,
+    )
+    build_workflow(config)(grid, legacy)
