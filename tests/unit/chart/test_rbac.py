@@ -1,0 +1,232 @@
+"""The chart's RBAC: least privilege for the operator; roles for people that cannot write status.
+
+Every rendered rule is checked against the table in docs/operator-guide.md, so a rule cannot be
+added without saying why.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from .conftest import NAMESPACE, REPO, Rendered
+
+DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "*"}
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+OPERATOR_ROLES = ("ppml-operator-cluster", "ppml-operator-namespaced")
+USER_ROLES = ("ppml-viewer", "ppml-job-submitter", "ppml-budget-owner")
+
+VALUE_SETS = {
+    "defaults (watch every namespace)": (),
+    "two watched namespaces": ("operator.watchNamespaces={team-a,team-b}",),
+    "no aggregation to built-in roles": ("rbac.aggregateToDefaultRoles=false",),
+    "budget owner aggregated to admin": ("rbac.aggregateBudgetOwnerToAdmin=true",),
+}
+
+
+def roles(r: Rendered) -> list[dict[str, Any]]:
+    return r.of_kind("ClusterRole") + r.of_kind("Role")
+
+
+def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """Flatten a role's rules to {(apiGroup, resource): verbs}."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role.get("rules", []):
+        assert "nonResourceURLs" not in rule, f"{role['metadata']['name']} grants URLs"
+        for g in rule["apiGroups"]:
+            for res in rule["resources"]:
+                out.setdefault((g, res), set()).update(rule["verbs"])
+    return out
+
+
+def can(role: dict[str, Any], verb: str, group: str, resource: str) -> bool:
+    return verb in grants(role).get((group, resource), set())
+
+
+@pytest.mark.parametrize("set_args", list(VALUE_SETS.values()), ids=list(VALUE_SETS))
+def test_no_role_uses_wildcards_or_escalation_verbs(render, set_args):
+    r = render(*set_args)
+    assert roles(r), "the chart rendered no roles"
+    for role in roles(r):
+        name = role["metadata"]["name"]
+        for rule in role["rules"]:
+            assert "*" not in rule["apiGroups"], f"{name} has apiGroups '*'"
+            assert "*" not in rule["resources"], f"{name} has resources '*'"
+            assert not DANGEROUS_VERBS & set(rule["verbs"]), f"{name}: {rule['verbs']}"
+            assert "resourceNames" not in rule or rule["resourceNames"], name
+
+
+@pytest.mark.parametrize("set_args", list(VALUE_SETS.values()), ids=list(VALUE_SETS))
+def test_no_role_can_read_secrets_and_the_operator_can_only_create_them(render, set_args):
+    r = render(*set_args)
+    for role in roles(r):
+        verbs = grants(role).get(("", "secrets"), set())
+        if role["metadata"]["name"] == "ppml-operator-namespaced":
+            assert verbs == {"create"}
+        else:
+            assert not verbs, f"{role['metadata']['name']} may {sorted(verbs)} secrets"
+
+
+def test_no_role_may_create_pods_or_touch_rbac(default):
+    for role in roles(default):
+        g = grants(role)
+        assert not {"create", "update", "patch"} & g.get(("", "pods"), set())
+        for (group, res), verbs in g.items():
+            assert group != "rbac.authorization.k8s.io", f"{role['metadata']['name']}: {res}"
+            assert not (res.endswith("/exec") or res.endswith("/attach")), res
+            assert (res != "nodes" and res != "namespaces") or not WRITE_VERBS & verbs
+
+
+@pytest.mark.parametrize("role_name", USER_ROLES)
+def test_no_user_role_can_write_any_status(default, role_name):
+    role = default.get("ClusterRole", role_name)
+    for (_group, res), verbs in grants(role).items():
+        if res.endswith("/status"):
+            assert not WRITE_VERBS & verbs, f"{role_name} may {sorted(verbs)} {res}"
+
+
+USER_ROLE_TABLE = [
+    # (role, verb, resource, allowed)
+    ("ppml-viewer", "list", "privacybudgets", True),
+    ("ppml-viewer", "get", "privatetrainingjobs/status", True),
+    ("ppml-viewer", "create", "privatetrainingjobs", False),
+    ("ppml-viewer", "update", "privacybudgets", False),
+    ("ppml-job-submitter", "create", "privatetrainingjobs", True),
+    ("ppml-job-submitter", "create", "federatedjobs", True),
+    ("ppml-job-submitter", "delete", "federatedjobs", True),
+    ("ppml-job-submitter", "get", "privacybudgets", True),
+    ("ppml-job-submitter", "update", "privacybudgets", False),
+    ("ppml-job-submitter", "patch", "privacybudgets", False),
+    ("ppml-job-submitter", "create", "privacybudgets", False),
+    ("ppml-job-submitter", "patch", "privacybudgets/status", False),
+    ("ppml-job-submitter", "patch", "privatetrainingjobs/status", False),
+    ("ppml-budget-owner", "create", "privacybudgets", True),
+    ("ppml-budget-owner", "patch", "privacybudgets", True),
+    ("ppml-budget-owner", "update", "privacybudgets/status", False),
+    ("ppml-budget-owner", "patch", "privacybudgets/status", False),
+    ("ppml-budget-owner", "create", "privatetrainingjobs", False),
+    ("ppml-budget-owner", "list", "federatedjobs", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("role_name", "verb", "resource", "allowed"),
+    USER_ROLE_TABLE,
+    ids=[f"{r} {'may' if a else 'may not'} {v} {res}" for r, v, res, a in USER_ROLE_TABLE],
+)
+def test_user_roles_grant_what_people_need(default, role_name, verb, resource, allowed):
+    assert can(default.get("ClusterRole", role_name), verb, "ppml.dev", resource) is allowed
+
+
+AGGREGATION = {
+    "defaults": (
+        (),
+        {
+            "ppml-viewer": {"view", "edit", "admin"},
+            "ppml-job-submitter": {"edit", "admin"},
+            "ppml-budget-owner": set(),
+        },
+    ),
+    "aggregation off": (
+        ("rbac.aggregateToDefaultRoles=false",),
+        {
+            "ppml-viewer": set(),
+            "ppml-job-submitter": set(),
+            "ppml-budget-owner": set(),
+        },
+    ),
+    "budget owner to admin": (
+        ("rbac.aggregateBudgetOwnerToAdmin=true",),
+        {
+            "ppml-viewer": {"view", "edit", "admin"},
+            "ppml-job-submitter": {"edit", "admin"},
+            "ppml-budget-owner": {"admin"},
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("set_args", "expected"), list(AGGREGATION.values()), ids=list(AGGREGATION)
+)
+def test_user_roles_aggregate_into_built_in_roles_as_configured(render, set_args, expected):
+    r = render(*set_args)
+    for name, targets in expected.items():
+        labels = r.get("ClusterRole", name)["metadata"]["labels"]
+        got = {
+            k.rsplit("aggregate-to-", 1)[1]
+            for k, v in labels.items()
+            if k.startswith("rbac.authorization.k8s.io/aggregate-to-") and v == "true"
+        }
+        assert got == targets, name
+
+
+def test_user_roles_can_be_left_out(render):
+    r = render("rbac.userRoles=false")
+    assert not set(USER_ROLES) & r.names("ClusterRole")
+
+
+def test_cluster_wide_mode_binds_the_namespaced_role_cluster_wide(default):
+    crbs = {b["roleRef"]["name"]: b for b in default.of_kind("ClusterRoleBinding")}
+    assert set(crbs) == set(OPERATOR_ROLES)
+    for b in crbs.values():
+        assert b["subjects"] == [
+            {"kind": "ServiceAccount", "name": "ppml-operator", "namespace": NAMESPACE}
+        ]
+    assert not default.of_kind("RoleBinding")
+
+
+def test_namespaced_mode_binds_only_the_watched_namespaces(render):
+    r = render("operator.watchNamespaces={team-a,team-b}")
+    assert [b["roleRef"]["name"] for b in r.of_kind("ClusterRoleBinding")] == [
+        "ppml-operator-cluster"
+    ]
+    rbs = r.of_kind("RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in rbs) == ["team-a", "team-b"]
+    for b in rbs:
+        assert b["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "ppml-operator-namespaced",
+        }
+
+
+def test_rbac_can_be_left_to_the_cluster_admin(render):
+    r = render("rbac.create=false", "rbac.userRoles=false")
+    assert not roles(r)
+    assert not r.of_kind("ClusterRoleBinding") and not r.of_kind("RoleBinding")
+
+
+# --- the documented table -------------------------------------------------------------------
+
+GUIDE = REPO / "docs" / "operator-guide.md"
+
+
+def documented_rules() -> dict[tuple[str, str, str], set[str]]:
+    """Parse the RBAC table of docs/operator-guide.md into {(role, group, resource): verbs}."""
+    text = GUIDE.read_text()
+    m = re.search(r"<!-- rbac-table:begin -->(.*?)<!-- rbac-table:end -->", text, re.S)
+    assert m, "docs/operator-guide.md has no rbac-table markers"
+    out: dict[tuple[str, str, str], set[str]] = {}
+    for line in m.group(1).strip().splitlines()[2:]:
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        role, groups, resources, verbs = cells[:4]
+        assert cells[4], f"rule without a reason: {line}"
+        for g in groups.split(","):
+            group = "" if g.strip() == "core" else g.strip()
+            for res in resources.split(","):
+                key = (role, group, res.strip())
+                assert key not in out, f"documented twice: {key}"
+                out[key] = {v.strip() for v in verbs.split(",")}
+    return out
+
+
+def test_every_operator_rule_is_documented_with_a_reason(default):
+    rendered: dict[tuple[str, str, str], set[str]] = {}
+    for name in OPERATOR_ROLES:
+        suffix = name.removeprefix("ppml-operator-")
+        for (group, res), verbs in grants(default.get("ClusterRole", name)).items():
+            rendered[(suffix, group, res)] = verbs
+    assert rendered == documented_rules()
