@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devcluster import controlplane
-from devcluster.paths import Paths, state_paths
+from devcluster.kubeapi import Client
+from devcluster.paths import Paths, apiserver_url, state_paths
 from devcluster.tools import bin_dir, find
 
 
@@ -48,6 +49,19 @@ class Cluster:
     def user_kubeconfig(self, name: str) -> Path:
         """Return a kubeconfig authenticating as the static token identity ``name``."""
         return self.paths.config / f"{name}-token.kubeconfig"
+
+    def api(self, user: str | None = None) -> Client:
+        """Return a minimal REST client (:class:`devcluster.kubeapi.Client`) for the cluster.
+
+        Parameters
+        ----------
+        user
+            A static token identity to act as (default: the admin client certificate).
+
+        """
+        if user is None:
+            return Client.admin(self.paths)
+        return Client(apiserver_url(), self.paths.pki / "ca.crt", token=self.token(user))
 
     def env(self) -> dict[str, str]:
         """Return ``os.environ`` plus KUBECONFIG and PATH pointing at this cluster and its tools."""

@@ -1,7 +1,8 @@
 """A minimal Kubernetes REST client on the standard library (JSON dicts in, JSON dicts out).
 
 The node agent and the control-plane readiness checks use it, so they need neither the generated
-``kubernetes`` models nor a particular client version. One persistent HTTPS connection per thread.
+``kubernetes`` models nor a particular client version. One HTTPS connection per request (closed
+afterwards), so a client holds no sockets between calls.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +63,6 @@ class Client:
             self.ctx.load_cert_chain(str(cert), str(key))
         self.token = token
         self.timeout = timeout
-        self._local = threading.local()
 
     @classmethod
     def admin(cls, paths: Paths, timeout: float = 30.0) -> Client:
@@ -105,20 +104,13 @@ class Client:
             path = f"{path}?{urllib.parse.urlencode(params)}"
         data = None if body is None else json.dumps(body).encode()
         headers = self._headers(content_type if data is not None else None)
-        for attempt in (0, 1):
-            conn = getattr(self._local, "conn", None)
-            if conn is None:
-                conn = self._local.conn = self._conn(self.timeout)
-            try:
-                conn.request(method, path, body=data, headers=headers)
-                resp = conn.getresponse()
-                raw = resp.read()
-                break
-            except (http.client.HTTPException, OSError):
-                conn.close()
-                self._local.conn = None
-                if attempt:
-                    raise
+        conn = self._conn(self.timeout)
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
         text = raw.decode(errors="replace")
         try:
             out = json.loads(text) if text else None

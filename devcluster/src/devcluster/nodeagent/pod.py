@@ -347,6 +347,7 @@ class PodWorker(threading.Thread):
             "argv": cmd + args, "env": env, "mounts": mounts,
             "workingDir": c.spec.get("workingDir"),
             "uid": uid, "gid": gid, "groups": groups, "noNewPrivs": nnp,
+            "hostname": (self.pod["spec"].get("hostname") or self.pname)[:63],
         }
         if uid not in (None, 0):
             spec["exposeRoot"] = self.agent.root_entries

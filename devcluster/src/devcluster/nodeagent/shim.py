@@ -18,6 +18,7 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 PR_SET_NO_NEW_PRIVS = 38
+CLONE_NEWUTS = 0x04000000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -72,6 +73,11 @@ def main():
     with open(sys.argv[1]) as f:
         spec = json.load(f)
     try:
+        if spec.get("hostname"):
+            name = spec["hostname"].encode()
+            if _libc.unshare(CLONE_NEWUTS) or _libc.sethostname(name, len(name)):
+                err = ctypes.get_errno()
+                raise OSError(err, f"set hostname: {os.strerror(err)}")
         if spec.get("exposeRoot"):
             expose_root_entries(spec["exposeRoot"], spec["rootStage"])
         for m in spec["mounts"]:
