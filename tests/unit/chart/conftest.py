@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "ppml-operator"
 RELEASE = "ppml"
 NAMESPACE = "ppml-system"
+#: The Kubernetes version devcluster runs (helm template otherwise assumes an old default).
+KUBE = "1.34.4"
 
 
 def helm_binary() -> str:
@@ -57,7 +59,7 @@ class HelmError(Exception):
 
 def run_template(helm: str, *set_args: str, values: dict[str, Any] | None = None) -> Rendered:
     """Run ``helm template`` on the chart and parse every document it printed."""
-    cmd = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+    cmd = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE]
     for s in set_args:
         cmd += ["--set", s]
     stdin = None
