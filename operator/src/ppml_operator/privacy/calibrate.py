@@ -15,7 +15,13 @@ from decimal import Decimal
 from typing import Final
 
 from ppml_operator.privacy.accountant import Accountant, epsilon_of
-from ppml_operator.privacy.decimals import format_cost, parse_delta, parse_epsilon, to_decimal
+from ppml_operator.privacy.decimals import (
+    format_cost,
+    format_decimal,
+    parse_delta,
+    parse_epsilon,
+    to_decimal,
+)
 from ppml_operator.privacy.errors import CalibrationError, InvalidPrivacyParameterError
 from ppml_operator.privacy.events import DpSgdEvent
 
@@ -156,7 +162,8 @@ def calibrate_noise_multiplier(
             break
     if high < 0:
         raise CalibrationError(
-            f"target epsilon {target} cannot be met at delta {delta} with sample rate {rate} "
+            f"target epsilon {format_decimal(target)} cannot be met at delta "
+            f"{format_decimal(delta)} with sample rate {format_decimal(rate)} "
             f"and {steps} steps: even noise multiplier {MAX_NOISE_MULTIPLIER} spends epsilon "
             f"{format_cost(cost(top))}."
         )
@@ -174,7 +181,9 @@ def calibrate_noise_multiplier(
         # Illinois-style safeguard: bisect whenever interpolation failed to halve the bracket.
         bisect_next = (high - low) * 2 > width
     if cost(high) > target:  # pragma: no cover - the invariant above guarantees it
-        raise CalibrationError(f"calibration to epsilon {target} failed its final check.")
+        raise CalibrationError(
+            f"calibration to epsilon {format_decimal(target)} failed its final check."
+        )
     return Calibration(noise_multiplier=_grid_value(high), epsilon=cost(high))
 
 

@@ -165,6 +165,11 @@ def _plain(value: Decimal) -> str:
     return text
 
 
+def format_decimal(value: Decimal) -> str:
+    """Format ``value`` exactly, in plain notation (``Decimal("1E-5")`` becomes ``"0.00001"``)."""
+    return _plain(value)
+
+
 def format_cost(value: Decimal) -> str:
     """Format a privacy cost, rounding up to :data:`SIGNIFICANT_DIGITS` significant digits.
 
