@@ -1,0 +1,76 @@
+"""Manifest builders for the API tests: a valid object, then edits by dotted path."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+Obj = dict[str, Any]
+DELETE = object()
+
+
+def edit(obj: Obj, **changes: Any) -> Obj:
+    """Return a copy of ``obj`` with each ``a__b__c=value`` set (or removed with DELETE)."""
+    out = copy.deepcopy(obj)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = out
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+        if value is DELETE:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return out
+
+
+def budget(name: str = "clinic", epsilon: str = "3", delta: str = "1e-5") -> Obj:
+    return {
+        "apiVersion": "ppml.dev/v1alpha1",
+        "kind": "PrivacyBudget",
+        "metadata": {"name": name},
+        "spec": {"epsilon": epsilon, "delta": delta},
+    }
+
+
+def ptj(name: str = "digits", budget: str = "clinic") -> Obj:
+    return {
+        "apiVersion": "ppml.dev/v1alpha1",
+        "kind": "PrivateTrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "budgetRef": {"name": budget},
+            "privacy": {"noiseMultiplier": "1.1", "delta": "1e-5", "maxGradNorm": "1.0"},
+            "data": {"source": "Builtin", "builtin": {"name": "Digits"}, "numRecords": 1797},
+            "model": {"architecture": "Mlp", "hiddenUnits": [64]},
+            "training": {"epochs": 3, "batchSize": 64, "learningRate": "0.1"},
+        },
+    }
+
+
+def client(name: str, records: int = 599, budget: str | None = None) -> Obj:
+    out: Obj = {
+        "name": name,
+        "data": {"source": "Builtin", "builtin": {"name": "Digits"}, "numRecords": records},
+    }
+    if budget:
+        out["budgetRef"] = {"name": budget}
+    return out
+
+
+def fedjob(name: str = "silos", clients: int = 3, mode: str = "Central") -> Obj:
+    spec: Obj = {
+        "rounds": 3,
+        "clients": [client(f"silo-{i}") for i in range(clients)],
+        "model": {"architecture": "LogisticRegression"},
+        "training": {"batchSize": 32, "learningRate": "0.1"},
+    }
+    if mode != "None":
+        spec["budgetRef"] = {"name": "federation"}
+        spec["privacy"] = {"mode": mode, "noiseMultiplier": "1.0", "delta": "1e-5"}
+    return {
+        "apiVersion": "ppml.dev/v1alpha1",
+        "kind": "FederatedJob",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
