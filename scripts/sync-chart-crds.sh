@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copy the generated CRDs (crds/*.yaml) into the Helm chart (charts/ppml-operator/templates/crds/),
 # each wrapped in `{{- if .Values.crds.enabled }} ... {{- end }}` and annotated
-# `helm.sh/resource-policy: keep` when `.Values.crds.keep` is set.
+# `helm.sh/resource-policy: keep` (and Argo CD's Delete=false,Prune=false) when `.Values.crds.keep`
+# is set.
 #
 # Usage: scripts/sync-chart-crds.sh           rewrite the chart's copies
 #        scripts/sync-chart-crds.sh --check   exit 1 (and show the diff) if the copies drifted
@@ -36,15 +37,18 @@ text = open(src, encoding="utf-8").read()
 if "{{" in text or "}}" in text:
     sys.exit(f"sync-chart-crds: {src} contains '{{{{' or '}}}}', which Helm would template")
 lines = text.splitlines()
+# helm uninstall honours the first annotation, Argo CD (which renders charts itself) the second.
 keep_block = [
     "  {{- if .Values.crds.keep }}",
     "  annotations:",
     "    helm.sh/resource-policy: keep",
+    "    argocd.argoproj.io/sync-options: Delete=false,Prune=false",
     "  {{- end }}",
 ]
 keep_line = [
     "    {{- if .Values.crds.keep }}",
     "    helm.sh/resource-policy: keep",
+    "    argocd.argoproj.io/sync-options: Delete=false,Prune=false",
     "    {{- end }}",
 ]
 result: list[str] = []

@@ -42,7 +42,9 @@ def test_the_chart_renders_the_generated_crds_with_the_keep_policy(default):
     crds = default.of_kind("CustomResourceDefinition")
     assert {c["metadata"]["name"] for c in crds} == generated_crd_names()
     for c in crds:
-        assert c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        annotations = c["metadata"]["annotations"]
+        assert annotations["helm.sh/resource-policy"] == "keep"
+        assert annotations["argocd.argoproj.io/sync-options"] == "Delete=false,Prune=false"
 
 
 def test_rendered_crds_equal_the_sources_apart_from_the_annotation(default):
@@ -53,6 +55,7 @@ def test_rendered_crds_equal_the_sources_apart_from_the_annotation(default):
                 sources[doc["metadata"]["name"]] = doc
     for c in default.of_kind("CustomResourceDefinition"):
         c["metadata"]["annotations"].pop("helm.sh/resource-policy")
+        c["metadata"]["annotations"].pop("argocd.argoproj.io/sync-options")
         if not c["metadata"]["annotations"]:
             del c["metadata"]["annotations"]
         assert c == sources[c["metadata"]["name"]]
@@ -61,4 +64,6 @@ def test_rendered_crds_equal_the_sources_apart_from_the_annotation(default):
 def test_crds_can_be_left_out_or_not_kept(render):
     assert not render("crds.enabled=false").of_kind("CustomResourceDefinition")
     for c in render("crds.keep=false").of_kind("CustomResourceDefinition"):
-        assert "helm.sh/resource-policy" not in c["metadata"].get("annotations", {})
+        annotations = c["metadata"].get("annotations", {})
+        assert "helm.sh/resource-policy" not in annotations
+        assert "argocd.argoproj.io/sync-options" not in annotations
