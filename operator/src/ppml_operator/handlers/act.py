@@ -1,0 +1,124 @@
+"""Carry out a :class:`~ppml_operator.reconcile.plan.Plan` through the one client module.
+
+The order is the protocol (``docs/ledger.md``): budget compare-and-swaps first, then the job's
+status, then children, patches, deletions, late budget writes, events. The first failure stops
+the plan; the caller re-observes and decides again. A :class:`~ppml_operator.k8s.ConflictError`
+on a budget write means somebody else wrote the budget first: nothing of ours was applied, and
+a fresh pass decides with the new ledger.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ppml_operator import k8s, metrics
+from ppml_operator.handlers.crash import crashpoint
+from ppml_operator.reconcile.plan import BudgetWrite, Plan
+
+Obj = dict[str, Any]
+EventSink = Callable[[str, str, str], None]
+
+
+class PlanAborted(Exception):
+    """A step of the plan could not be done; re-observe and decide again."""
+
+
+def write_budget(client: k8s.Client, write: BudgetWrite, logger: logging.Logger) -> Obj:
+    """Compare-and-swap one budget status; raise :class:`k8s.ConflictError` on a lost race."""
+    body = copy.deepcopy(write.budget)
+    body["status"] = write.status
+    try:
+        stored = client.replace_status(body)
+    except k8s.ConflictError:
+        metrics.LEDGER_WRITES.labels(write.operation, "conflict").inc()
+        raise
+    metrics.LEDGER_WRITES.labels(write.operation, "ok").inc()
+    meta = write.budget["metadata"]
+    logger.info("%s on PrivacyBudget %s/%s", write.message or "Updated ledger",
+                meta["namespace"], meta["name"])
+    crashpoint(f"after-{write.operation}")
+    spec = write.budget.get("spec") or {}
+    metrics.set_budget(meta["namespace"], meta["name"], write.status, str(spec.get("epsilon")))
+    return stored
+
+
+def act(
+    client: k8s.Client,
+    kind: str,
+    obj: Obj,
+    plan: Plan,
+    logger: logging.Logger,
+    emit: EventSink | None = None,
+) -> None:
+    """Apply a plan to the cluster, in protocol order.
+
+    Parameters
+    ----------
+    client
+        The API client.
+    kind
+        The reconciled object's kind.
+    obj
+        The reconciled object as observed.
+    plan
+        What ``decide`` returned.
+    logger
+        The per-object logger.
+    emit
+        Posts an event ``(type, reason, message)`` on the object.
+
+    Raises
+    ------
+    k8s.ConflictError
+        A budget write lost its compare-and-swap (nothing of this step was applied).
+    PlanAborted
+        A deletion precondition failed: the world changed; decide again.
+
+    """
+    meta = obj["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    for write in plan.budget_writes:
+        write_budget(client, write, logger)
+    if plan.status is not None:
+        client.patch_status(kind, ns, name, plan.status)
+        crashpoint("after-status")
+        if any(w.operation == "reserve" for w in plan.budget_writes) or plan.create:
+            crashpoint("after-admit")
+        if any(w.operation == "commit" for w in plan.budget_writes):
+            crashpoint("after-complete")
+    for child in plan.create:
+        _, created = client.ensure(child)
+        if created:
+            logger.info("Created %s %s/%s", child["kind"], ns, child["metadata"]["name"])
+            crashpoint(f"after-create-{child['kind']}")
+    for child_kind, child_name, patch in plan.patches:
+        client.patch(child_kind, ns, child_name, patch)
+        logger.info("Patched %s %s/%s", child_kind, ns, child_name)
+    for deletion in plan.deletions:
+        try:
+            gone = client.delete(
+                deletion.kind,
+                ns,
+                deletion.name,
+                propagation=deletion.propagation,
+                uid=deletion.uid,
+                resource_version=deletion.resource_version,
+            )
+        except k8s.ConflictError as err:
+            raise PlanAborted(f"{deletion.kind} {deletion.name} changed: {err.message}") from err
+        if gone:
+            logger.info("Deleted %s %s/%s (%s)", deletion.kind, ns, deletion.name,
+                        deletion.propagation)
+        if deletion.propagation == "Orphan":
+            crashpoint("after-orphan-delete")
+    for write in plan.late_budget_writes:
+        write_budget(client, write, logger)
+    if emit is not None:
+        for event in plan.events:
+            emit(event.type, event.reason, event.message)
+    if plan.delete_self:
+        client.delete(kind, ns, name, uid=meta.get("uid"))
+        logger.info("Deleted %s %s/%s", kind, ns, name)

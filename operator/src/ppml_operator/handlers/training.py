@@ -1,0 +1,198 @@
+"""PrivateTrainingJob: observe → decide → act, behind one level-triggered entry point.
+
+:func:`reconcile` is what create, update, resume and the timer call; :func:`finalize` is the
+delete handler. Both read the job, its budget and its children fresh from the API server (the
+watch's copy may lag our own last write), call the pure ``decide``, and carry out the plan. A
+lost compare-and-swap re-observes at once; other failures are retried by kopf.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from ppml_operator import k8s, metrics
+from ppml_operator.api import GROUP
+from ppml_operator.api import conditions as c
+from ppml_operator.handlers.act import EventSink, PlanAborted, act
+from ppml_operator.handlers.config import Settings
+from ppml_operator.reconcile import ledger, training
+from ppml_operator.reconcile.plan import Plan
+from ppml_operator.render.common import LABEL_JOB_UID
+from ppml_operator.render.trainer import names
+
+Obj = dict[str, Any]
+KIND = "PrivateTrainingJob"
+CHILD_KINDS = ("ServiceAccount", "ConfigMap", "NetworkPolicy", "Service", "Job")
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+_prices: dict[tuple[str, int], training.Price | training.InvalidSpec] = {}
+
+
+def _lock(uid: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(uid, threading.Lock())
+
+
+def _price(job: Obj) -> training.Price | training.InvalidSpec:
+    meta = job["metadata"]
+    key = (meta["uid"], int(meta.get("generation") or 0))
+    if key not in _prices:
+        _prices[key] = training.price(job)
+    return _prices[key]
+
+
+def observe(
+    client: k8s.Client,
+    namespace: str,
+    name: str,
+    settings: Settings,
+    waiting: Iterable[tuple[str, str, str]] = (),
+    *,
+    with_children: bool | None = None,
+) -> training.TrainingObserved | None:
+    """Read the job, its budget and its children; None when the job is gone.
+
+    Parameters
+    ----------
+    waiting
+        ``(creationTimestamp, name, uid)`` of jobs waiting on budgets in this namespace (from
+        the kopf index); those older than this one and holding no charge are ahead of it.
+    with_children
+        Whether to list the children (default: only when the job was ever admitted or is being
+        deleted; a job that never was has none).
+
+    """
+    job = client.get(KIND, namespace, name)
+    if job is None:
+        return None
+    job.setdefault("kind", KIND)
+    job.setdefault("apiVersion", f"{GROUP}/{k8s.VERSION}")
+    meta = job["metadata"]
+    budget_name = str(((job.get("spec") or {}).get("budgetRef") or {}).get("name", ""))
+    budget = client.get("PrivacyBudget", namespace, budget_name) if budget_name else None
+    if budget is not None:
+        budget.setdefault("kind", "PrivacyBudget")
+    if with_children is None:
+        with_children = training.was_admitted(job) or bool(meta.get("deletionTimestamp"))
+    children: dict[str, Obj] = {}
+    pods: list[Obj] = []
+    if with_children:
+        selector = f"{LABEL_JOB_UID}={meta['uid']}"
+        for kind in CHILD_KINDS:
+            for item in client.list(kind, namespace, selector):
+                children[kind] = item
+        pods = client.list("Pod", namespace, selector)
+    mine = (str(meta.get("creationTimestamp")), name)
+    ahead = sorted(
+        (ts, other) for ts, other, uid in waiting
+        if (ts, other) < mine and uid != meta["uid"]
+        and (budget is None or ledger.find_charge(budget, uid) is None)
+    )
+    return training.TrainingObserved(
+        job=job,
+        budget=budget,
+        price=_price(job),
+        children=children,
+        pods=pods,
+        waiting_ahead=tuple(n for _, n in ahead),
+        settings=settings.render,
+    )
+
+
+def _main_condition(job: Obj, plan: Plan) -> str:
+    status = plan.status if plan.status is not None else (job.get("status") or {})
+    conds = status.get("conditions")
+    for type_ in (c.COMPLETE, c.FAILED, c.RUNNING, c.ADMITTED):
+        if c.is_true(conds, type_):
+            return type_
+    return "Waiting"
+
+
+def _record(job: Obj, plan: Plan, before: Obj) -> None:
+    meta = job["metadata"]
+    ns = meta["namespace"]
+    after = plan.status
+    if after is None:
+        return
+    was = c.is_true((before or {}).get("conditions"), c.ADMITTED)
+    now_admitted = c.is_true(after.get("conditions"), c.ADMITTED)
+    if now_admitted and not was:
+        metrics.ADMISSIONS.labels(KIND, ns).inc()
+        created = datetime.fromisoformat(str(meta["creationTimestamp"]).replace("Z", "+00:00"))
+        metrics.ADMISSION_LATENCY.labels(KIND).observe(
+            max((datetime.now(UTC) - created).total_seconds(), 0.0)
+        )
+    admitted = c.get_condition(after.get("conditions"), c.ADMITTED)
+    old = c.get_condition((before or {}).get("conditions"), c.ADMITTED)
+    if admitted and admitted.get("status") == "False" and (
+        old is None or old.get("reason") != admitted.get("reason")
+    ):
+        metrics.REFUSALS.labels(KIND, ns, str(admitted.get("reason"))).inc()
+    metrics.set_job_condition(KIND, ns, meta["uid"], _main_condition(job, plan))
+
+
+def reconcile(
+    client: k8s.Client,
+    namespace: str,
+    name: str,
+    uid: str,
+    settings: Settings,
+    logger: logging.Logger,
+    emit: EventSink | None = None,
+    waiting: Callable[[], Iterable[tuple[str, str, str]]] = lambda: (),
+    *,
+    deleting: bool = False,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Plan | None:
+    """Reconcile one PrivateTrainingJob until a pass's plan is fully applied.
+
+    Returns
+    -------
+    Plan or None
+        The last plan applied (its ``requeue_after`` and ``done`` tell the caller what next),
+        or None when the job no longer exists.
+
+    Raises
+    ------
+    k8s.ConflictError
+        When every attempt lost its compare-and-swap (the caller retries later).
+
+    """
+    with _lock(uid):
+        last_error: Exception | None = None
+        for attempt in range(settings.cas_attempts):
+            observed = observe(client, namespace, name, settings, waiting())
+            if observed is None or observed.job["metadata"]["uid"] != uid:
+                return None
+            if deleting:
+                plan = training.decide_deletion(observed, now())
+            elif observed.job["metadata"].get("deletionTimestamp"):
+                return None  # the delete handler settles it
+            else:
+                plan = training.decide(observed, now())
+            try:
+                act(client, KIND, observed.job, plan, logger, emit)
+            except (k8s.ConflictError, PlanAborted) as err:
+                last_error = err
+                # Lost a race: back off a little (jittered, so racing writers spread out).
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
+                continue
+            if not deleting:
+                _record(observed.job, plan, observed.job.get("status") or {})
+            else:
+                metrics.set_job_condition(KIND, namespace, uid, None)
+            return plan
+        assert last_error is not None
+        raise last_error
+
+
+def job_child_names(job_name: str) -> dict[str, str]:
+    """Return the names of the job's children (for tests and tools)."""
+    return names(job_name)

@@ -1,0 +1,104 @@
+"""What ``decide`` returns and ``act`` carries out: the plan of one reconcile pass.
+
+``act`` executes a plan strictly in this order and stops at the first failure, so the order is
+the protocol (``docs/ledger.md``): budget writes (compare-and-swap), then the job's status, then
+new children, then patches, then deletions; ledger writes flagged ``after_deletes`` run last and
+only when every deletion succeeded. A pass that stops early is simply retried: every step is
+idempotent and the next ``decide`` sees what was done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BudgetWrite:
+    """Compare-and-swap a budget's status.
+
+    Attributes
+    ----------
+    budget
+        The budget object as read, carrying its resourceVersion.
+    status
+        The new status to write.
+    operation
+        What it is, for logs, metrics and events: ``reserve``, ``commit``, ``release``,
+        ``totals``.
+    job_uid
+        The job the write is for (empty for ``totals``).
+    message
+        A sentence describing the write.
+
+    """
+
+    budget: Obj
+    status: Obj
+    operation: str
+    job_uid: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """Delete one object, optionally only if it is unchanged since it was observed."""
+
+    kind: str
+    name: str
+    propagation: str = "Background"
+    uid: str | None = None
+    resource_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event on the reconciled object."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    """The outcome of ``decide``: everything one pass should do, in order.
+
+    Attributes
+    ----------
+    budget_writes
+        Ledger compare-and-swaps, done first.
+    status
+        The job's whole desired status, or None to leave it as it is.
+    create
+        Children to create (skipped when they exist).
+    patches
+        ``(kind, name, merge patch)`` for existing children.
+    deletions
+        Objects to delete.
+    late_budget_writes
+        Ledger writes done only after every deletion succeeded (a release after the pods
+        were deleted with preconditions).
+    events
+        Events to emit once the plan succeeded.
+    requeue_after
+        Seconds until the next pass is needed, None when only changes need one.
+    delete_self
+        Delete the reconciled object (ttlSecondsAfterFinished).
+    done
+        For deletion passes: True when the finalizer may go.
+
+    """
+
+    budget_writes: list[BudgetWrite] = field(default_factory=list)
+    status: Obj | None = None
+    create: list[Obj] = field(default_factory=list)
+    patches: list[tuple[str, str, Obj]] = field(default_factory=list)
+    deletions: list[Deletion] = field(default_factory=list)
+    late_budget_writes: list[BudgetWrite] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    delete_self: bool = False
+    done: bool = True

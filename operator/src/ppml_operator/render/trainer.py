@@ -1,0 +1,374 @@
+"""Render the children of a PrivateTrainingJob: the trainer's config, pods, network and identity.
+
+Children (deterministic names from the job's name):
+
+- ``{job}-trainer`` ServiceAccount (no token mounted: the trainer never calls the API server);
+- ``{job}-config`` ConfigMap holding the runtime contract's :class:`TrainerConfig` as JSON,
+  with exactly the noise multiplier, sampling rate and steps that were paid for;
+- ``{job}-trainer`` NetworkPolicy: the trainer pods talk only to each other (the rendezvous) and
+  to DNS; only the metrics port is open to others;
+- ``{job}-workers`` headless Service when ``runtime.workers > 1`` (the rendezvous addresses);
+- ``{job}-trainer`` batch/v1 Job, Indexed, one pod per worker (rank = completion index), meeting
+  the ``restricted`` Pod Security Standard; a pod exiting with the contract's "invalid config"
+  or "data mismatch" code fails the whole job at once (retrying cannot help).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ppml_operator.api.v1alpha1 import PrivateTrainingJob
+from ppml_operator.render.common import (
+    container_security_context,
+    metadata,
+    pod_security_context,
+    selector,
+    service_account,
+    truncate_name,
+)
+from ppml_runtime import contract as rc
+
+Obj = dict[str, Any]
+
+COMPONENT = "trainer"
+"""The ``app.kubernetes.io/component`` of the trainer's children."""
+
+DEFAULT_COMMAND = ("python", "-m", "ppml_runtime", "train", "--config", rc.CONFIG_PATH)
+"""The trainer container's command."""
+
+DATA_MOUNT = "/data"
+"""Where a Volume data source's claim is mounted (read-only)."""
+
+CHECKPOINT_MOUNT = "/checkpoints"
+"""Where the checkpoint claim is mounted."""
+
+
+@dataclass(frozen=True)
+class Paid:
+    """The privacy parameters the budget paid for: the runtime must use exactly these."""
+
+    noise_multiplier: str
+    sample_rate: str
+    steps: int
+    delta: str
+    epsilon: str
+    accountant: str = "RDP"
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Operator-wide settings that shape rendered children."""
+
+    image: str = "ghcr.io/ppml-dev/ppml-runtime:0.1.0"
+    command: tuple[str, ...] = DEFAULT_COMMAND
+    extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def names(job_name: str) -> dict[str, str]:
+    """Return the name of each child of the job."""
+    return {
+        "serviceAccount": truncate_name(job_name, "trainer", 253),
+        "configMap": truncate_name(job_name, "config", 253),
+        "networkPolicy": truncate_name(job_name, "trainer", 253),
+        "service": truncate_name(job_name, "workers"),
+        "job": truncate_name(job_name, "trainer", 52),  # leaves room for pod name suffixes
+    }
+
+
+def trainer_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid) -> rc.TrainerConfig:
+    """Build the runtime contract config: the data, model, training and what was paid for."""
+    spec = ptj.spec
+    meta = job["metadata"]
+    data = spec.data
+    train_records, _ = data.split_sizes()
+    data_cfg: Obj = {
+        "source": str(data.source),
+        "numRecords": train_records,
+        "testFraction": data.test_fraction,
+        "splitSeed": data.split_seed,
+    }
+    if data.builtin is not None:
+        data_cfg["builtin"] = {"name": str(data.builtin.name)}
+    if data.synthetic is not None:
+        data_cfg["synthetic"] = {
+            "numFeatures": data.synthetic.num_features,
+            "numClasses": data.synthetic.num_classes,
+            "seed": data.synthetic.seed,
+        }
+    if data.volume is not None:
+        volume: Obj = {
+            "path": f"{DATA_MOUNT}/{data.volume.path}",
+            "format": str(data.volume.format),
+        }
+        if data.volume.label_column:
+            volume["labelColumn"] = data.volume.label_column
+        data_cfg["volume"] = volume
+    model: Obj = {"architecture": str(spec.model.architecture)}
+    if spec.model.hidden_units is not None:
+        model["hiddenUnits"] = list(spec.model.hidden_units)
+    if spec.model.import_path is not None:
+        model["importPath"] = spec.model.import_path
+    training: Obj = {
+        "epochs": spec.training.epochs,
+        "batchSize": spec.training.batch_size,
+        "learningRate": spec.training.learning_rate,
+        "optimizer": str(spec.training.optimizer),
+    }
+    if spec.training.momentum is not None:
+        training["momentum"] = spec.training.momentum
+    if spec.training.seed is not None:
+        training["seed"] = spec.training.seed
+    mode = {"Auto": "auto", "Ghost": "ghost", "Hooks": "hooks"}[str(spec.privacy.clipping_mode)]
+    accountant = {"RDP": "rdp", "PLD": "prv"}[paid.accountant]
+    raw: Obj = {
+        "job": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+        "data": data_cfg,
+        "model": model,
+        "training": training,
+        "privacy": {
+            "noiseMultiplier": paid.noise_multiplier,
+            "sampleRate": paid.sample_rate,
+            "maxGradNorm": spec.privacy.max_grad_norm,
+            "steps": paid.steps,
+            "delta": paid.delta,
+            "accountant": accountant,
+            "chargedEpsilon": paid.epsilon,
+            "gradSampleMode": mode,
+        },
+        "distributed": {"workers": spec.runtime.workers},
+    }
+    if spec.checkpoint is not None:
+        raw["checkpoint"] = {"dir": CHECKPOINT_MOUNT}
+    return rc.TrainerConfig.model_validate(raw)
+
+
+def render_config_map(job: Obj, config: rc.TrainerConfig) -> Obj:
+    """Render the ConfigMap that the trainer reads its contract config from."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(job, names(job["metadata"]["name"])["configMap"], COMPONENT),
+        "data": {rc.CONFIG_FILE: rc.dump_config(config)},
+    }
+
+
+def render_network_policy(job: Obj) -> Obj:
+    """Render the NetworkPolicy: pods of the job talk to each other and DNS, metrics are open."""
+    pods = {"matchLabels": selector(job, COMPONENT)}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(job, names(job["metadata"]["name"])["networkPolicy"], COMPONENT),
+        "spec": {
+            "podSelector": pods,
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {"from": [{"podSelector": pods}]},
+                {"ports": [{"protocol": "TCP", "port": rc.METRICS_PORT}]},
+            ],
+            "egress": [
+                {"to": [{"podSelector": pods}]},
+                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            ],
+        },
+    }
+
+
+def render_service(job: Obj) -> Obj:
+    """Render the headless Service giving each worker pod a stable DNS name."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(job, names(job["metadata"]["name"])["service"], COMPONENT),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector(job, COMPONENT),
+            "ports": [
+                {"name": "rendezvous", "port": rc.RENDEZVOUS_PORT, "protocol": "TCP"},
+                {"name": "metrics", "port": rc.METRICS_PORT, "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def _env(job: Obj, ptj: PrivateTrainingJob, settings: RenderSettings) -> list[Obj]:
+    meta = job["metadata"]
+    n = names(meta["name"])
+    workers = ptj.spec.runtime.workers
+    env: list[Obj] = [
+        {"name": rc.ENV_CONFIG, "value": rc.CONFIG_PATH},
+        {"name": rc.ENV_JOB_NAME, "value": meta["name"]},
+        {"name": rc.ENV_JOB_NAMESPACE, "value": meta["namespace"]},
+        {"name": rc.ENV_JOB_UID, "value": meta["uid"]},
+        {"name": rc.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {
+            "name": rc.ENV_RANK,
+            "valueFrom": {
+                "fieldRef": {
+                    "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                }
+            },
+        },
+        {"name": rc.ENV_WORLD_SIZE, "value": str(workers)},
+        {"name": rc.ENV_MASTER_PORT, "value": str(rc.RENDEZVOUS_PORT)},
+        {
+            "name": rc.ENV_MASTER_ADDR,
+            "value": f"{n['job']}-0.{n['service']}" if workers > 1 else "127.0.0.1",
+        },
+    ]
+    env.extend({"name": k, "value": v} for k, v in settings.extra_env)
+    return env
+
+
+def render_job(job: Obj, ptj: PrivateTrainingJob, settings: RenderSettings) -> Obj:
+    """Render the batch/v1 Job running one trainer pod per worker.
+
+    Parameters
+    ----------
+    job
+        The PrivateTrainingJob object (its metadata names and owns the children).
+    ptj
+        The parsed job.
+    settings
+        Operator-wide rendering settings (image, command).
+
+    Returns
+    -------
+    dict
+        The Job manifest.
+
+    """
+    spec = ptj.spec
+    meta = job["metadata"]
+    n = names(meta["name"])
+    workers = spec.runtime.workers
+    mounts: list[Obj] = [{"name": "config", "mountPath": rc.CONFIG_DIR, "readOnly": True}]
+    volumes: list[Obj] = [
+        {"name": "config", "configMap": {"name": n["configMap"]}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts.append({"name": "tmp", "mountPath": "/tmp"})
+    if spec.data.volume is not None:
+        volumes.append(
+            {
+                "name": "data",
+                "persistentVolumeClaim": {
+                    "claimName": spec.data.volume.claim_name,
+                    "readOnly": True,
+                },
+            }
+        )
+        mounts.append({"name": "data", "mountPath": DATA_MOUNT, "readOnly": True})
+    if spec.checkpoint is not None:
+        volumes.append(
+            {
+                "name": "checkpoints",
+                "persistentVolumeClaim": {"claimName": spec.checkpoint.claim_name},
+            }
+        )
+        mounts.append({"name": "checkpoints", "mountPath": CHECKPOINT_MOUNT})
+    container: Obj = {
+        "name": COMPONENT,
+        "image": spec.runtime.image or settings.image,
+        "command": list(settings.command),
+        "env": _env(job, ptj, settings),
+        "ports": [
+            {"name": "metrics", "containerPort": rc.METRICS_PORT, "protocol": "TCP"},
+            {"name": "rendezvous", "containerPort": rc.RENDEZVOUS_PORT, "protocol": "TCP"},
+        ],
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "terminationMessagePath": rc.TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "File",
+    }
+    if spec.runtime.resources is not None:
+        container["resources"] = spec.runtime.resources.to_dict()
+    pod_spec: Obj = {
+        "restartPolicy": "Never",
+        "serviceAccountName": n["serviceAccount"],
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if workers > 1:
+        pod_spec["subdomain"] = n["service"]
+    if spec.runtime.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.runtime.node_selector)
+    if spec.runtime.tolerations:
+        pod_spec["tolerations"] = [t.to_dict() for t in spec.runtime.tolerations]
+    job_spec: Obj = {
+        "completionMode": "Indexed",
+        "completions": workers,
+        "parallelism": workers,
+        "backoffLimit": spec.backoff_limit,
+        "suspend": bool(spec.suspend),
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": COMPONENT,
+                        "operator": "In",
+                        "values": [rc.EXIT_INVALID_CONFIG, rc.EXIT_DATA_MISMATCH],
+                    },
+                },
+            ]
+        },
+        "template": {
+            "metadata": {"labels": metadata(job, n["job"], COMPONENT)["labels"]},
+            "spec": pod_spec,
+        },
+    }
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(job, n["job"], COMPONENT),
+        "spec": job_spec,
+    }
+
+
+def render_children(
+    job: Obj, ptj: PrivateTrainingJob, paid: Paid, settings: RenderSettings
+) -> list[Obj]:
+    """Render every child of an admitted job, in creation order (the Job last).
+
+    Parameters
+    ----------
+    job
+        The PrivateTrainingJob object.
+    ptj
+        The parsed job.
+    paid
+        What the budget paid for.
+    settings
+        Operator-wide rendering settings.
+
+    Returns
+    -------
+    list of dict
+        ServiceAccount, ConfigMap, NetworkPolicy, the headless Service when there are several
+        workers, then the Job: the pods start only once everything they need exists.
+
+    """
+    n = names(job["metadata"]["name"])
+    children = [
+        service_account(job, n["serviceAccount"], COMPONENT),
+        render_config_map(job, trainer_config(job, ptj, paid)),
+        render_network_policy(job),
+    ]
+    if ptj.spec.runtime.workers > 1:
+        children.append(render_service(job))
+    children.append(render_job(job, ptj, settings))
+    return children
+
+
+def config_json(job: Obj, ptj: PrivateTrainingJob, paid: Paid) -> Obj:
+    """Return the trainer config as the JSON object stored in the ConfigMap (for tests)."""
+    decoded: Obj = json.loads(rc.dump_config(trainer_config(job, ptj, paid)))
+    return decoded
