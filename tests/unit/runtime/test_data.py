@@ -1,4 +1,4 @@
-"""Data loading: built-in sets from packages, synthetic data, volumes, and the record-count check."""
+"""Data loading: built-in sets, synthetic data, volumes, and the record-count check."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_builtin_sets_ship_in_packages_with_the_declared_shape(name):
 def test_image_sets_are_scaled_to_unit_range_without_looking_at_the_data():
     for name in ("Digits", "Mnist5k"):
         records = load_builtin(name)
-        assert 0.0 <= records.features.min() and records.features.max() <= 1.0
+        assert records.features.min() >= 0.0 and records.features.max() <= 1.0
         assert records.image_shape is not None
 
 

@@ -1,4 +1,4 @@
-"""DP-SGD correctness: per-sample gradients, clipping, noise scale, Poisson sampling, steps, accounting."""
+"""DP-SGD correctness: per-sample gradients, clipping, noise, Poisson sampling, steps, epsilon."""
 
 from __future__ import annotations
 

@@ -42,10 +42,14 @@ def user_models(tmp_path, monkeypatch):
             from torch import nn
 
             def good(num_features, num_classes):
-                return nn.Sequential(nn.Linear(num_features, 16), nn.Tanh(), nn.Linear(16, num_classes))
+                return nn.Sequential(
+                    nn.Linear(num_features, 16), nn.Tanh(), nn.Linear(16, num_classes)
+                )
 
             def batchnorm(num_features, num_classes):
-                return nn.Sequential(nn.Linear(num_features, 16), nn.BatchNorm1d(16), nn.Linear(16, num_classes))
+                return nn.Sequential(
+                    nn.Linear(num_features, 16), nn.BatchNorm1d(16), nn.Linear(16, num_classes)
+                )
 
             def not_a_module(num_features, num_classes):
                 return 42
