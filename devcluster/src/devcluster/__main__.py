@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("up", help="start the cluster (idempotent) and wait until it runs pods")
-    p.add_argument("--fake-gpus", type=int, default=0,
-                   help="nvidia.com/gpu capacity to advertise when no GPU is found")
+    p.add_argument("--fake-gpus", type=int, default=None,
+                   help="nvidia.com/gpu capacity to advertise when no GPU is found (default: "
+                        "keep the current setting, 0 at first; applied to a running cluster)")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds per readiness wait")
     p.set_defaults(fn=_up)
     p = sub.add_parser("down", help="stop every process devcluster started")

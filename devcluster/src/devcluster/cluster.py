@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +65,26 @@ class Cluster:
             return Client.admin(self.paths)
         return Client(apiserver_url(), self.paths.pki / "ca.crt", token=self.token(user))
 
+    def set_fake_gpus(self, n: int, timeout_s: float = 30.0) -> None:
+        """Advertise ``n`` fake ``nvidia.com/gpu`` on the node and wait until the Node shows it.
+
+        Parameters
+        ----------
+        n
+            The GPU capacity (ignored by the agent when ``nvidia-smi -L`` finds real GPUs).
+        timeout_s
+            How long to wait for the Node's capacity to change.
+
+        """
+        controlplane.fake_gpus_file(self.paths).write_text(f"{n}\n")
+        if shutil.which("nvidia-smi"):
+            return
+        deadline = time.monotonic() + timeout_s
+        while controlplane.node_gpus(self.api()) != n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Node did not advertise {n} GPUs within {timeout_s:.0f}s")
+            time.sleep(0.2)
+
     def env(self) -> dict[str, str]:
         """Return ``os.environ`` plus KUBECONFIG and PATH pointing at this cluster and its tools."""
         return {
@@ -105,18 +127,21 @@ def is_up(paths: Paths | None = None) -> bool:
     return paths.kubeconfig.exists() and controlplane.readyz(paths)
 
 
-def ensure_up(fake_gpus: int = 0) -> Cluster:
+def ensure_up(fake_gpus: int | None = None) -> Cluster:
     """Return a handle on the running devcluster, starting it first when it is not up.
 
     Parameters
     ----------
     fake_gpus
-        ``nvidia.com/gpu`` capacity to advertise if this call starts the node agent.
+        ``nvidia.com/gpu`` capacity to advertise (None keeps the current setting).
 
     """
     paths = state_paths()
     if is_up(paths) and all(controlplane.running(paths).values()):
-        return Cluster(paths, bin_dir(), started=False)
+        handle = Cluster(paths, bin_dir(), started=False)
+        if fake_gpus is not None:
+            handle.set_fake_gpus(fake_gpus)
+        return handle
     controlplane.up(paths, fake_gpus=fake_gpus)
     return Cluster(paths, bin_dir(), started=True)
 

@@ -69,7 +69,7 @@ def _wait(what: str, check: Callable[[], bool], timeout_s: float, component: str
     raise ClusterError(f"Timed out after {timeout_s:.0f}s waiting for {what}")
 
 
-def _argv(paths: Paths, bins: Path, name: str, fake_gpus: int) -> list[str]:
+def _argv(paths: Paths, bins: Path, name: str) -> list[str]:
     p, c = paths.pki, paths.config
     if name == "etcd":
         return [
@@ -101,6 +101,10 @@ def _argv(paths: Paths, bins: Path, name: str, fake_gpus: int) -> list[str]:
             f"--audit-policy-file={c / 'audit-policy.yaml'}",
             f"--audit-log-path={paths.logs / 'audit.log'}", "--audit-log-maxsize=100",
             "--audit-log-maxbackup=1",
+            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={p / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true", "--profiling=false", "--v=1",
         ]
     if name == "kube-controller-manager":
@@ -128,9 +132,13 @@ def _argv(paths: Paths, bins: Path, name: str, fake_gpus: int) -> list[str]:
     if name == "node-agent":
         return [
             sys.executable, "-m", "devcluster.nodeagent", f"--state-dir={paths.root}",
-            f"--fake-gpus={fake_gpus}",
+            f"--fake-gpus-file={fake_gpus_file(paths)}",
         ]
     raise ValueError(name)
+
+
+def _real_gpus() -> bool:
+    return shutil.which("nvidia-smi") is not None
 
 
 def _etcd_healthy() -> bool:
@@ -163,7 +171,18 @@ def running(paths: Paths) -> dict[str, int | None]:
     return {n: procs.alive(paths.run / f"{n}.pid") for n in COMPONENTS}
 
 
-def up(paths: Paths, fake_gpus: int = 0, timeout_s: float = 180.0) -> None:
+def fake_gpus_file(paths: Paths) -> Path:
+    """Return the file holding the fake GPU count the node agent advertises (re-read live)."""
+    return paths.config / "fake-gpus"
+
+
+def node_gpus(client: Client) -> int:
+    """Return the ``nvidia.com/gpu`` capacity the Node reports."""
+    node = client.get(f"/api/v1/nodes/{NODE_NAME}")
+    return int(node.get("status", {}).get("capacity", {}).get("nvidia.com/gpu", "0"))
+
+
+def up(paths: Paths, fake_gpus: int | None = None, timeout_s: float = 180.0) -> None:
     """Start whatever is not running yet, and wait until the cluster can run pods.
 
     Parameters
@@ -171,7 +190,8 @@ def up(paths: Paths, fake_gpus: int = 0, timeout_s: float = 180.0) -> None:
     paths
         The state directory.
     fake_gpus
-        ``nvidia.com/gpu`` capacity to advertise when no GPU is found.
+        ``nvidia.com/gpu`` capacity to advertise when no GPU is found; None keeps the current
+        setting (0 at first). A running node agent picks a new value up within a second.
     timeout_s
         How long each wait may take.
 
@@ -188,13 +208,17 @@ def up(paths: Paths, fake_gpus: int = 0, timeout_s: float = 180.0) -> None:
     pki.ensure_pki(paths)
     (paths.config / "audit-policy.yaml").write_text(AUDIT_POLICY)
     network.ensure_bridge()
+    if fake_gpus is not None:
+        fake_gpus_file(paths).write_text(f"{fake_gpus}\n")
+    elif not fake_gpus_file(paths).exists():
+        fake_gpus_file(paths).write_text("0\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     state = running(paths)
     client = Client.admin(paths, timeout=5)
     for name in COMPONENTS:
         if state[name]:
             continue
-        procs.start(name, _argv(paths, bins, name, fake_gpus), paths.run, paths.logs, env=env)
+        procs.start(name, _argv(paths, bins, name), paths.run, paths.logs, env=env)
         log.info("Started %s", name)
         if name == "etcd":
             _wait("etcd /health", _etcd_healthy, timeout_s, name, paths)
@@ -202,6 +226,9 @@ def up(paths: Paths, fake_gpus: int = 0, timeout_s: float = 180.0) -> None:
             _wait("kube-apiserver /readyz", lambda: readyz(paths), timeout_s, name, paths)
     _wait("kube-apiserver /readyz", lambda: readyz(paths), timeout_s, "kube-apiserver", paths)
     _wait(f"Node {NODE_NAME} Ready", lambda: node_ready(client), timeout_s, "node-agent", paths)
+    if fake_gpus is not None and not _real_gpus():
+        _wait(f"Node {NODE_NAME} to advertise {fake_gpus} GPUs",
+              lambda: node_gpus(client) == fake_gpus, timeout_s, "node-agent", paths)
     _wait("ServiceAccount default/default", lambda: _default_sa(client), timeout_s,
           "kube-controller-manager", paths)
 

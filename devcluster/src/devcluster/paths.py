@@ -28,6 +28,8 @@ SERVICE_CIDR = "10.96.0.0/16"
 APISERVER_PORT = int(os.environ.get("DEVCLUSTER_APISERVER_PORT", "16443"))
 ETCD_CLIENT_PORT = int(os.environ.get("DEVCLUSTER_ETCD_PORT", "23790"))
 ETCD_PEER_PORT = ETCD_CLIENT_PORT + 10
+#: The node agent's log endpoint (the kubelet's port, for ``kubectl logs``).
+KUBELET_PORT = int(os.environ.get("DEVCLUSTER_KUBELET_PORT", "20250"))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ CLIENTS: dict[str, tuple[str, str | None]] = {
     "controller-manager": ("system:kube-controller-manager", None),
     "scheduler": ("system:kube-scheduler", None),
     "node": ("system:node:devcluster-node", "system:nodes"),
-    "apiserver-etcd-client": ("kube-apiserver-etcd-client", None),
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
 }
 
 #: Static token identities: name -> groups.
@@ -229,6 +229,8 @@ def ensure_pki(paths: Paths) -> None:
         ),
         ips=("127.0.0.1", BRIDGE_IP, "10.96.0.1"),
     )
+    _issue(paths.pki, "kubelet", ca, "system:node:devcluster-node", "system:nodes", server=True,
+           dns=("devcluster-node", "localhost"), ips=("127.0.0.1", BRIDGE_IP))
     for stem, (cn, org) in CLIENTS.items():
         _issue(paths.pki, stem, ca, cn, org, server=False)
     _service_account_keys(paths.pki)

@@ -14,11 +14,11 @@ def main() -> None:
     """Parse arguments and run the agent forever."""
     ap = argparse.ArgumentParser(prog="python -m devcluster.nodeagent")
     ap.add_argument("--state-dir", type=Path, required=True)
-    ap.add_argument("--fake-gpus", type=int, default=0)
+    ap.add_argument("--fake-gpus-file", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
-    Agent(Paths(args.state_dir.resolve()), fake_gpus=args.fake_gpus).run()
+    Agent(Paths(args.state_dir.resolve()), fake_gpus_file=args.fake_gpus_file).run()
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ from typing import Any
 
 from devcluster import network
 from devcluster.kubeapi import ApiError, Client
+from devcluster.nodeagent import logserver
 from devcluster.nodeagent.hosts import Hosts
 from devcluster.nodeagent.pod import PodWorker, now_iso
-from devcluster.paths import BRIDGE_IP, NODE_NAME, REPO_ROOT, Paths
+from devcluster.paths import BRIDGE_IP, KUBELET_PORT, NODE_NAME, REPO_ROOT, Paths
 
 log = logging.getLogger("devcluster.nodeagent")
 
@@ -106,12 +107,13 @@ class Agent:
     ----------
     paths
         The devcluster state directory.
-    fake_gpus
-        ``nvidia.com/gpu`` capacity to advertise when ``nvidia-smi -L`` finds no GPU.
+    fake_gpus_file
+        A file holding the ``nvidia.com/gpu`` capacity to advertise when ``nvidia-smi -L`` finds
+        no GPU; re-read every second, so the capacity can change while the agent runs.
 
     """
 
-    def __init__(self, paths: Paths, fake_gpus: int = 0) -> None:
+    def __init__(self, paths: Paths, fake_gpus_file: Path | None = None) -> None:
         self.paths = paths
         self.client = Client.admin(paths)
         self.hosts = Hosts()
@@ -119,7 +121,9 @@ class Agent:
         self.lock = threading.Lock()
         self.ips: dict[str, str] = {}
         self.audiences = ["https://kubernetes.default.svc.cluster.local"]
-        gpus = _gpus(fake_gpus)
+        self.fake_gpus_file = fake_gpus_file
+        self.real_gpus = _gpus(0)
+        gpus = self.real_gpus or self._fake_gpus()
         stat = os.statvfs(paths.root)
         self.capacity = {
             "cpu": str(os.cpu_count() or 1),
@@ -130,6 +134,23 @@ class Agent:
         }
         self.allocatable = dict(self.capacity)
         self.root_entries = self._root_entries()
+
+    def _fake_gpus(self) -> int:
+        try:
+            return int(self.fake_gpus_file.read_text().strip()) if self.fake_gpus_file else 0
+        except (OSError, ValueError):
+            return 0
+
+    def _refresh_gpus(self) -> bool:
+        """Re-read the fake GPU count; return whether the capacity changed."""
+        if self.real_gpus:
+            return False
+        n = str(self._fake_gpus())
+        if self.capacity["nvidia.com/gpu"] == n:
+            return False
+        self.capacity["nvidia.com/gpu"] = self.allocatable["nvidia.com/gpu"] = n
+        log.info("Changed nvidia.com/gpu capacity of Node %s to %s", NODE_NAME, n)
+        return True
 
     @staticmethod
     def _root_entries() -> list[str]:
@@ -207,7 +228,7 @@ class Agent:
             ],
             "addresses": [{"type": "InternalIP", "address": BRIDGE_IP},
                           {"type": "Hostname", "address": NODE_NAME}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
             "nodeInfo": {
                 "machineID": "devcluster", "systemUUID": "devcluster", "bootID": self.started,
                 "kernelVersion": os.uname().release, "osImage": "devcluster",
@@ -252,18 +273,19 @@ class Agent:
             )
 
     def heartbeat(self) -> None:
-        """Renew the Lease every 10 s and the Ready condition every 20 s, forever."""
+        """Renew the Lease every 10 s and the node status every 20 s (or on change), forever."""
         n = 0
         while True:
             try:
-                self._renew_lease()
-                if n % 2 == 0:
+                if n % int(HEARTBEAT_S) == 0:
+                    self._renew_lease()
+                if self._refresh_gpus() or n % int(2 * HEARTBEAT_S) == 0:
                     self.client.patch(f"/api/v1/nodes/{NODE_NAME}/status",
                                       {"status": self._node_status()}, kind="strategic")
             except Exception as err:
                 log.warning("Failed heartbeat of Node %s: %s", NODE_NAME, err)
             n += 1
-            time.sleep(HEARTBEAT_S)
+            time.sleep(1.0)
 
     # ---- pods ---------------------------------------------------------------------------------
 
@@ -281,6 +303,11 @@ class Agent:
                 w.start()
                 return
         w.update(pod)
+
+    def _pod_running(self, ns: str, name: str) -> bool:
+        with self.lock:
+            return any(w.ns == ns and w.pname == name and w.running()
+                       for w in self.workers.values())
 
     # ---- persistent volumes -------------------------------------------------------------------
 
@@ -324,6 +351,7 @@ class Agent:
         network.ensure_bridge()
         for ns in network.list_pod_netns():
             network.delete_pod_netns(ns)
+        logserver.serve(self.paths, self._pod_running)
         self.register()
         threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
         informers = [

@@ -129,6 +129,10 @@ class PodWorker(threading.Thread):
         with self.cond:
             self.cond.wait(timeout)
 
+    def running(self) -> bool:
+        """Return whether any container process of the pod is alive."""
+        return any(c.proc is not None and c.proc.poll() is None for c in self.inits + self.mains)
+
     @property
     def deleting(self) -> bool:
         """Whether the pod has a deletionTimestamp or is gone."""
