@@ -111,17 +111,24 @@ def test_job_state_reads_the_conditions(conditions, expected):
 def test_progress_of_a_training_job_and_of_a_federation():
     t = JobView.of(job("t", [("Running", "True", "PodsRunning")], {"step": 30, "totalSteps": 120}))
     assert t.fraction == pytest.approx(0.25) and t.progress == "step 30/120"
-    f = JobView.of(
-        job(
-            "f",
-            [("Running", "True", "PodsRunning")],
-            {"round": 2, "totalRounds": 5},
-            kind="FederatedJob",
-        )
-    )
+    fed = job("f", [("Running", "True", "PodsRunning")], kind="FederatedJob")
+    fed["spec"]["rounds"] = 5
+    fed["status"]["federation"] = {"roundsCompleted": 2}
+    f = JobView.of(fed)
     assert f.fraction == pytest.approx(0.4) and f.progress == "round 2/5"
     done = JobView.of(job("d", [("Complete", "True", "Succeeded")]))
     assert done.fraction == 1.0
+
+
+def test_epsilon_charged_measured_so_far_and_accuracy():
+    running = job("r", [("Running", "True", "PodsRunning")], {"step": 10, "totalSteps": 40})
+    running["status"]["privacy"] = {"epsilon": "1.2"}
+    running["status"]["progress"]["epsilonSoFar"] = "0.4567"
+    assert JobView.of(running).epsilon == "ε 0.457 so far of 1.2"
+    done = job("d", [("Complete", "True", "Succeeded")], {"step": 40, "totalSteps": 40})
+    done["status"]["privacy"] = {"epsilon": "1.2", "measuredEpsilon": "1.19"}
+    done["status"]["metrics"] = {"testAccuracy": "0.91"}
+    assert JobView.of(done).epsilon == "ε 1.2  accuracy 0.91"
 
 
 def test_federated_jobs_list_every_silo_budget_once():

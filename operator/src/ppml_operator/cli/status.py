@@ -114,13 +114,20 @@ class JobView:
         status = job.get("status") or {}
         state, detail = job_state(job)
         fraction, progress = job_progress(job)
-        charged = status.get("chargedEpsilon") or status.get("epsilon")
-        measured = (status.get("progress") or {}).get("epsilon")
+        privacy = status.get("privacy") or {}
+        charged = privacy.get("epsilon")
+        measured = privacy.get("measuredEpsilon") or (status.get("progress") or {}).get(
+            "epsilonSoFar"
+        )
         epsilon = ""
-        if charged is not None:
+        if measured is not None and state not in ("Complete", "Failed"):
+            epsilon = f"ε {_fmt(_decimal(measured))} so far"
+            epsilon += f" of {charged}" if charged is not None else ""
+        elif charged is not None:
             epsilon = f"ε {charged}"
-        if measured is not None:
-            epsilon = f"ε {float(measured):.3g} so far" + (f" of {charged}" if charged else "")
+        accuracy = (status.get("metrics") or {}).get("testAccuracy")
+        if accuracy is not None:
+            epsilon += f"  accuracy {_fmt(_decimal(accuracy))}"
         return cls(
             kind=str(job.get("kind", "")),
             namespace=str(meta.get("namespace", "")),
@@ -130,7 +137,7 @@ class JobView:
             budgets=tuple(budget_names(spec)),
             fraction=fraction,
             progress=progress,
-            epsilon=epsilon,
+            epsilon=epsilon.strip(),
         )
 
 
@@ -174,20 +181,23 @@ def job_state(job: Obj) -> tuple[str, str]:
 def job_progress(job: Obj) -> tuple[float | None, str]:
     """Return the fraction done (None when unknown) and a short text, from a job's status.
 
-    Reads ``status.progress`` (``step``/``totalSteps`` for training, ``round``/``totalRounds``
-    for federations, as the operator polls them from the runtime); a finished job is complete.
+    A PrivateTrainingJob reports ``status.progress.step`` of ``totalSteps`` (polled by the
+    operator from the runtime); a FederatedJob ``status.federation.roundsCompleted`` of
+    ``spec.rounds``. A completed job is done whatever its last progress report said.
     """
     status = job.get("status") or {}
     progress = status.get("progress") or {}
-    for done_key, total_key, unit in (
-        ("step", "totalSteps", "step"),
-        ("round", "totalRounds", "round"),
-    ):
-        done, total = progress.get(done_key), progress.get(total_key)
+    federation = status.get("federation") or {}
+    candidates = (
+        (progress.get("step"), progress.get("totalSteps"), "step"),
+        (federation.get("roundsCompleted"), (job.get("spec") or {}).get("rounds"), "round"),
+    )
+    complete = job_state(job)[0] == "Complete"
+    for done, total, unit in candidates:
         if isinstance(done, int | float) and isinstance(total, int | float) and total > 0:
-            frac = min(max(float(done) / float(total), 0.0), 1.0)
+            frac = 1.0 if complete else min(max(float(done) / float(total), 0.0), 1.0)
             return frac, f"{unit} {int(done)}/{int(total)}"
-    if job_state(job)[0] == "Complete":
+    if complete:
         return 1.0, "done"
     return None, ""
 
