@@ -1,0 +1,333 @@
+"""The generated CRDs on the real API server: accepted, explained, and refusing bad manifests.
+
+Every manifest in ``invalid/`` is applied with ``--dry-run=server`` and must be refused with the
+fragments its ``# expect:`` lines name; the examples must be accepted; privacy-relevant fields
+must be immutable after creation while operational ones stay editable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+CORPUS = sorted((HERE / "invalid").glob("*.yaml"))
+EXAMPLES = sorted(
+    p
+    for p in (REPO / "examples").rglob("*.yaml")
+    if any(
+        str((d or {}).get("apiVersion", "")).startswith("ppml.dev/")
+        for d in yaml.safe_load_all(p.read_text())
+    )
+)
+CRD_NAMES = ("privacybudgets.ppml.dev", "privatetrainingjobs.ppml.dev", "federatedjobs.ppml.dev")
+
+
+def dump(obj: dict) -> str:
+    return json.dumps(obj)
+
+
+@pytest.fixture(scope="module")
+def cluster(devcluster):
+    applied = devcluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds")
+    )
+    assert applied.returncode == 0, applied.stderr
+    waited = devcluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *[f"crd/{name}" for name in CRD_NAMES],
+    )
+    assert waited.returncode == 0, waited.stderr
+    return devcluster
+
+
+@pytest.fixture(scope="module")
+def ns(cluster) -> Iterator[str]:
+    name = f"api-{secrets.token_hex(3)}"
+    made = cluster.kubectl("create", "namespace", name)
+    assert made.returncode == 0, made.stderr
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def test_crds_are_established_with_names_and_category(cluster, ns):
+    for name in CRD_NAMES:
+        got = cluster.kubectl("get", f"crd/{name}", "-o", "json", check=True)
+        conditions = {
+            c["type"]: c["status"] for c in json.loads(got.stdout)["status"]["conditions"]
+        }
+        assert conditions["Established"] == "True"
+        assert conditions["NamesAccepted"] == "True"
+    listed = cluster.kubectl("get", "ppml,pbudget,ptj,fedjob", "-n", ns)
+    assert listed.returncode == 0, listed.stderr
+
+
+def _explain(cluster, path: str) -> str:
+    # The OpenAPI v3 document of a new CRD is published asynchronously; retry briefly.
+    deadline = time.monotonic() + 60
+    while True:
+        out = cluster.kubectl("explain", path)
+        if out.returncode == 0 or time.monotonic() > deadline:
+            return out.stdout + out.stderr
+        time.sleep(1)
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        ("pbudget.spec.epsilon", "epsilon is the total ε the dataset's records may lose"),
+        ("pbudget.spec.composition", "composition is how charges compose"),
+        ("pbudget.status.charges", "charges is the ledger"),
+        ("ptj.spec.budgetRef", "budgetRef names the PrivacyBudget that pays for the job"),
+        ("ptj.spec.privacy.delta", "delta is the δ of the (ε, δ) guarantee"),
+        ("ptj.spec.data.numRecords", "numRecords is the number of records the data set holds"),
+        ("ptj.spec.runtime.workers", "workers is the number of data-parallel workers"),
+        ("fedjob.spec.secureAggregation", "secureAggregation enables SecAgg+"),
+        ("fedjob.status.federation.roundsCompleted", "roundsCompleted counts the rounds done"),
+    ],
+)
+def test_kubectl_explain_shows_the_descriptions(cluster, path, text):
+    out = _explain(cluster, path)
+    assert text in " ".join(out.split()), out
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_invalid_manifest_is_refused_with_a_message_naming_the_field(cluster, ns, path):
+    fragments = re.findall(r"^# expect: (.*)$", path.read_text(), re.M)
+    assert fragments, f"{path.name} has no '# expect:' line"
+    out = cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", str(path))
+    assert out.returncode != 0, f"{path.name} was accepted:\n{out.stdout}"
+    for fragment in fragments:
+        assert fragment in out.stderr, f"{fragment!r} not in:\n{out.stderr}"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.relative_to(REPO).as_posix() for p in EXAMPLES])
+def test_examples_are_accepted(cluster, ns, path):
+    out = cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", str(path))
+    assert out.returncode == 0, out.stderr
+
+
+def _inert(obj: dict) -> dict:
+    """Make a job that no operator on this cluster will run: suspended, on no real budget."""
+    obj["spec"]["suspend"] = True
+    if "budgetRef" in obj["spec"]:
+        obj["spec"]["budgetRef"] = {"name": "no-such-budget"}
+    return obj
+
+
+@pytest.fixture(scope="module")
+def created(cluster, ns) -> dict[str, str]:
+    """Create one object of each kind for the update tests; return kind -> name."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "unit" / "api"))
+    from ppml_api_builders import budget, fedjob, ptj
+
+    objs = {
+        "privacybudget": budget("immutability"),
+        "privatetrainingjob": _inert(ptj("immutability")),
+        "federatedjob": _inert(fedjob("immutability")),
+    }
+    for obj in objs.values():
+        out = cluster.kubectl("create", "-n", ns, "-f", "-", input=dump(obj))
+        assert out.returncode == 0, out.stderr
+    return {kind: obj["metadata"]["name"] for kind, obj in objs.items()}
+
+
+def _patch(cluster, ns, kind, name, patch):
+    return cluster.kubectl("patch", kind, name, "-n", ns, "--type=merge", "-p", dump(patch))
+
+
+@pytest.mark.parametrize(
+    ("kind", "patch", "fragment"),
+    [
+        pytest.param(
+            "privacybudget",
+            {"spec": {"delta": "1e-6"}},
+            "spec.delta is immutable",
+            id="budget delta",
+        ),
+        pytest.param(
+            "privacybudget",
+            {"spec": {"composition": "Basic"}},
+            "spec.composition is immutable",
+            id="budget composition",
+        ),
+        pytest.param(
+            "privatetrainingjob",
+            {"spec": {"privacy": {"noiseMultiplier": "0.5"}}},
+            "spec.privacy is immutable",
+            id="job noise multiplier",
+        ),
+        pytest.param(
+            "privatetrainingjob",
+            {"spec": {"data": {"numRecords": 1000}}},
+            "spec.data is immutable",
+            id="job record count",
+        ),
+        pytest.param(
+            "privatetrainingjob",
+            {"spec": {"training": {"epochs": 30}}},
+            "spec.training is immutable",
+            id="job epochs",
+        ),
+        pytest.param(
+            "privatetrainingjob",
+            {"spec": {"model": {"hiddenUnits": [512]}}},
+            "spec.model is immutable",
+            id="job model",
+        ),
+        pytest.param(
+            "privatetrainingjob",
+            {"spec": {"budgetRef": {"name": "another"}}},
+            "spec.budgetRef is immutable",
+            id="job budget",
+        ),
+        pytest.param(
+            "privatetrainingjob",
+            {"spec": {"runtime": {"workers": 2}}},
+            "spec.runtime is immutable",
+            id="job workers",
+        ),
+        pytest.param(
+            "privatetrainingjob",
+            {"spec": {"checkpoint": {"claimName": "ckpt"}}},
+            "spec.checkpoint cannot be added or removed",
+            id="job checkpoint added",
+        ),
+        pytest.param(
+            "federatedjob",
+            {"spec": {"rounds": 10}},
+            "spec.rounds is immutable",
+            id="federation rounds",
+        ),
+        pytest.param(
+            "federatedjob",
+            {"spec": {"privacy": {"noiseMultiplier": "0.3"}}},
+            "spec.privacy is immutable",
+            id="federation noise",
+        ),
+        pytest.param(
+            "federatedjob",
+            {"spec": {"secureAggregation": {}}},
+            "spec.secureAggregation cannot be added or removed",
+            id="federation secure aggregation added",
+        ),
+        pytest.param(
+            "federatedjob",
+            {"spec": {"tls": {"enabled": False}}},
+            "spec.tls is immutable",
+            id="federation tls turned off",
+        ),
+    ],
+)
+def test_privacy_relevant_fields_are_immutable(cluster, ns, created, kind, patch, fragment):
+    out = _patch(cluster, ns, kind, created[kind], patch)
+    assert out.returncode != 0, f"the update was accepted: {out.stdout}"
+    assert fragment in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("kind", "patch"),
+    [
+        pytest.param("privacybudget", {"spec": {"epsilon": "4"}}, id="budget epsilon raised"),
+        pytest.param("privacybudget", {"spec": {"description": "edited"}}, id="budget description"),
+        pytest.param(
+            "privatetrainingjob", {"spec": {"activeDeadlineSeconds": 120}}, id="job deadline"
+        ),
+        pytest.param("privatetrainingjob", {"spec": {"ttlSecondsAfterFinished": 60}}, id="job ttl"),
+        pytest.param(
+            "federatedjob", {"spec": {"activeDeadlineSeconds": 120}}, id="federation deadline"
+        ),
+    ],
+)
+def test_operational_fields_can_change(cluster, ns, created, kind, patch):
+    out = _patch(cluster, ns, kind, created[kind], patch)
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_server_applies_the_defaults(cluster, ns, created):
+    got = cluster.kubectl(
+        "get",
+        "privatetrainingjob",
+        created["privatetrainingjob"],
+        "-n",
+        ns,
+        "-o",
+        "json",
+        check=True,
+    )
+    spec = json.loads(got.stdout)["spec"]
+    assert spec["privacy"]["accountant"] == "RDP"
+    assert spec["privacy"]["maxGradNorm"] == "1.0"
+    assert spec["runtime"] == {"workers": 1}
+    assert spec["data"]["testFraction"] == "0.2"
+    fed = json.loads(
+        cluster.kubectl(
+            "get", "federatedjob", created["federatedjob"], "-n", ns, "-o", "json", check=True
+        ).stdout
+    )["spec"]
+    assert fed["tls"] == {"enabled": True} and fed["authentication"] == {"enabled": True}
+    assert fed["strategy"]["name"] == "FedAvg"
+
+
+def test_status_is_only_written_through_the_subresource(cluster, ns, created):
+    name = created["privacybudget"]
+    status = {"status": {"spentEpsilon": "9", "observedGeneration": 1}}
+    _patch(cluster, ns, "privacybudget", name, status)
+    got = json.loads(
+        cluster.kubectl("get", "privacybudget", name, "-n", ns, "-o", "json", check=True).stdout
+    )
+    assert got.get("status", {}).get("spentEpsilon") != "9"
+    sub = cluster.kubectl(
+        "patch",
+        "privacybudget",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        dump({"status": {"bogusField": 1}}),
+    )
+    assert sub.returncode == 0, sub.stderr
+    got = json.loads(
+        cluster.kubectl("get", "privacybudget", name, "-n", ns, "-o", "json", check=True).stdout
+    )
+    assert "bogusField" not in got.get("status", {}), "unknown status fields are pruned"
+
+
+def test_printer_columns(cluster, ns, created):
+    out = cluster.kubectl("get", "pbudget,ptj,fedjob", "-n", ns, check=True).stdout
+    header_lines = [line.split() for line in out.splitlines() if line.startswith("NAME")]
+    assert [
+        "NAME",
+        "EPSILON",
+        "DELTA",
+        "SPENT",
+        "RESERVED",
+        "REMAINING",
+        "COMPOSITION",
+        "AGE",
+    ] in header_lines
+    assert ["NAME", "BUDGET", "EPSILON", "ADMITTED", "COMPLETE", "STEP", "AGE"] in header_lines
+    assert [
+        "NAME",
+        "BUDGET",
+        "PRIVACY",
+        "ROUNDS",
+        "DONE",
+        "ADMITTED",
+        "COMPLETE",
+        "AGE",
+    ] in header_lines
