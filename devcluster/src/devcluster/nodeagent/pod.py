@@ -40,6 +40,22 @@ SHIM = Path(__file__).with_name("shim.py")
 DEFAULT_NONROOT_UID = 65532
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_MESSAGE = 4096
+
+#: Entrypoints (ENTRYPOINT, CMD) of the project's own images, used when a container sets no
+#: ``command``: the agent ignores images, so it cannot read them from an image.
+IMAGE_ENTRYPOINTS: dict[str, tuple[list[str], list[str]]] = {
+    "ppml-runtime": (["python", "-m", "ppml_runtime"], []),
+    "ppml-operator": (
+        ["python", "-m", "ppml_operator"],
+        ["--standalone", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"],
+    ),
+}
+
+
+def image_entrypoint(image: str) -> tuple[list[str], list[str]] | None:
+    """Return ``(entrypoint, cmd)`` of a known project image (any registry or tag), else None."""
+    repo = image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
+    return IMAGE_ENTRYPOINTS.get(repo)
 BACKOFF_MAX_S = 20.0
 
 
@@ -328,10 +344,15 @@ class PodWorker(threading.Thread):
         cmd = [expand(a, env) for a in c.spec.get("command", [])]
         args = [expand(a, env) for a in c.spec.get("args", [])]
         if not cmd:
-            raise ConfigError(
-                f"container {c.name} has no command: devcluster ignores images, so it cannot "
-                "use an image entrypoint"
-            )
+            known = image_entrypoint(c.spec.get("image", ""))
+            if known is None:
+                raise ConfigError(
+                    f"container {c.name} has no command: devcluster ignores images, so it knows "
+                    f"no entrypoint for image {c.spec.get('image')!r}"
+                )
+            cmd = known[0]
+            if "args" not in c.spec:
+                args = known[1]
         uid, gid, groups, nnp = self._identity(c)
         term = self._term_file(c)
         term.parent.mkdir(parents=True, exist_ok=True)
