@@ -42,4 +42,4 @@ USER 65532:65532
 EXPOSE 8080 8081
 # The chart writes the same command explicitly; this default serves `docker run`.
 ENTRYPOINT ["python", "-m", "ppml_operator"]
-CMD ["--standalone", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+CMD ["--liveness-port=8080", "--metrics-port=8081"]

@@ -31,20 +31,19 @@ def test_one_replica_replaced_not_rolled(default):
 def test_the_command_is_written_out_for_runtimes_that_ignore_the_image(default):
     c = container(default)
     assert c["command"] == ["python", "-m", "ppml_operator"]
-    assert "--standalone" in c["args"]
 
 
 def test_the_probes_hit_the_port_kopf_serves_liveness_on(default):
     c = container(default)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert f"--liveness=http://0.0.0.0:{ports['healthz']}/healthz" in c["args"]
+    assert f"--liveness-port={ports['healthz']}" in c["args"]
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}
 
 
 def test_the_probe_port_follows_values(render):
     c = container(render("probes.port=9000"))
-    assert "--liveness=http://0.0.0.0:9000/healthz" in c["args"]
+    assert "--liveness-port=9000" in c["args"]
     assert {"name": "healthz", "containerPort": 9000, "protocol": "TCP"} in c["ports"]
 
 
@@ -78,7 +77,7 @@ def test_the_service_account_is_the_charts_own(default):
 
 
 NAMESPACE_MODES = {
-    "every namespace": ((), ["--all-namespaces"]),
+    "every namespace": ((), []),
     "one namespace": (("operator.watchNamespaces={team-a}",), ["--namespace=team-a"]),
     "two namespaces": (
         ("operator.watchNamespaces={team-a,team-b}",),
@@ -92,7 +91,7 @@ NAMESPACE_MODES = {
 )
 def test_namespace_selection_reaches_the_command_line(render, set_args, expected):
     args = container(render(*set_args))["args"]
-    got = [a for a in args if a.startswith("--namespace") or a == "--all-namespaces"]
+    got = [a for a in args if a.startswith("--namespace")]
     assert got == expected
 
 
@@ -116,8 +115,7 @@ def test_metrics_service_targets_the_metrics_port(default):
     assert svc["spec"]["ports"] == [
         {"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}
     ]
-    env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["PPML_METRICS_PORT"] == str(ports["metrics"])
+    assert f"--metrics-port={ports['metrics']}" in c["args"]
     pod_labels = deployment(default)["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
 
@@ -127,6 +125,7 @@ def test_metrics_can_be_turned_off(render):
     assert not r.of_kind("Service")
     c = container(r)
     assert "metrics" not in {p["name"] for p in c["ports"]}
+    assert not any(a.startswith("--metrics-port") for a in c["args"])
 
 
 def test_service_monitor_is_optional_and_selects_the_metrics_service(default, render):
@@ -153,3 +152,15 @@ def test_every_object_carries_the_release_labels(default):
         labels = o["metadata"].get("labels", {})
         assert labels.get("app.kubernetes.io/instance") == "ppml", o["metadata"]["name"]
         assert labels.get("app.kubernetes.io/name") == "ppml-operator", o["metadata"]["name"]
+
+
+def test_operator_settings_reach_its_environment(render):
+    # --set would pass 2.5 as a string (helm parses only integers); a values file keeps numbers.
+    c = container(
+        render(values={"operator": {"reconcileIntervalSeconds": 2.5, "ledgerKeepCommitted": 7}})
+    )
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["PPML_RECONCILE_INTERVAL"] == "2.5"
+    assert env["PPML_LEDGER_KEEP"] == "7"
+    assert "--verbose" not in c["args"]
+    assert "--verbose" in container(render("operator.logLevel=debug"))["args"]

@@ -23,6 +23,10 @@ BAD_VALUES = {
     "probe port out of range": ("probes.port=70000", "port"),
     "an unknown pull policy": ("image.pullPolicy=Sometimes", "pullPolicy"),
     "an unknown log level": ("operator.logLevel=chatty", "logLevel"),
+    "a reconcile interval of zero": (
+        "operator.reconcileIntervalSeconds=0",
+        "reconcileIntervalSeconds",
+    ),
     "a misspelt top-level key": ("replicaCount=2", "replicaCount"),
     "a misspelt nested key": ("crds.enable=true", "enable"),
     "a digest that is no sha256": ("image.digest=latest", "digest"),
