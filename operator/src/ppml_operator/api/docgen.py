@@ -88,9 +88,14 @@ def _constraints(node: dict[str, Any], required: bool) -> str:
         parts.append("one of " + ", ".join(f"`{v}`" for v in node["enum"]))
     if "default" in node:
         parts.append(f"default `{_json(node['default'])}`")
-    for key, word in (("minimum", "≥"), ("maximum", "≤"), ("minItems", "items ≥"),
-                      ("maxItems", "items ≤"), ("maxLength", "length ≤"),
-                      ("maxProperties", "entries ≤")):
+    for key, word in (
+        ("minimum", "≥"),
+        ("maximum", "≤"),
+        ("minItems", "items ≥"),
+        ("maxItems", "items ≤"),
+        ("maxLength", "length ≤"),
+        ("maxProperties", "entries ≤"),
+    ):
         if key in node:
             parts.append(f"{word} {node[key]}")
     if node.get("x-kubernetes-list-type") == "map":
@@ -137,8 +142,13 @@ def _kind_section(info: KindInfo) -> list[str]:
     ]
     rules: list[tuple[str, dict[str, Any]]] = []
     for part in ("spec", "status"):
-        lines += ["", f"### {info.kind}.{part}", "", "| Field | Type | Constraints | Description |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            f"### {info.kind}.{part}",
+            "",
+            "| Field | Type | Constraints | Description |",
+            "|---|---|---|---|",
+        ]
         root = schema["properties"][part]
         for path, node, required in _fields(root, part):
             rules += [(path, rule) for rule in node.get("x-kubernetes-validations", [])]
@@ -149,8 +159,13 @@ def _kind_section(info: KindInfo) -> list[str]:
                 f"{_cell(node.get('description', ''))} |"
             )
     if rules:
-        lines += ["", f"### {info.kind} validation rules (CEL)", "",
-                  "| Where | Rule | Message |", "|---|---|---|"]
+        lines += [
+            "",
+            f"### {info.kind} validation rules (CEL)",
+            "",
+            "| Where | Rule | Message |",
+            "|---|---|---|",
+        ]
         lines += [
             f"| `{path}` | `{_cell(rule['rule'])}` | {_cell(rule['message'])} |"
             for path, rule in rules

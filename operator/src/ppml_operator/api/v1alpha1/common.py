@@ -705,8 +705,8 @@ class JobPrivacyStatus(ApiModel):
         description="measuredEpsilon is the ε the runtime's own accountant reported at the end; "
         "a check of the charge, never what is charged.",
     )
-    budgets: Annotated[list[ChargedBudget], Field(max_length=128)] | None = Field(
-        default=None, description="budgets lists each PrivacyBudget charged and its state."
+    budgets: Annotated[list[ChargedBudget], Field(max_length=128), ListMap(("name",))] | None = (
+        Field(default=None, description="budgets lists each PrivacyBudget charged and its state.")
     )
 
 

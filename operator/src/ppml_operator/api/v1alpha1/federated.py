@@ -633,8 +633,8 @@ class FederationStatus(ApiModel):
         default=None, ge=0, description="clientsConnected counts SuperNodes connected now."
     )
     run_id: str | None = Field(default=None, description="runId is Flower's run ID.")
-    rounds: Annotated[list[RoundMetrics], Field(max_length=100)] | None = Field(
-        default=None, description="rounds holds the last 100 rounds' metrics, oldest first."
+    rounds: Annotated[list[RoundMetrics], Field(max_length=100), ListMap(("round",))] | None = (
+        Field(default=None, description="rounds holds the last 100 rounds' metrics, oldest first.")
     )
 
 
