@@ -10,6 +10,7 @@ it, is checked against the target before it is returned: it never overshoots.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
@@ -132,34 +133,33 @@ def calibrate_noise_multiplier(
         return cache[index]
 
     top = _grid_index_max()
+    factor = 2.0
     if accountant is Accountant.PLD:
-        # PLD is at most RDP (pinned by the tests), so the RDP answer brackets the PLD one.
+        # PLD is at most RDP (pinned by the tests), so the RDP answer is feasible for PLD and
+        # close to the PLD answer: start there and step down gently (small noise makes large,
+        # slow PLDs).
         try:
-            guess = _grid_index(
-                float(calibrate_noise_multiplier(target, rate, steps, delta).noise_multiplier)
-            )
+            rdp = calibrate_noise_multiplier(target, rate, steps, delta)
+            guess = _grid_index(float(rdp.noise_multiplier))
         except CalibrationError:
             guess = top
+        factor = 1.25
     else:
         guess = _grid_index(1.0)
-    # Bracket: low is infeasible (or -1), high is feasible.
+    # Bracket: low is infeasible (or -1), high is feasible (or -1).
     low, high = -1, -1
     index = guess
     while True:
         if cost(index) <= target:
             high = index
-            if index == 0:
+            if index == 0 or low >= 0:
                 break
-            index = _grid_index(float(_grid_value(index)) / 2)
-            if index == high:
-                index -= 1
+            index = min(index - 1, _grid_index(float(_grid_value(index)) / factor))
         else:
             low = index
-            if index == top:
+            if index == top or high >= 0:
                 break
-            index = min(top, _grid_index(float(_grid_value(index)) * 2))
-        if low >= 0 and high >= 0:
-            break
+            index = max(index + 1, min(top, _grid_index(float(_grid_value(index)) * factor)))
     if high < 0:
         raise CalibrationError(
             f"target epsilon {format_decimal(target)} cannot be met at delta "
@@ -167,19 +167,32 @@ def calibrate_noise_multiplier(
             f"and {steps} steps: even noise multiplier {MAX_NOISE_MULTIPLIER} spends epsilon "
             f"{format_cost(cost(top))}."
         )
-    bisect_next = False
+    # Refine: secant steps through the two latest points (log-log), kept inside the bracket,
+    # with a bisection whenever the bracket fails to halve, and a probe of the neighbour on
+    # the other side once epsilon is within 1% of the target.
+    recent = list(cache)[-2:]
+    stalled = 0
     while low >= 0 and high - low > 1:
-        middle = (low + high) // 2
-        eps_low, eps_high = cost(low), cost(high)
-        if not bisect_next and eps_low.is_finite() and eps_high > 0:
-            middle = _interpolate(low, high, eps_low, eps_high, target)
-        width = high - low
-        if cost(middle) <= target:
+        before = high - low
+        if stalled >= 2 or len(recent) < 2:
+            middle = (low + high) // 2
+        else:
+            middle = _secant(recent[-2], recent[-1], cost, target, low, high)
+        value = cost(middle)
+        recent = [*recent[-1:], middle]
+        if value <= target:
             high = middle
+            neighbour = middle - 1
         else:
             low = middle
-        # Illinois-style safeguard: bisect whenever interpolation failed to halve the bracket.
-        bisect_next = (high - low) * 2 > width
+            neighbour = middle + 1
+        close = value.is_finite() and abs(float(value) / float(target) - 1) < 0.01
+        if close and low < neighbour < high:
+            if cost(neighbour) <= target:
+                high = neighbour
+            else:
+                low = neighbour
+        stalled = stalled + 1 if (high - low) * 2 > before else 0
     if cost(high) > target:  # pragma: no cover - the invariant above guarantees it
         raise CalibrationError(
             f"calibration to epsilon {format_decimal(target)} failed its final check."
@@ -187,15 +200,26 @@ def calibrate_noise_multiplier(
     return Calibration(noise_multiplier=_grid_value(high), epsilon=cost(high))
 
 
-def _interpolate(low: int, high: int, eps_low: Decimal, eps_high: Decimal, target: Decimal) -> int:
-    """Guess the grid index where epsilon crosses ``target``, interpolating log-log."""
-    log_s_low = math.log(float(_grid_value(low)))
-    log_s_high = math.log(float(_grid_value(high)))
-    log_e_low, log_e_high = math.log(float(eps_low)), math.log(float(eps_high))
-    if log_e_low <= log_e_high:
-        return (low + high) // 2
-    fraction = (log_e_low - math.log(float(target))) / (log_e_low - log_e_high)
-    guess = _grid_index(math.exp(log_s_low + fraction * (log_s_high - log_s_low)))
+def _secant(
+    first: int,
+    second: int,
+    cost: Callable[[int], Decimal],
+    target: Decimal,
+    low: int,
+    high: int,
+) -> int:
+    """Guess the grid index where epsilon crosses ``target`` from two points, log-log."""
+    e1, e2 = cost(first), cost(second)
+    middle = (low + high) // 2
+    if first == second or not (e1.is_finite() and e2.is_finite()) or e1 <= 0 or e2 <= 0:
+        return middle
+    log_s1 = math.log(float(_grid_value(first)))
+    log_s2 = math.log(float(_grid_value(second)))
+    log_e1, log_e2 = math.log(float(e1)), math.log(float(e2))
+    if log_e1 == log_e2:
+        return middle
+    fraction = (log_e1 - math.log(float(target))) / (log_e1 - log_e2)
+    guess = _grid_index(math.exp(log_s1 + fraction * (log_s2 - log_s1)))
     return max(low + 1, min(high - 1, guess))
 
 
