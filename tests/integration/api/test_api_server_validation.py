@@ -331,3 +331,63 @@ def test_printer_columns(cluster, ns, created):
         "COMPLETE",
         "AGE",
     ] in header_lines
+
+
+BOUNDARY_VALUES = [
+    *[
+        ("privacy.noiseMultiplier", v)
+        for v in (
+            "0",
+            "0.0",
+            "1e-400",
+            "1e-300",
+            "1",
+            "1000",
+            "1e3",
+            "1000.0000000000001",
+            "1000.00000000000001",
+            "1e400",
+            "01",
+            ".5",
+            "5.",
+            "1e",
+            "0.5e-3",
+            "9E2",
+        )
+    ],
+    *[
+        ("privacy.delta", v)
+        for v in ("1e-5", "5.56e-4", "5.565e-4", "0.99999999999999999", "1e-320")
+    ],
+    *[("data.testFraction", v) for v in ("0", "0.8999", "0.89999999999999999", "0.9")],
+    *[("training.learningRate", v) for v in ("100", "100.00000000000001", "1e-12")],
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), BOUNDARY_VALUES, ids=[f"{f}={v}" for f, v in BOUNDARY_VALUES]
+)
+def test_the_models_and_the_api_server_agree_at_the_boundaries(cluster, ns, field, value):
+    """The models mirror the CRD: for each value both accept or both refuse."""
+    import sys
+
+    from pydantic import ValidationError
+
+    from ppml_operator.api.v1alpha1 import PrivateTrainingJob
+
+    sys.path.insert(0, str(REPO / "tests" / "unit" / "api"))
+    from ppml_api_builders import edit, ptj
+
+    obj = edit(
+        ptj(f"boundary-{secrets.token_hex(3)}"), **{"spec__" + field.replace(".", "__"): value}
+    )
+    try:
+        PrivateTrainingJob.model_validate(obj)
+        model_accepts = True
+    except ValidationError:
+        model_accepts = False
+    out = cluster.kubectl("create", "--dry-run=server", "-n", ns, "-f", "-", input=dump(obj))
+    assert (out.returncode == 0) == model_accepts, (
+        f"{field}={value}: the model {'accepts' if model_accepts else 'refuses'}, "
+        f"the API server says: {out.stdout}{out.stderr}"
+    )

@@ -192,15 +192,21 @@ class DecimalBounds:
         return " && ".join(f"double(self) {op} {float(v)!r}" for op, v, _ in self._bounds())
 
     def check(self, value: str) -> str:
-        """Parse ``value`` and check the bounds; return it unchanged."""
-        number = parse_decimal(value)
+        """Parse ``value`` and check the bounds; return it unchanged.
+
+        The bounds are compared in binary floating point, exactly as the CRD's CEL rule
+        ``double(self) > ...`` does, so the model and the API server agree on every value
+        (``1e-400`` is 0 to both, and refused where 0 is).
+        """
+        parse_decimal(value)
+        number = float(value)
         compare = {
             ">": number.__gt__,
             ">=": number.__ge__,
             "<": number.__lt__,
             "<=": number.__le__,
         }
-        if not all(compare[op](bound) for op, bound, _ in self._bounds()):
+        if not all(compare[op](float(bound)) for op, bound, _ in self._bounds()):
             raise ValueError(f"{self.message}, got {value}")
         return value
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -29,7 +28,6 @@ from .common import (
     cel,
     cel_rules,
     immutable,
-    parse_decimal,
 )
 from .training import Delta, LearningRate, Momentum, NoiseMultiplier, TargetEpsilon
 
@@ -593,14 +591,14 @@ class FederatedJobSpec(ApiModel):
             (
                 mode == PrivacyMode.CENTRAL
                 and self.privacy.delta is not None
-                and parse_decimal(self.privacy.delta) * n >= 1,
+                and float(self.privacy.delta) * n >= 1.0,
                 8,
             ),
             (
                 mode == PrivacyMode.LOCAL
                 and self.privacy.delta is not None
                 and any(
-                    parse_decimal(self.privacy.delta) * Decimal(c.data.num_records) >= 1
+                    float(self.privacy.delta) * float(c.data.num_records) >= 1.0
                     for c in self.clients
                 ),
                 9,
