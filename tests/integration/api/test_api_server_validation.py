@@ -391,3 +391,21 @@ def test_the_models_and_the_api_server_agree_at_the_boundaries(cluster, ns, fiel
         f"{field}={value}: the model {'accepts' if model_accepts else 'refuses'}, "
         f"the API server says: {out.stdout}{out.stderr}"
     )
+
+
+@pytest.mark.parametrize(
+    "server_side", [False, True], ids=["client-side apply", "server-side apply"]
+)
+def test_reapplying_the_same_manifest_passes_the_immutability_rules(cluster, ns, server_side):
+    """GitOps re-syncs apply the same manifest again: defaults must not look like a change."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "unit" / "api"))
+    from ppml_api_builders import fedjob, ptj
+
+    mode = ["--server-side"] if server_side else []
+    suffix = "ssa" if server_side else "csa"
+    for obj in (_inert(ptj(f"reapply-{suffix}")), _inert(fedjob(f"reapply-{suffix}"))):
+        for attempt in range(2):
+            out = cluster.kubectl("apply", *mode, "-n", ns, "-f", "-", input=dump(obj))
+            assert out.returncode == 0, f"apply #{attempt + 1}: {out.stderr}"
