@@ -14,9 +14,9 @@ import signal
 import subprocess
 import time
 
-from devcluster.paths import BRIDGE, BRIDGE_IP, POD_PREFIX_LEN
+from devcluster.paths import BRIDGE, BRIDGE_IP, INSTANCE, POD_PREFIX_LEN
 
-NETNS_PREFIX = "dcpod-"
+NETNS_PREFIX = f"dcpod{INSTANCE}-" if INSTANCE else "dcpod-"
 
 
 class NetworkError(Exception):
@@ -68,7 +68,7 @@ def create_pod_netns(name: str, ip: str) -> None:
 
     """
     delete_pod_netns(name)
-    host_if = "dcv" + name[len(NETNS_PREFIX):][:10]
+    host_if = "dcv" + name[len(NETNS_PREFIX):][:11]
     _ip("link", "del", host_if, check=False)
     _ip("netns", "add", name)
     _ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", name)

@@ -18,18 +18,22 @@ TOKEN_USERS = ("admin", "tenant", "data-owner", "viewer")
 #: The node the agent registers.
 NODE_NAME = "devcluster-node"
 
+#: A second, independent devcluster on the same machine (tests of ``up``/``down`` themselves)
+#: sets ``DEVCLUSTER_INSTANCE=N`` (1-200): its own bridge, subnet, ports and state directory.
+INSTANCE = int(os.environ.get("DEVCLUSTER_INSTANCE", "0"))
+
 #: Pod network: a bridge on the host, one network namespace per pod.
-BRIDGE = "ppml0"
-BRIDGE_IP = "10.244.0.1"
+BRIDGE = f"ppml{INSTANCE}"
+BRIDGE_IP = f"10.244.{INSTANCE}.1"
 POD_PREFIX_LEN = 24
 SERVICE_CIDR = "10.96.0.0/16"
 
 #: Fixed high ports (override with the environment variables of the same name).
-APISERVER_PORT = int(os.environ.get("DEVCLUSTER_APISERVER_PORT", "16443"))
-ETCD_CLIENT_PORT = int(os.environ.get("DEVCLUSTER_ETCD_PORT", "23790"))
+APISERVER_PORT = int(os.environ.get("DEVCLUSTER_APISERVER_PORT", str(16443 + 100 * INSTANCE)))
+ETCD_CLIENT_PORT = int(os.environ.get("DEVCLUSTER_ETCD_PORT", str(23790 + 100 * INSTANCE)))
 ETCD_PEER_PORT = ETCD_CLIENT_PORT + 10
 #: The node agent's log endpoint (the kubelet's port, for ``kubectl logs``).
-KUBELET_PORT = int(os.environ.get("DEVCLUSTER_KUBELET_PORT", "20250"))
+KUBELET_PORT = int(os.environ.get("DEVCLUSTER_KUBELET_PORT", str(20250 + 100 * INSTANCE)))
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,10 @@ class Paths:
 def state_paths() -> Paths:
     """Return the paths of the current state directory (``DEVCLUSTER_STATE_DIR`` or the repo's)."""
     root = os.environ.get("DEVCLUSTER_STATE_DIR")
-    return Paths(Path(root).resolve() if root else REPO_ROOT / ".devcluster")
+    if root:
+        return Paths(Path(root).resolve())
+    base = REPO_ROOT / ".devcluster"
+    return Paths(base / f"instance-{INSTANCE}" if INSTANCE else base)
 
 
 def kubeconfig_path() -> Path:

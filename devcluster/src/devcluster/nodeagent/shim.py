@@ -45,7 +45,9 @@ def _ensure_target(dst, is_file):
 
 
 def bind(src, dst, read_only=False):
-    """Bind-mount ``src`` at ``dst`` (creating ``dst`` like a container runtime would)."""
+    """Bind-mount ``src`` (a path or an O_PATH fd) at ``dst``, creating ``dst`` if needed."""
+    if isinstance(src, int):
+        src = f"/proc/self/fd/{src}"
     _ensure_target(dst, not os.path.isdir(src))
     _mount(src, dst, None, MS_BIND | MS_REC)
     if read_only:
@@ -80,8 +82,12 @@ def main():
                 raise OSError(err, f"set hostname: {os.strerror(err)}")
         if spec.get("exposeRoot"):
             expose_root_entries(spec["exposeRoot"], spec["rootStage"])
-        for m in spec["mounts"]:
-            bind(m["src"], m["dst"], m.get("readOnly", False))
+        # Open every source first: an earlier mount (e.g. /tmp) may cover a later source.
+        fds = [os.open(m["src"], os.O_PATH) for m in spec["mounts"]]
+        for m, fd in zip(spec["mounts"], fds):
+            bind(fd, m["dst"], m.get("readOnly", False))
+        for fd in fds:
+            os.close(fd)
         cwd = spec.get("workingDir") or "/"
         os.makedirs(cwd, exist_ok=True)
         if spec.get("noNewPrivs"):
