@@ -220,10 +220,11 @@ class RoundRecorder(_Delegate):
     def _audit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]]) -> None:
         assert self.audit_dir is not None
         self.audit_dir.mkdir(parents=True, exist_ok=True)
-        received = [
-            {"digest": _digest(res.parameters), "numExamples": res.num_examples}
-            for _, res in results
-        ]
+        received = []
+        for index, (_, res) in enumerate(results):
+            arrays = parameters_to_ndarrays(res.parameters)
+            np.savez(self.audit_dir / f"round-{server_round}-received-{index}.npz", *arrays)
+            received.append({"digest": _digest(res.parameters), "numExamples": res.num_examples})
         record = {"round": server_round, "results": received}
         (self.audit_dir / f"round-{server_round}-received.json").write_text(json.dumps(record))
 
@@ -285,4 +286,9 @@ def build_strategy(
         )
     if config.privacy.mode == "Central":
         strategy = FailClosed(strategy, expected=per_round)
-    return RoundRecorder(strategy, evaluate=config.evaluate, audit_dir=os.environ.get(ENV_AUDIT_DIR))
+    audit = os.environ.get(ENV_AUDIT_DIR)
+    return RoundRecorder(
+        strategy,
+        evaluate=config.evaluate,
+        audit_dir=str(Path(audit) / config.job.uid) if audit else None,
+    )
