@@ -33,6 +33,7 @@ from dp_accounting.rdp import RdpAccountant
 
 from ppml_operator.privacy import DpSgdEvent, LedgerAccount, epsilon_of
 from ppml_operator.privacy._dp import to_dp_event
+from ppml_operator.privacy.decimals import round_down
 
 BUDGET_EPSILON = Decimal(10)
 BUDGET_DELTA = Decimal("1e-5")
@@ -57,7 +58,8 @@ def basic_count(event: DpSgdEvent) -> int:
     """Largest k such that k charges, each at delta/k, fit under Basic composition."""
     k = 1
     while True:
-        delta = BUDGET_DELTA / (k + 1)
+        # Round the share down so that k + 1 shares never add up to more than the budget's delta.
+        delta = round_down(BUDGET_DELTA / (k + 1))
         ledger = LedgerAccount("Basic", BUDGET_DELTA)
         if (k + 1) * epsilon_of([event], delta) > BUDGET_EPSILON:
             break
