@@ -10,7 +10,7 @@ import time
 from devcluster import controlplane
 from devcluster.controlplane import COMPONENTS, ClusterError
 from devcluster.kubeapi import ApiError, Client
-from devcluster.paths import NODE_NAME, state_paths
+from devcluster.paths import state_paths
 from devcluster.tools import ToolsError, bin_dir
 
 
@@ -19,7 +19,8 @@ def _up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     already = all(controlplane.running(paths).values()) and controlplane.readyz(paths)
     try:
-        controlplane.up(paths, fake_gpus=args.fake_gpus, timeout_s=args.timeout)
+        controlplane.up(paths, fake_gpus=args.fake_gpus, timeout_s=args.timeout,
+                        nodes=args.nodes)
     except (ClusterError, ToolsError) as err:
         print(f"devcluster: {err}", file=sys.stderr)
         return 1
@@ -42,11 +43,12 @@ def _status(_: argparse.Namespace) -> int:
     print(f"{'/readyz':26} {'ok' if ready else 'not answering'}")
     if ready:
         c = Client.admin(paths, timeout=5)
-        try:
-            nr = controlplane.node_ready(c)
-        except ApiError:
-            nr = False
-        print(f"{'node ' + NODE_NAME:26} {'Ready' if nr else 'not Ready'}")
+        for name in controlplane.current_nodes(paths):
+            try:
+                nr = controlplane.node_ready(c, [name])
+            except ApiError:
+                nr = False
+            print(f"{'node ' + name:26} {'Ready' if nr else 'not Ready'}")
         pods = c.get("/api/v1/pods")["items"]
         print(f"{'pods':26} {len(pods)}")
     return 0 if ready else 3
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fake-gpus", type=int, default=None,
                    help="nvidia.com/gpu capacity to advertise when no GPU is found (default: "
                         "keep the current setting, 0 at first; applied to a running cluster)")
+    p.add_argument("--nodes", type=int, default=None,
+                   help="how many Nodes to register (default: keep the current setting, 1 at "
+                        "first; applied to a running cluster)")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds per readiness wait")
     p.set_defaults(fn=_up)
     p = sub.add_parser("down", help="stop every process devcluster started")

@@ -27,6 +27,7 @@ from devcluster.paths import (
     NODE_NAME,
     SERVICE_CIDR,
     Paths,
+    node_names,
 )
 from devcluster.tools import bin_dir, find
 
@@ -132,7 +133,7 @@ def _argv(paths: Paths, bins: Path, name: str) -> list[str]:
     if name == "node-agent":
         return [
             sys.executable, "-m", "devcluster.nodeagent", f"--state-dir={paths.root}",
-            f"--fake-gpus-file={fake_gpus_file(paths)}",
+            f"--fake-gpus-file={fake_gpus_file(paths)}", f"--nodes-file={nodes_file(paths)}",
         ]
     raise ValueError(name)
 
@@ -154,11 +155,14 @@ def readyz(paths: Paths) -> bool:
         return False
 
 
-def node_ready(client: Client) -> bool:
-    """Return whether the devcluster Node reports Ready=True."""
-    node = client.get(f"/api/v1/nodes/{NODE_NAME}")
-    conds = node.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+def node_ready(client: Client, names: list[str] | None = None) -> bool:
+    """Return whether every devcluster Node in ``names`` (default: the first) is Ready."""
+    for name in names or [NODE_NAME]:
+        node = client.get(f"/api/v1/nodes/{name}")
+        conds = node.get("status", {}).get("conditions", [])
+        if not any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
+            return False
+    return True
 
 
 def _default_sa(client: Client) -> bool:
@@ -176,13 +180,29 @@ def fake_gpus_file(paths: Paths) -> Path:
     return paths.config / "fake-gpus"
 
 
+def nodes_file(paths: Paths) -> Path:
+    """Return the file holding the number of Nodes the node agent registers (re-read live)."""
+    return paths.config / "nodes"
+
+
+def current_nodes(paths: Paths) -> list[str]:
+    """Return the names of the Nodes the agent is configured to register."""
+    try:
+        return node_names(int(nodes_file(paths).read_text().strip()))
+    except (OSError, ValueError):
+        return node_names(1)
+
+
 def node_gpus(client: Client) -> int:
     """Return the ``nvidia.com/gpu`` capacity the Node reports."""
     node = client.get(f"/api/v1/nodes/{NODE_NAME}")
     return int(node.get("status", {}).get("capacity", {}).get("nvidia.com/gpu", "0"))
 
 
-def up(paths: Paths, fake_gpus: int | None = None, timeout_s: float = 180.0) -> None:
+def up(
+    paths: Paths, fake_gpus: int | None = None, timeout_s: float = 180.0,
+    nodes: int | None = None,
+) -> None:
     """Start whatever is not running yet, and wait until the cluster can run pods.
 
     Parameters
@@ -194,6 +214,9 @@ def up(paths: Paths, fake_gpus: int | None = None, timeout_s: float = 180.0) -> 
         setting (0 at first). A running node agent picks a new value up within a second.
     timeout_s
         How long each wait may take.
+    nodes
+        How many Nodes the agent registers; None keeps the current setting (1 at first).
+        Applied to a running agent within a second (extra Nodes are deleted when it shrinks).
 
     Raises
     ------
@@ -212,6 +235,10 @@ def up(paths: Paths, fake_gpus: int | None = None, timeout_s: float = 180.0) -> 
         fake_gpus_file(paths).write_text(f"{fake_gpus}\n")
     elif not fake_gpus_file(paths).exists():
         fake_gpus_file(paths).write_text("0\n")
+    if nodes is not None:
+        nodes_file(paths).write_text(f"{max(1, nodes)}\n")
+    elif not nodes_file(paths).exists():
+        nodes_file(paths).write_text("1\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     state = running(paths)
     client = Client.admin(paths, timeout=5)
@@ -225,7 +252,15 @@ def up(paths: Paths, fake_gpus: int | None = None, timeout_s: float = 180.0) -> 
         elif name == "kube-apiserver":
             _wait("kube-apiserver /readyz", lambda: readyz(paths), timeout_s, name, paths)
     _wait("kube-apiserver /readyz", lambda: readyz(paths), timeout_s, "kube-apiserver", paths)
-    _wait(f"Node {NODE_NAME} Ready", lambda: node_ready(client), timeout_s, "node-agent", paths)
+    names = current_nodes(paths)
+    _wait(f"Nodes {', '.join(names)} Ready", lambda: node_ready(client, names), timeout_s,
+          "node-agent", paths)
+    if nodes is not None:
+        def no_extra() -> bool:
+            listed = client.get("/api/v1/nodes")["items"]
+            return {n["metadata"]["name"] for n in listed} <= set(names)
+
+        _wait("extra Nodes to go", no_extra, timeout_s, "node-agent", paths)
     if fake_gpus is not None and not _real_gpus():
         _wait(f"Node {NODE_NAME} to advertise {fake_gpus} GPUs",
               lambda: node_gpus(client) == fake_gpus, timeout_s, "node-agent", paths)

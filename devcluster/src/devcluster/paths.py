@@ -15,8 +15,13 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 #: Names of the static token identities written to ``tokens/<name>``.
 TOKEN_USERS = ("admin", "tenant", "data-owner", "viewer")
 
-#: The node the agent registers.
+#: The first node the agent registers; ``up --nodes N`` adds ``devcluster-node-2`` ... ``-N``.
 NODE_NAME = "devcluster-node"
+
+
+def node_names(count: int) -> list[str]:
+    """Return the names of the first ``count`` (at least one) devcluster nodes."""
+    return [NODE_NAME] + [f"{NODE_NAME}-{i}" for i in range(2, max(1, count) + 1)]
 
 #: A second, independent devcluster on the same machine (tests of ``up``/``down`` themselves)
 #: sets ``DEVCLUSTER_INSTANCE=N`` (1-200): its own bridge, subnet, ports and state directory.

@@ -103,3 +103,20 @@ def test_fake_gpus_change_the_node_capacity_and_gate_scheduling(
         assert kube.wait_phase("no-gpu", timeout=60)["status"]["phase"] == "Succeeded"
     finally:
         devcluster.set_fake_gpus(before)
+
+
+def test_up_nodes_adds_and_removes_schedulable_nodes(kube: Kube, devcluster: Cluster) -> None:
+    assert _cli("up", "--nodes", "2").returncode == 0
+    try:
+        code = "import os; open('/dev/termination-log','w').write(os.environ['NODE'])"
+        kube.create("pods", pod_manifest(
+            "on-two", code, nodeSelector={"kubernetes.io/hostname": "devcluster-node-2"},
+            container={"env": [{"name": "NODE", "valueFrom": {
+                "fieldRef": {"fieldPath": "spec.nodeName"}}}]}))
+        pod = kube.wait_phase("on-two")
+        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == (
+            "devcluster-node-2")
+    finally:
+        assert _cli("up", "--nodes", "1").returncode == 0
+    names = {n["metadata"]["name"] for n in devcluster.api().get("/api/v1/nodes")["items"]}
+    assert names == {"devcluster-node"}

@@ -55,15 +55,17 @@ while True:
 """
 
 
-@pytest.mark.parametrize(
-    ("case", "after", "grace", "low", "high"),
-    [
+_CASES = [
         ("exits 1s after SIGTERM, well inside its grace period",
          "time.sleep(1); sys.exit(0)", 10, 1.0, 8.0),
         ("ignores SIGTERM and is killed when its 3s grace period ends",
          "pass", 3, 3.0, 8.0),
-    ],
-    ids=lambda v: v if isinstance(v, str) and " " in v else "",
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "after", "grace", "low", "high"),
+    [pytest.param(*c, id=str(c[0])) for c in _CASES],
 )
 def test_deleting_a_running_pod_sends_sigterm_and_honours_the_grace_period(
     kube: Kube, devcluster: Cluster, case: str, after: str, grace: int, low: float, high: float

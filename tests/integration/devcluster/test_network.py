@@ -100,3 +100,13 @@ open('/dev/termination-log', 'w').write(json.dumps(out))
     pod = kube.wait_phase("p")
     got = json.loads(terminated(pod)["message"])
     assert "connected" not in got.values(), got
+
+
+def test_a_host_network_pod_has_the_node_address(kube: Kube) -> None:
+    code = ("import os, socket; open('/dev/termination-log','w').write("
+            "os.environ['IP'] + ' ' + socket.gethostname())")
+    kube.create("pods", pod_manifest("hostnet", code, hostNetwork=True, container={
+        "env": [{"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}))
+    pod = kube.wait_phase("hostnet")
+    assert pod["status"]["podIP"] == pod["status"]["hostIP"]
+    assert terminated(pod)["message"] == f"{pod['status']['hostIP']} hostnet"

@@ -15,10 +15,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m devcluster.nodeagent")
     ap.add_argument("--state-dir", type=Path, required=True)
     ap.add_argument("--fake-gpus-file", type=Path, default=None)
+    ap.add_argument("--nodes-file", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
-    Agent(Paths(args.state_dir.resolve()), fake_gpus_file=args.fake_gpus_file).run()
+    Agent(Paths(args.state_dir.resolve()), fake_gpus_file=args.fake_gpus_file,
+          nodes_file=args.nodes_file).run()
 
 
 if __name__ == "__main__":

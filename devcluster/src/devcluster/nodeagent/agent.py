@@ -25,7 +25,7 @@ from devcluster.kubeapi import ApiError, Client
 from devcluster.nodeagent import logserver
 from devcluster.nodeagent.hosts import Hosts
 from devcluster.nodeagent.pod import PodWorker, now_iso
-from devcluster.paths import BRIDGE_IP, KUBELET_PORT, NODE_NAME, REPO_ROOT, Paths
+from devcluster.paths import BRIDGE_IP, KUBELET_PORT, NODE_NAME, REPO_ROOT, Paths, node_names
 
 log = logging.getLogger("devcluster.nodeagent")
 
@@ -101,7 +101,7 @@ def _micro_now() -> str:
 
 
 class Agent:
-    """The kubelet stand-in for Node :data:`~devcluster.paths.NODE_NAME`.
+    """The kubelet stand-in for the devcluster Nodes (``devcluster-node``, ``-2``, ...).
 
     Parameters
     ----------
@@ -113,7 +113,8 @@ class Agent:
 
     """
 
-    def __init__(self, paths: Paths, fake_gpus_file: Path | None = None) -> None:
+    def __init__(self, paths: Paths, fake_gpus_file: Path | None = None,
+                 nodes_file: Path | None = None) -> None:
         self.paths = paths
         self.client = Client.admin(paths)
         self.hosts = Hosts()
@@ -122,6 +123,9 @@ class Agent:
         self.ips: dict[str, str] = {}
         self.audiences = ["https://kubernetes.default.svc.cluster.local"]
         self.fake_gpus_file = fake_gpus_file
+        self.nodes_file = nodes_file
+        self.registered: set[str] = set()
+        self.names: set[str] = set(self._node_names())
         self.real_gpus = _gpus(0)
         gpus = self.real_gpus or self._fake_gpus()
         stat = os.statvfs(paths.root)
@@ -141,6 +145,13 @@ class Agent:
         except (OSError, ValueError):
             return 0
 
+    def _node_names(self) -> list[str]:
+        try:
+            count = int(self.nodes_file.read_text().strip()) if self.nodes_file else 1
+        except (OSError, ValueError):
+            count = 1
+        return node_names(count)
+
     def _refresh_gpus(self) -> bool:
         """Re-read the fake GPU count; return whether the capacity changed."""
         if self.real_gpus:
@@ -149,7 +160,7 @@ class Agent:
         if self.capacity["nvidia.com/gpu"] == n:
             return False
         self.capacity["nvidia.com/gpu"] = self.allocatable["nvidia.com/gpu"] = n
-        log.info("Changed nvidia.com/gpu capacity of Node %s to %s", NODE_NAME, n)
+        log.info("Changed nvidia.com/gpu capacity of the Nodes to %s", n)
         return True
 
     @staticmethod
@@ -191,6 +202,7 @@ class Agent:
     def event(self, obj: dict[str, Any], etype: str, reason: str, message: str) -> None:
         """Record a core/v1 Event about ``obj`` from this node (best effort)."""
         meta = obj["metadata"]
+        node = obj.get("spec", {}).get("nodeName", NODE_NAME)
         ts = now_iso()
         body = {
             "apiVersion": "v1", "kind": "Event",
@@ -200,8 +212,8 @@ class Agent:
                                "namespace": meta.get("namespace"), "name": meta["name"],
                                "uid": meta["uid"]},
             "type": etype, "reason": reason, "message": message,
-            "source": {"component": "devcluster-node-agent", "host": NODE_NAME},
-            "reportingComponent": "devcluster-node-agent", "reportingInstance": NODE_NAME,
+            "source": {"component": "devcluster-node-agent", "host": node},
+            "reportingComponent": "devcluster-node-agent", "reportingInstance": node,
             "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
         }
         try:
@@ -211,7 +223,7 @@ class Agent:
 
     # ---- node ---------------------------------------------------------------------------------
 
-    def _node_status(self) -> dict[str, Any]:
+    def _node_status(self, name: str) -> dict[str, Any]:
         ts = now_iso()
 
         def cond(t: str, s: str, reason: str, msg: str) -> dict[str, str]:
@@ -227,10 +239,10 @@ class Agent:
                 cond("Ready", "True", "KubeletReady", "devcluster node agent is posting ready"),
             ],
             "addresses": [{"type": "InternalIP", "address": BRIDGE_IP},
-                          {"type": "Hostname", "address": NODE_NAME}],
+                          {"type": "Hostname", "address": name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
             "nodeInfo": {
-                "machineID": "devcluster", "systemUUID": "devcluster", "bootID": self.started,
+                "machineID": name, "systemUUID": name, "bootID": self.started,
                 "kernelVersion": os.uname().release, "osImage": "devcluster",
                 "containerRuntimeVersion": "devcluster://processes",
                 "kubeletVersion": AGENT_VERSION, "kubeProxyVersion": "",
@@ -238,29 +250,44 @@ class Agent:
             },
         }
 
-    def register(self) -> None:
-        """Create the Node (or adopt the existing one) and post its status."""
-        self.started = now_iso()
+    def _post_status(self, name: str) -> None:
+        self.client.patch(f"/api/v1/nodes/{name}/status", {"status": self._node_status(name)},
+                          kind="strategic")
+
+    def register(self, name: str) -> None:
+        """Create Node ``name`` (or adopt the existing one) and post its status."""
         node = {
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": NODE_NAME, "labels": {
-                "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
+            "metadata": {"name": name, "labels": {
+                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "devcluster",
             }},
         }
         try:
             self.client.post("/api/v1/nodes", node)
-            log.info("Registered Node %s", NODE_NAME)
+            log.info("Registered Node %s", name)
         except ApiError as err:
             if err.status != 409:
                 raise
-        self.client.patch(f"/api/v1/nodes/{NODE_NAME}/status",
-                          {"status": self._node_status()}, kind="strategic")
+        self._post_status(name)
+        self._renew_lease(name)
+        self.registered.add(name)
 
-    def _renew_lease(self) -> None:
-        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{NODE_NAME}"
-        spec = {"holderIdentity": NODE_NAME, "leaseDurationSeconds": 40,
-                "renewTime": _micro_now()}
+    def unregister(self, name: str) -> None:
+        """Delete Node ``name`` and its Lease (the pod GC then deletes pods bound to it)."""
+        for path in (f"/api/v1/nodes/{name}",
+                     f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"):
+            try:
+                self.client.delete(path)
+            except ApiError as err:
+                if err.status != 404:
+                    raise
+        self.registered.discard(name)
+        log.info("Deleted Node %s", name)
+
+    def _renew_lease(self, name: str) -> None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+        spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": _micro_now()}
         try:
             self.client.patch(path, {"spec": spec})
         except ApiError as err:
@@ -269,31 +296,45 @@ class Agent:
             self.client.post(
                 "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
                 {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                 "metadata": {"name": NODE_NAME, "namespace": "kube-node-lease"}, "spec": spec},
+                 "metadata": {"name": name, "namespace": "kube-node-lease"}, "spec": spec},
             )
 
     def heartbeat(self) -> None:
-        """Renew the Lease every 10 s and the node status every 20 s (or on change), forever."""
+        """Renew Leases every 10 s and node status every 20 s (or on change), forever.
+
+        The node count and the fake GPU count are re-read every second, so ``up --nodes N``
+        and ``--fake-gpus N`` apply to a running agent.
+        """
         n = 0
         while True:
             try:
-                if n % int(HEARTBEAT_S) == 0:
-                    self._renew_lease()
-                if self._refresh_gpus() or n % int(2 * HEARTBEAT_S) == 0:
-                    self.client.patch(f"/api/v1/nodes/{NODE_NAME}/status",
-                                      {"status": self._node_status()}, kind="strategic")
+                names = self._node_names()
+                self.names = set(names)
+                for name in names:
+                    if name not in self.registered:
+                        self.register(name)
+                for name in sorted(self.registered - self.names):
+                    self.unregister(name)
+                changed = self._refresh_gpus()
+                for name in names:
+                    if n % int(HEARTBEAT_S) == 0:
+                        self._renew_lease(name)
+                    if changed or n % int(2 * HEARTBEAT_S) == 0:
+                        self._post_status(name)
             except Exception as err:
-                log.warning("Failed heartbeat of Node %s: %s", NODE_NAME, err)
+                log.warning("Failed heartbeat of the Nodes: %s", err)
             n += 1
             time.sleep(1.0)
 
     # ---- pods ---------------------------------------------------------------------------------
 
     def on_pod(self, ev: str, pod: dict[str, Any]) -> None:
-        """Informer callback for pods bound to this node."""
+        """Informer callback for pods bound to a node (only this agent's nodes are run)."""
         uid = pod["metadata"]["uid"]
         with self.lock:
             w = self.workers.get(uid)
+            if w is None and pod["spec"].get("nodeName") not in self.names:
+                return
             if ev == "DELETED":
                 if w:
                     w.deleted()
@@ -352,7 +393,9 @@ class Agent:
         for ns in network.list_pod_netns():
             network.delete_pod_netns(ns)
         logserver.serve(self.paths, self._pod_running)
-        self.register()
+        self.started = now_iso()
+        for name in sorted(self.names):
+            self.register(name)
         threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
         informers = [
             Informer(self.client, "/api/v1/services",
@@ -365,9 +408,8 @@ class Agent:
             inf.start()
         for inf in informers:
             inf.synced.wait(30)
-        pods = Informer(self.client, "/api/v1/pods", self.on_pod,
-                        fieldSelector=f"spec.nodeName={NODE_NAME}")
+        pods = Informer(self.client, "/api/v1/pods", self.on_pod, fieldSelector="spec.nodeName!=")
         pods.start()
-        log.info("Node agent of %s is serving", NODE_NAME)
+        log.info("Node agent of %s is serving", ", ".join(sorted(self.names)))
         while True:
             time.sleep(3600)

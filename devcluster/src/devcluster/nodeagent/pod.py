@@ -110,6 +110,7 @@ class PodWorker(threading.Thread):
         self.ns: str = meta["namespace"]
         self.pname: str = meta["name"]
         self.cond = threading.Condition()
+        self.kicked = False
         self.gone = False
         self.dir = agent.paths.pods / self.uid
         self.netns = network.netns_name(self.uid)
@@ -122,28 +123,36 @@ class PodWorker(threading.Thread):
         self.phase = "Pending"
         self.pod_message: tuple[str, str] | None = None
         self.volumes: dict[str, Path] = {}
+        self.host_network = bool(pod["spec"].get("hostNetwork"))
 
     # ---- inputs -------------------------------------------------------------------------------
 
     def update(self, pod: dict[str, Any]) -> None:
         """Record a newer version of the pod and wake the worker."""
         with self.cond:
-            self.pod = pod
+            if _rv(pod) >= _rv(self.pod):
+                self.pod = pod
+            self.kicked = True
             self.cond.notify_all()
 
     def deleted(self) -> None:
         """Stop everything now: the pod object is gone (force deletion)."""
         with self.cond:
             self.gone = True
+            self.kicked = True
             self.cond.notify_all()
 
     def _wake(self) -> None:
         with self.cond:
+            self.kicked = True
             self.cond.notify_all()
 
     def _sleep(self, timeout: float) -> None:
+        # A wake-up that came while the worker was busy is not lost: it sets `kicked`.
         with self.cond:
-            self.cond.wait(timeout)
+            if not self.kicked:
+                self.cond.wait(timeout)
+            self.kicked = False
 
     def running(self) -> bool:
         """Return whether any container process of the pod is alive."""
@@ -321,6 +330,32 @@ class PodWorker(threading.Thread):
         nnp = csc.get("allowPrivilegeEscalation") is False
         return uid, gid, groups, nnp
 
+    def _identity_files(self, uid: int | None, gid: int | None) -> list[dict[str, Any]]:
+        """Return mounts of /etc/passwd and /etc/group that know ``uid`` and ``gid``.
+
+        An image made for a fixed non-root user has it in its /etc/passwd; the host may not,
+        and ``getpass.getuser()`` (used by several libraries) fails for an unknown uid.
+        """
+        if uid is None:
+            return []
+        out = []
+        for name, ident, line in (
+            ("passwd", uid, f"u{uid}:x:{uid}:{gid if gid is not None else uid}::/tmp:"
+                            "/usr/sbin/nologin\n"),
+            ("group", gid, f"g{gid}:x:{gid}:\n"),
+        ):
+            if ident is None:
+                continue
+            host = Path("/etc") / name
+            text = host.read_text() if host.exists() else ""
+            if any(ln.split(":")[2:3] == [str(ident)] for ln in text.splitlines()):
+                continue
+            f = self.dir / name
+            f.write_text(text + ("" if text.endswith("\n") or not text else "\n") + line)
+            f.chmod(0o644)
+            out.append({"src": str(f), "dst": f"/etc/{name}"})
+        return out
+
     def _base_env(self) -> dict[str, str]:
         venv_bin = str(Path(sys.executable).parent)
         return {
@@ -367,6 +402,7 @@ class PodWorker(threading.Thread):
             {"src": str(self.dir / "resolv.conf"), "dst": "/etc/resolv.conf"},
             {"src": str(term), "dst": c.spec.get("terminationMessagePath", "/dev/termination-log")},
         ]
+        mounts += self._identity_files(uid, gid)
         mounts.sort(key=lambda m: m["dst"].rstrip("/").count("/"))
         spec = {
             "argv": cmd + args, "env": env, "mounts": mounts,
@@ -388,9 +424,12 @@ class PodWorker(threading.Thread):
         specfile.chmod(0o600)
         logf = self._log_file(c)
         with open(logf, "ab") as out:
+            # `ip netns exec` enters the pod's network namespace and a private mount namespace
+            # (propagation slave); a hostNetwork pod only gets the mount namespace.
+            enter = (["unshare", "--mount", "--propagation", "slave"] if self.host_network
+                     else ["ip", "netns", "exec", self.netns])
             c.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.netns, sys.executable, "-I", "-S", str(SHIM),
-                 str(specfile)],
+                [*enter, sys.executable, "-I", "-S", str(SHIM), str(specfile)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -450,8 +489,11 @@ class PodWorker(threading.Thread):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)
         (self.dir / "tmp").chmod(0o1777)
-        self.ip = self.agent.allocate_ip(self.uid)
-        network.create_pod_netns(self.netns, self.ip)
+        if self.host_network:
+            self.ip = BRIDGE_IP
+        else:
+            self.ip = self.agent.allocate_ip(self.uid)
+            network.create_pod_netns(self.netns, self.ip)
         hostname = self.pod["spec"].get("hostname") or self.pname
         resolv = (
             f"search {self.ns}.svc.cluster.local svc.cluster.local cluster.local\n"
@@ -486,6 +528,8 @@ class PodWorker(threading.Thread):
 
     def _teardown_network(self) -> None:
         self.agent.hosts.unregister(self.uid)
+        if self.host_network:
+            return
         network.delete_pod_netns(self.netns)
         self.agent.release_ip(self.uid)
 

@@ -84,7 +84,7 @@ def main():
             expose_root_entries(spec["exposeRoot"], spec["rootStage"])
         # Open every source first: an earlier mount (e.g. /tmp) may cover a later source.
         fds = [os.open(m["src"], os.O_PATH) for m in spec["mounts"]]
-        for m, fd in zip(spec["mounts"], fds):
+        for m, fd in zip(spec["mounts"], fds, strict=True):
             bind(fd, m["dst"], m.get("readOnly", False))
         for fd in fds:
             os.close(fd)
