@@ -274,3 +274,21 @@ def test_help_is_cheap_it_imports_no_accountant() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_every_registered_command_provides_add_arguments_and_run() -> None:
+    import importlib
+
+    from ppml_operator.cli import COMMANDS
+
+    for command in COMMANDS:
+        module = importlib.import_module(command.module)
+        assert callable(module.add_arguments), command.module
+        assert callable(module.run), command.module
+
+
+def test_a_command_group_alone_shows_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "budget")
+    assert code == 2
+    assert "plan" in out
+    assert out.startswith("usage: ppml budget")

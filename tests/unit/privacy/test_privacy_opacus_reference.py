@@ -25,6 +25,9 @@ from ppml_operator.privacy.rdp import RDP_ORDERS, RdpCurve
 opacus_rdp = pytest.importorskip("opacus.accountants.analysis.rdp")
 from opacus.accountants import RDPAccountant  # noqa: E402
 
+# Reference checks: they import opacus (about 5 s), hence slow; they run in every `make test`.
+pytestmark = pytest.mark.slow
+
 DELTA = 1e-5
 
 

@@ -100,7 +100,11 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         else:
             group, name = command.path
             if group not in groups:
-                group_parser = subparsers.add_parser(group, help=GROUPS.get(group, ""))
+                group_parser = subparsers.add_parser(
+                    group, help=GROUPS.get(group, ""), description=GROUPS.get(group)
+                )
+                group_parser.prog = f"ppml {group}"
+                group_parser.set_defaults(print_usage=group_parser.print_help)
                 groups[group] = group_parser.add_subparsers(
                     dest="subcommand", metavar="COMMAND", parser_class=ArgumentParser
                 )
@@ -134,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
-        parser.print_help()
-        return USAGE_ERROR if args.command is None or len(argv) < 2 else 0
+        # "ppml" or "ppml budget" alone: show what can follow, as git does.
+        getattr(args, "print_usage", parser.print_help)()
+        return USAGE_ERROR
     return int(func(args))

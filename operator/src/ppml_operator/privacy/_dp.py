@@ -67,7 +67,8 @@ def to_dp_event(event: PrivacyEvent) -> Any:
     )
 
 
-@lru_cache(maxsize=4096)
+# PLDs of low-noise events reach megabytes: keep the cache small.
+@lru_cache(maxsize=256)
 def pld_of(event: PrivacyEvent) -> Any:
     """Return the privacy-loss distribution of ``event`` (cached, events are hashable).
 

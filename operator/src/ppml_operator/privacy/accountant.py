@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from ppml_operator.privacy._dp import pld_of
 from ppml_operator.privacy.decimals import epsilon_from_float, parse_delta
+from ppml_operator.privacy.errors import InvalidPrivacyParameterError
 from ppml_operator.privacy.events import PrivacyEvent
 from ppml_operator.privacy.rdp import RdpCurve
 
@@ -30,8 +31,6 @@ class Accountant(enum.StrEnum):
             If ``text`` names no accountant.
 
         """
-        from ppml_operator.privacy.errors import InvalidPrivacyParameterError
-
         for member in cls:
             if member.value.lower() == str(text).lower():
                 return member

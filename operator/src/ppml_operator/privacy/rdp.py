@@ -14,6 +14,7 @@ grid, with a KL-divergence shortcut to zero. Opacus' RDP accountant uses the sam
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -42,7 +43,10 @@ def _event_curve(event: PrivacyEvent) -> tuple[float, ...]:
 
     accountant = RdpAccountant(orders=list(RDP_ORDERS))
     accountant.compose(to_dp_event(event))
-    return tuple(float(v) for v in accountant.rdp)
+    # A negative or NaN value can only be numerical trouble (RDP is non-negative), and
+    # dp_accounting's conversion would turn a negative one into epsilon 0 at that order: treat
+    # it as "no bound at this order" instead, which can only raise epsilon.
+    return tuple(float(v) if v >= 0 else math.inf for v in accountant.rdp)
 
 
 @dataclass(frozen=True)
