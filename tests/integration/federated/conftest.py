@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import warnings
 import json
 import os
 import signal
@@ -29,6 +30,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+# flwr imports typer, which uses a click API deprecated in click 8.3; pytest turns warnings into
+# errors, so import it once here with that warning silenced (the lead may add a pyproject filter).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import flwr.common  # noqa: F401
 
 from ppml_runtime.contract import split_sizes
 from ppml_runtime.federated import flwr_cli

@@ -293,6 +293,10 @@ def dump_federation_config(config: FederationConfig) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+#: Longest error message a report keeps before it drops rounds to fit.
+ERROR_LIMIT = 1024
+
+
 class RoundMetrics(ContractModel):
     """What one round produced, as the ServerApp logged it."""
 
@@ -324,8 +328,9 @@ def dump_federation_report(
 ) -> str:
     """Serialise a report as compact JSON within ``limit`` bytes.
 
-    When it does not fit, the oldest rounds are dropped first (the last rounds and the totals
-    matter most), then the free-text error is shortened.
+    The free-text error is first cut to ``ERROR_LIMIT`` characters; when the report still does
+    not fit, the oldest rounds are dropped (the last rounds and the totals matter most), then
+    the error is shortened further.
     """
 
     def encode(r: FederationReport) -> str:
@@ -333,16 +338,20 @@ def dump_federation_report(
             r.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":")
         )
 
-    text = encode(report)
-    while len(text.encode("utf-8")) > limit and report.rounds:
+    def size(r: FederationReport) -> int:
+        return len(encode(r).encode("utf-8"))
+
+    if report.error and len(report.error) > ERROR_LIMIT:
+        report = report.model_copy(update={"error": report.error[: ERROR_LIMIT - 1] + "…"})
+    while size(report) > limit and report.rounds:
         report = report.model_copy(update={"rounds": report.rounds[1:]})
-        text = encode(report)
-    if len(text.encode("utf-8")) > limit and report.error:
-        keep = max(0, len(report.error) - (len(text.encode("utf-8")) - limit) - 1)
-        text = encode(report.model_copy(update={"error": report.error[:keep] + "…"}))
-    if len(text.encode("utf-8")) > limit:
+    while size(report) > limit and report.error:
+        over = size(report) - limit
+        cut = report.error[: max(0, len(report.error) - over - 2)]
+        report = report.model_copy(update={"error": (cut + "…") if cut else None})
+    if size(report) > limit:
         raise ValueError(f"report does not fit in {limit} bytes")
-    return text
+    return encode(report)
 
 
 def parse_federation_report(text: str) -> FederationReport:
