@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fed_harness import digits_config, free_port, read_json, start_federation
 
 from ppml_runtime.federated.contract import FederationConfig
 from ppml_runtime.federated.roles import submit
 from ppml_runtime.federated.server_app import initial_parameters
-
-from conftest import digits_config, free_port, read_json, start_federation
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

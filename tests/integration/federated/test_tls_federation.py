@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fed_harness import Pki, digits_config, free_port, start_federation
 
 from ppml_runtime.federated import flwr_cli
 from ppml_runtime.federated.contract import TlsFiles
 from ppml_runtime.federated.roles import submit
-
-from conftest import Pki, digits_config, free_port, start_federation
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

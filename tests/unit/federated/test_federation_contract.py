@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fed_builders import fed
 from pydantic import ValidationError
 
 from ppml_runtime.contract import TERMINATION_MESSAGE_LIMIT
@@ -15,8 +16,6 @@ from ppml_runtime.federated.contract import (
     dump_federation_report,
     parse_federation_report,
 )
-
-from conftest import fed
 
 
 def test_a_plain_federation_round_trips_through_camel_case_json():

@@ -6,11 +6,10 @@ import json
 import tomllib
 
 import pytest
+from fed_builders import fed
 
 from ppml_runtime.federated import flwr_cli
 from ppml_runtime.federated.contract import RUN_CONFIG_KEY, FederationConfig, TlsFiles
-
-from conftest import fed
 
 TLS = {"caFile": "/tls/ca.crt", "certFile": "/tls/tls.crt", "keyFile": "/tls/tls.key"}
 

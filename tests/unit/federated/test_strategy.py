@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fed_builders import fed
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.server.strategy import (
     DifferentialPrivacyClientSideFixedClipping,
@@ -21,8 +22,6 @@ from ppml_runtime.federated.strategy import (
     RoundRecorder,
     build_strategy,
 )
-
-from conftest import fed
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -95,7 +95,11 @@ class SiloClient(NumPyClient):
         return (
             result.parameters,
             weight,
-            {"train_loss": result.train_loss, "steps": result.steps, "records": result.num_examples},
+            {
+                "train_loss": result.train_loss,
+                "steps": result.steps,
+                "records": result.num_examples,
+            },
         )
 
     def evaluate(

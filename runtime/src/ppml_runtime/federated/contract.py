@@ -257,7 +257,8 @@ class FederationConfig(ContractModel):
         for entry in self.clients:
             if entry.name == name:
                 return entry
-        raise KeyError(f"no client {name!r} in the federation (clients: {[c.name for c in self.clients]})")
+        known = ", ".join(c.name for c in self.clients)
+        raise KeyError(f"no client {name!r} in the federation (clients: {known})")
 
 
 def load_federation_config(path: str | Path) -> FederationConfig:
@@ -272,6 +273,7 @@ def load_federation_config(path: str | Path) -> FederationConfig:
     -------
     FederationConfig
         The validated config.
+
     """
     text = Path(path).read_text(encoding="utf-8")
     try:

@@ -151,8 +151,10 @@ def run_config_toml(config: FederationConfig) -> str:
 
 
 def run_command(app_dir: str, run_config_file: str) -> list[str]:
-    """Return the ``flwr run`` command that submits the app (no ``--stream``: it exits 0 on
-    failure; the status comes from ``flwr ls``)."""
+    """Return the ``flwr run`` command that submits the app.
+
+    No ``--stream``: it exits 0 even when the ServerApp failed; the status comes from ``flwr ls``.
+    """
     return [
         flower_binary("flwr"),
         "run",

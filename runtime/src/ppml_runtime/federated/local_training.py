@@ -33,7 +33,9 @@ class RoundResult:
     steps: int
 
 
-def model_shape(data: DataConfig, found_classes: int | None = None) -> tuple[int | None, int | None]:
+def model_shape(
+    data: DataConfig, found_classes: int | None = None
+) -> tuple[int | None, int | None]:
     """Return ``(num_features, num_classes)`` every party of the federation agrees on.
 
     Built-in and synthetic sets have declared shapes, so the server can build the initial model

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ppml_runtime.contract import (
+    CONFIG_PATH,
     ENV_CONFIG,
     ENV_TERMINATION_MESSAGE_PATH,
     EXIT_INVALID_CONFIG,
@@ -47,10 +48,7 @@ ENV_DATA_DIR = "PPML_FEDERATION_DATA_DIR"
 
 
 def _config(args: argparse.Namespace) -> FederationConfig:
-    path = args.config or os.environ.get(ENV_CONFIG)
-    if not path:
-        raise SystemExit(f"--config (or ${ENV_CONFIG}) is required")
-    return load_federation_config(path)
+    return load_federation_config(args.config)
 
 
 def run_superlink(args: argparse.Namespace) -> int:
@@ -125,6 +123,7 @@ def submit(
     -------
     FederationReport
         The run's outcome.
+
     """
     started = time.monotonic()
     flwr_home.mkdir(parents=True, exist_ok=True)
@@ -195,33 +194,52 @@ def run_submit(args: argparse.Namespace) -> int:
     return 0 if report.status == "Completed" else 1
 
 
-def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register the three roles on the runtime's ``python -m ppml_runtime`` parser."""
-    link = subparsers.add_parser("superlink", help="run a Flower SuperLink")
-    link.add_argument("--config")
-    link.add_argument("--host", default="0.0.0.0")
-    link.add_argument("--port", type=int, default=SUPERLINK_PORT)
-    link.add_argument("--database", default=None)
-    link.set_defaults(func=run_superlink)
+def add_superlink_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``superlink`` role's options."""
+    _add_config(parser)
+    parser.add_argument("--host", default="0.0.0.0", help="address to serve on")
+    parser.add_argument("--port", type=int, default=SUPERLINK_PORT, help="the one SuperLink port")
+    parser.add_argument("--database", default=None, help="SQLite state file (default: memory)")
 
-    node = subparsers.add_parser("supernode", help="run a Flower SuperNode for one silo")
-    node.add_argument("--config")
-    node.add_argument("--client", required=True, help="the silo's name in spec.clients")
-    node.add_argument("--host", default="127.0.0.1")
-    node.add_argument("--port", type=int, default=SUPERNODE_RUNTIME_PORT)
-    node.add_argument("--data-dir", default=None)
-    node.set_defaults(func=run_supernode)
 
-    sub = subparsers.add_parser("submit", help="submit the federation's run and report it")
-    sub.add_argument("--config")
-    sub.add_argument("--flwr-home", default=None)
-    sub.set_defaults(func=run_submit)
+def add_supernode_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``supernode`` role's options."""
+    _add_config(parser)
+    parser.add_argument("--client", required=True, help="the silo's name in spec.clients")
+    parser.add_argument("--host", default="127.0.0.1", help="address of the runtime API")
+    parser.add_argument("--port", type=int, default=SUPERNODE_RUNTIME_PORT)
+    parser.add_argument("--data-dir", default=None, help=f"where the silo's data file goes "
+                        f"(default ${ENV_DATA_DIR}, else a temporary directory)")
+
+
+def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``submit`` role's options."""
+    _add_config(parser)
+    parser.add_argument("--flwr-home", default=None, help="the Flower CLI's FLWR_HOME")
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=os.environ.get(ENV_CONFIG, CONFIG_PATH),
+        help=f"federation config (JSON or YAML); default ${ENV_CONFIG} or {CONFIG_PATH}",
+    )
+
+
+ROLES = {
+    "superlink": ("run a Flower SuperLink", add_superlink_arguments, run_superlink),
+    "supernode": ("run a Flower SuperNode for one silo", add_supernode_arguments, run_supernode),
+    "submit": ("submit the federation's run and report it", add_submit_arguments, run_submit),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one federation role (standalone entry, used when the dispatcher is absent)."""
     parser = argparse.ArgumentParser(prog="python -m ppml_runtime.federated.roles")
-    add_parsers(parser.add_subparsers(dest="role", required=True))
+    sub = parser.add_subparsers(dest="role", required=True)
+    for name, (help_text, add_arguments, run) in ROLES.items():
+        add_arguments(sub.add_parser(name, help=help_text))
+        sub.choices[name].set_defaults(func=run)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

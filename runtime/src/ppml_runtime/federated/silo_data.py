@@ -51,6 +51,7 @@ def build_silo_data(entry: ClientEntry) -> SiloData:
     ------
     DataMismatchError
         When the silo's training split does not hold ``data.numRecords`` records.
+
     """
     from ppml_runtime.training.data import Records, load_records, split_records
     from ppml_runtime.training.errors import DataMismatchError

@@ -245,6 +245,7 @@ def build_strategy(
     -------
     flwr.server.strategy.Strategy
         The outermost strategy of the chain.
+
     """
     from ppml_runtime.federated.client_app import FIT_CONFIG_ROUND
 
