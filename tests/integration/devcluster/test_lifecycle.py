@@ -81,3 +81,12 @@ def test_deleting_a_running_pod_sends_sigterm_and_honours_the_grace_period(
     assert "got SIGTERM" in log.read_text()
     assert low <= elapsed <= high, f"deletion took {elapsed:.1f}s"
     assert time.monotonic() - t0 >= low
+
+
+def test_active_deadline_fails_a_pod_that_runs_too_long(kube: Kube) -> None:
+    t0 = time.monotonic()
+    kube.create("pods", pod_manifest("slow", "import time; time.sleep(300)",
+                                     activeDeadlineSeconds=2, terminationGracePeriodSeconds=1))
+    pod = kube.wait_phase("slow", ("Failed",), timeout=30)
+    assert pod["status"]["reason"] == "DeadlineExceeded"
+    assert 2 <= time.monotonic() - t0 < 15

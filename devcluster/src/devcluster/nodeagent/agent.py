@@ -219,6 +219,8 @@ class Agent:
         try:
             self.client.post(f"/api/v1/namespaces/{body['metadata']['namespace']}/events", body)
         except (ApiError, OSError) as err:
+            if isinstance(err, ApiError) and "being terminated" in str(err):
+                return  # the namespace is going away with its events
             log.warning("Failed recording event %s for %s: %s", reason, meta["name"], err)
 
     # ---- node ---------------------------------------------------------------------------------

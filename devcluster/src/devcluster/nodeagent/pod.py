@@ -116,6 +116,7 @@ class PodWorker(threading.Thread):
         self.netns = network.netns_name(self.uid)
         self.ip: str | None = None
         self.start_time = now_iso()
+        self.t_start = time.monotonic()
         self.inits = [Container(c, True) for c in pod["spec"].get("initContainers", [])]
         self.mains = [Container(c, False) for c in pod["spec"].get("containers", [])]
         self.cond_times: dict[str, tuple[str, str]] = {}
@@ -196,6 +197,10 @@ class PodWorker(threading.Thread):
         # init containers, in order
         for c in self.inits:
             while not self.deleting and not c.done:
+                if self._deadline_exceeded():
+                    self._fail_deadline()
+                    self._wait_deletion()
+                    return
                 self._step(c, restart if restart != "Always" else "OnFailure")
                 self._push_status()
                 if c.done and c.exit_code not in (0, None):
@@ -214,6 +219,10 @@ class PodWorker(threading.Thread):
             for m in self.mains:
                 m.state = {"waiting": {"reason": "ContainerCreating"}}
         while not self.deleting:
+            if self._deadline_exceeded():
+                self._fail_deadline()
+                self._wait_deletion()
+                return
             for c in self.mains:
                 self._step(c, restart)
                 self._probe(c)
@@ -232,6 +241,9 @@ class PodWorker(threading.Thread):
     def _next_wake(self) -> float:
         t = time.monotonic()
         waits = [5.0]
+        limit = self.pod["spec"].get("activeDeadlineSeconds")
+        if limit is not None:
+            waits.append(max(0.05, self.t_start + float(limit) - t))
         for c in self.mains:
             if c.proc is None and not c.done:
                 waits.append(max(0.05, c.next_start - t))
@@ -552,27 +564,10 @@ class PodWorker(threading.Thread):
         self._finish_deletion()
 
     def _finish_deletion(self) -> None:
-        running = [c for c in self.inits + self.mains if c.proc is not None]
-        if running and not self.gone:
-            grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
-            if grace is None:
-                grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
-            for c in running:
-                self.agent.event(self.pod, "Normal", "Killing", f"Stopping container {c.name}")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(c.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
-            deadline = time.monotonic() + float(grace)
-            while time.monotonic() < deadline and any(
-                c.proc is not None and c.proc.poll() is None for c in running
-            ):
-                self._sleep(min(0.2, max(0.01, deadline - time.monotonic())))
-        for c in running:
-            assert c.proc is not None
-            if c.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(c.proc.pid, signal.SIGKILL)
-            c.proc.wait()
-            self._reaped(c, c.proc.returncode, "Never")
+        grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+        self._kill_all(0.0 if self.gone else float(grace))
         if self.gone:
             return
         with contextlib.suppress(ApiError):
@@ -585,6 +580,44 @@ class PodWorker(threading.Thread):
                  "preconditions": {"uid": self.uid}},
             )
         log.info("Deleted pod %s/%s", self.ns, self.pname)
+
+    def _deadline_exceeded(self) -> bool:
+        limit = self.pod["spec"].get("activeDeadlineSeconds")
+        return limit is not None and time.monotonic() - self.t_start > float(limit)
+
+    def _fail_deadline(self) -> None:
+        """Kill the pod because it ran past ``activeDeadlineSeconds`` (phase Failed)."""
+        self.agent.event(self.pod, "Normal", "DeadlineExceeded",
+                         "Pod was active on the node longer than the specified deadline")
+        self._kill_all(float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
+        for c in self.inits + self.mains:
+            c.done = True
+        self.phase = "Failed"
+        self.pod_message = ("DeadlineExceeded",
+                            "Pod was active on the node longer than the specified deadline")
+        self._push_status()
+        self._teardown_network()
+
+    def _kill_all(self, grace: float) -> None:
+        """SIGTERM every running container's process group, SIGKILL after ``grace`` seconds."""
+        running = [c for c in self.inits + self.mains if c.proc is not None]
+        if running and grace > 0:
+            for c in running:
+                self.agent.event(self.pod, "Normal", "Killing", f"Stopping container {c.name}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and any(
+                c.proc is not None and c.proc.poll() is None for c in running
+            ):
+                self._sleep(min(0.2, max(0.01, deadline - time.monotonic())))
+        for c in running:
+            assert c.proc is not None
+            if c.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+            c.proc.wait()
+            self._reaped(c, c.proc.returncode, "Never")
 
     # ---- status -------------------------------------------------------------------------------
 
@@ -634,6 +667,8 @@ class PodWorker(threading.Thread):
             "startTime": self.start_time,
             "containerStatuses": [self._cstatus(c) for c in self.mains],
         }
+        if self.pod_message:
+            status["reason"], status["message"] = self.pod_message
         if self.ip:
             status["podIP"] = self.ip
             status["podIPs"] = [{"ip": self.ip}]
