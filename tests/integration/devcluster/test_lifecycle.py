@@ -56,10 +56,10 @@ while True:
 
 
 _CASES = [
-        ("exits 1s after SIGTERM, well inside its grace period",
-         "time.sleep(1); sys.exit(0)", 10, 1.0, 8.0),
-        ("ignores SIGTERM and is killed when its 3s grace period ends",
-         "pass", 3, 3.0, 8.0),
+    ("exits 1s after SIGTERM, well inside its grace period",
+     "time.sleep(1); sys.exit(0)", 10, 1.0, 8.0),
+    ("ignores SIGTERM and is killed when its 3s grace period ends",
+     "pass", 3, 3.0, 8.0),
 ]
 
 

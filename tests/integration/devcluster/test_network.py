@@ -110,3 +110,53 @@ def test_a_host_network_pod_has_the_node_address(kube: Kube) -> None:
     pod = kube.wait_phase("hostnet")
     assert pod["status"]["podIP"] == pod["status"]["hostIP"]
     assert terminated(pod)["message"] == f"{pod['status']['hostIP']} hostnet"
+
+
+RENDEZVOUS = """
+import os, socket, time
+idx = int(os.environ['JOB_COMPLETION_INDEX'])
+if idx == 0:
+    srv = socket.create_server(('0.0.0.0', 29500))
+    conn, _ = srv.accept()
+    conn.sendall(b'hello from ' + socket.gethostname().encode())
+    conn.close()
+else:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(('ddp-0.workers', 29500), timeout=2) as s:
+                msg = s.recv(100).decode()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    open('/dev/termination-log', 'w').write(msg)
+"""
+
+
+def test_indexed_job_workers_reach_worker_zero_by_its_headless_service_name(kube: Kube) -> None:
+    kube.create("services", {"metadata": {"name": "workers"}, "spec": {
+        "clusterIP": "None", "publishNotReadyAddresses": True,
+        "selector": {"batch.kubernetes.io/job-name": "ddp"},
+        "ports": [{"name": "rendezvous", "port": 29500}]}})
+    kube.create("jobs", {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ddp"},
+        "spec": {"completions": 2, "parallelism": 2, "completionMode": "Indexed",
+                 "backoffLimit": 0, "template": {"spec": {
+                     "restartPolicy": "Never", "subdomain": "workers",
+                     "containers": [{"name": "main", "image": "x",
+                                     "command": ["python", "-c", RENDEZVOUS]}]}}},
+    }, group="batch/v1")
+
+    def finished() -> dict[str, object] | None:
+        j = kube.get("jobs", "ddp", group="batch/v1")
+        conds = {c["type"]: c["status"] for c in j.get("status", {}).get("conditions", [])}
+        return j if conds.get("Complete") == "True" or conds.get("Failed") == "True" else None
+
+    job = wait_for("the indexed Job to finish", finished, timeout=90)
+    assert job["status"].get("succeeded") == 2, job["status"]
+    pods = kube.api.get(kube.path("pods"), labelSelector="batch.kubernetes.io/job-name=ddp")
+    msgs = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]:
+            terminated(p).get("message", "") for p in pods["items"]}
+    assert msgs["1"] == "hello from ddp-0"

@@ -26,15 +26,15 @@ def test_node_is_ready_with_capacity(devcluster: Cluster) -> None:
 
 
 _CASES = [
-        ("succeeds and writes its termination message",
-         "open('/dev/termination-log','w').write('all done')", "File", "Succeeded", 0,
-         "all done"),
-        ("fails with exit code 3 and its own message",
-         "import sys; open('/dev/termination-log','w').write('bad input'); sys.exit(3)", "File",
-         "Failed", 3, "bad input"),
-        ("fails and falls back to its log",
-         "import sys; print('traceback-ish line'); sys.exit(1)", "FallbackToLogsOnError",
-         "Failed", 1, "traceback-ish line"),
+    ("succeeds and writes its termination message",
+     "open('/dev/termination-log','w').write('all done')", "File", "Succeeded", 0,
+     "all done"),
+    ("fails with exit code 3 and its own message",
+     "import sys; open('/dev/termination-log','w').write('bad input'); sys.exit(3)", "File",
+     "Failed", 3, "bad input"),
+    ("fails and falls back to its log",
+     "import sys; print('traceback-ish line'); sys.exit(1)", "FallbackToLogsOnError",
+     "Failed", 1, "traceback-ish line"),
 ]
 
 
