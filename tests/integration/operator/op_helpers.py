@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from ppml_operator import k8s
 
 REPO = Path(__file__).resolve().parents[3]

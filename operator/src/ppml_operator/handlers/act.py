@@ -12,10 +12,13 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from ppml_operator import k8s, metrics
+from ppml_operator.api.conditions import format_time
 from ppml_operator.handlers.crash import crashpoint
+from ppml_operator.reconcile import ledger
 from ppml_operator.reconcile.plan import BudgetWrite, Plan
 
 Obj = dict[str, Any]
@@ -43,6 +46,32 @@ def write_budget(client: k8s.Client, write: BudgetWrite, logger: logging.Logger)
     spec = write.budget.get("spec") or {}
     metrics.set_budget(meta["namespace"], meta["name"], write.status, str(spec.get("epsilon")))
     return stored
+
+
+def _write_late(client: k8s.Client, write: BudgetWrite, logger: logging.Logger) -> None:
+    """Write a release that follows deletions, re-reading the budget on every lost race.
+
+    The deletions that justify it already happened (their preconditions held), so the release
+    stays valid whatever else changed in the budget; re-deciding from scratch would instead find
+    no pods and commit (doubt), losing the refund.
+    """
+    meta = write.budget["metadata"]
+    for _ in range(20):
+        try:
+            write_budget(client, write, logger)
+            return
+        except k8s.ConflictError:
+            fresh = client.get("PrivacyBudget", meta["namespace"], meta["name"])
+            if fresh is None:
+                return
+            fresh.setdefault("kind", "PrivacyBudget")
+            stamp = format_time(datetime.now(UTC))
+            outcome = ledger.release(fresh, write.job_uid, now=stamp)
+            if outcome.status is None:
+                return  # released (or settled) by someone else meanwhile
+            write = BudgetWrite(fresh, outcome.status, write.operation, write.job_uid,
+                                outcome.message)
+    raise k8s.ConflictError(409, "Conflict", f"budget {meta['name']} kept changing")
 
 
 def act(
@@ -115,7 +144,7 @@ def act(
         if deletion.propagation == "Orphan":
             crashpoint("after-orphan-delete")
     for write in plan.late_budget_writes:
-        write_budget(client, write, logger)
+        _write_late(client, write, logger)
     if emit is not None:
         for event in plan.events:
             emit(event.type, event.reason, event.message)

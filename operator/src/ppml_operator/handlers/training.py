@@ -103,6 +103,7 @@ def observe(
         pods=pods,
         waiting_ahead=tuple(n for _, n in ahead),
         settings=settings.render,
+        keep_committed=settings.keep_committed,
     )
 
 

@@ -111,6 +111,7 @@ class TrainingObserved:
     pods: Sequence[Obj] = ()
     waiting_ahead: Sequence[str] = ()
     settings: RenderSettings = field(default_factory=RenderSettings)
+    keep_committed: int = ledger.DEFAULT_KEEP_COMMITTED
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +298,7 @@ def decide(observed: TrainingObserved, now: datetime) -> Plan:
     if is_finished(job):
         # Settle a charge left Reserved by a crash between the job's end and the commit.
         if charge is not None and charge.get("state") == ledger.RESERVED and observed.budget:
-            _commit(plan, observed.budget, meta["uid"], now)
+            _commit(plan, observed.budget, meta["uid"], now, observed.keep_committed)
         _ttl_plan(plan, job, status, now)
         return _finish_plan(plan, job, status)
 
@@ -317,8 +318,10 @@ def decide(observed: TrainingObserved, now: datetime) -> Plan:
     return _finish_plan(_decide_running(observed, price, charge, status, plan, now), job, status)
 
 
-def _commit(plan: Plan, budget: Obj, uid: str, now: datetime) -> None:
-    outcome = ledger.commit(budget, uid, now=c.format_time(now))
+def _commit(
+    plan: Plan, budget: Obj, uid: str, now: datetime, keep: int = ledger.DEFAULT_KEEP_COMMITTED
+) -> None:
+    outcome = ledger.commit(budget, uid, now=c.format_time(now), keep=keep)
     if outcome.status is not None:
         plan.budget_writes.append(
             BudgetWrite(budget, outcome.status, "commit", uid, outcome.message)
@@ -565,7 +568,8 @@ def _end(
     """Commit the charge first, then mark the job finished (the order is the protocol)."""
     gen = _meta(observed.job).get("generation")
     if observed.budget is not None and charge is not None:
-        _commit(plan, observed.budget, _meta(observed.job)["uid"], now)
+        _commit(plan, observed.budget, _meta(observed.job)["uid"], now,
+                observed.keep_committed)
     _set(status, c.RUNNING, False, reason, message, now=now, gen=gen)
     _set(status, c.COMPLETE if success else c.FAILED, True, reason, message, now=now, gen=gen)
     status["completionTime"] = c.format_time(now)
@@ -606,7 +610,7 @@ def decide_deletion(observed: TrainingObserved, now: datetime) -> Plan:
         return plan
     stamp = c.format_time(now)
     if pods_may_have_started(observed):
-        _commit(plan, budget, uid, now)
+        _commit(plan, budget, uid, now, observed.keep_committed)
         batch_job = observed.children.get("Job")
         if batch_job is not None:  # stop the pods now rather than after the garbage collector
             plan.deletions.append(Deletion("Job", _meta(batch_job)["name"]))
@@ -636,7 +640,7 @@ def decide_deletion(observed: TrainingObserved, now: datetime) -> Plan:
         return plan
     if was_admitted(job):
         # No trainer Job and no pods, yet children may have existed: when in doubt, commit.
-        _commit(plan, budget, uid, now)
+        _commit(plan, budget, uid, now, observed.keep_committed)
         return plan
     outcome = ledger.release(budget, uid, now=stamp)
     if outcome.status is not None:
