@@ -10,10 +10,11 @@ reference counts reproduce exactly).
 
 Part 2 -- latency of one admission check (``would_fit``) against ledgers of 1, 100 and 1,000
 heterogeneous RDP charges, beside recomposing the same ledger from scratch with dp_accounting's
-RdpAccountant. Results go to benchmarks/results/accounting.json.
+RdpAccountant; part 3 does the same for PLD ledgers (the composed PLD is cached, so a check is
+one convolution). Results go to benchmarks/results/accounting.json.
 
 Run: ``.venv/bin/python benchmarks/accounting.py [--quick]`` (``--quick`` skips the PLD ledger
-counts and the 1,000-charge recomposition baseline).
+counts, the 1,000-charge RDP recomposition baseline and the 1,000-charge PLD ledger).
 """
 
 from __future__ import annotations
@@ -194,6 +195,42 @@ def part_two(quick: bool) -> list[dict[str, object]]:
     return rows
 
 
+def part_three(quick: bool) -> list[dict[str, object]]:
+    """PLD ledgers: one check is one convolution with the cached composed PLD."""
+    rows = []
+    candidate = DpSgdEvent(Decimal("3"), Decimal("0.004"), 500)
+    for size in (1, 100) if quick else (1, 100, 1000):
+        events = heterogeneous_events(size)
+        started = time.perf_counter()
+        ledger = LedgerAccount("PLD", BUDGET_DELTA)
+        for i, event in enumerate(events):
+            ledger.add([event], key=f"job-{i}")
+        built = time.perf_counter() - started
+        ledger.would_fit([candidate], BUDGET_EPSILON)  # caches the candidate's PLD
+        check = timed(lambda lg=ledger: lg.would_fit([candidate], BUDGET_EPSILON), 5)
+
+        def recompose(evs: list[DpSgdEvent] = events) -> None:
+            acc = PLDAccountant()
+            for e in [*evs, candidate]:
+                acc.compose(to_dp_event(e))
+            acc.get_epsilon(float(BUDGET_DELTA))
+
+        scratch = timed(recompose, 1)
+        row: dict[str, object] = {
+            "charges": size,
+            "checkMs": check * 1e3,
+            "recomposeMs": scratch * 1e3,
+            "buildSeconds": built,
+        }
+        print(
+            f"{size:>5} charges | would_fit {check * 1e3:9.1f} ms | dp_accounting recompose "
+            f"{scratch * 1e3:>12,.0f} ms | ratio {scratch / check:,.0f}x",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the slowest measurements")
@@ -207,6 +244,8 @@ def main() -> None:
     fit_rows = part_one(args.quick)
     print("\nAdmission-check latency, RDP ledger of heterogeneous charges")
     latency_rows = part_two(args.quick)
+    print("\nAdmission-check latency, PLD ledger of the same charges")
+    pld_rows = part_three(args.quick)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -214,6 +253,7 @@ def main() -> None:
                 "budget": {"epsilon": str(BUDGET_EPSILON), "delta": str(BUDGET_DELTA)},
                 "jobsThatFit": fit_rows,
                 "admissionLatency": latency_rows,
+                "pldAdmissionLatency": pld_rows,
                 "quick": args.quick,
             },
             indent=2,
