@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 
@@ -9,7 +10,7 @@ import pytest
 from dc_helpers import Kube, pod_manifest, terminated, wait_for
 
 from devcluster.cluster import Cluster
-from devcluster.paths import NODE_NAME
+from devcluster.paths import BRIDGE_IP, NODE_NAME, POD_PREFIX_LEN
 
 
 def test_node_is_ready_with_capacity(devcluster: Cluster) -> None:
@@ -107,7 +108,8 @@ def test_env_from_downward_api_configmap_and_secret(kube: Kube) -> None:
         "S_token": "s3cr3t", "LITERAL": "x", "EXPANDED": "x-envpod",
         "KUBERNETES_SERVICE_HOST": pod["status"]["hostIP"],
     }
-    assert pod["status"]["podIP"].startswith("10.244.0.")
+    subnet = ipaddress.ip_network(f"{BRIDGE_IP}/{POD_PREFIX_LEN}", strict=False)
+    assert ipaddress.ip_address(pod["status"]["podIP"]) in subnet
 
 
 def test_missing_configmap_keeps_the_container_waiting(kube: Kube) -> None:

@@ -7,6 +7,7 @@ file manager. A small provisioner binds PersistentVolumeClaims to host-directory
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -121,6 +122,7 @@ class Agent:
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.ips: dict[str, str] = {}
+        self.finished: set[str] = set()
         self.audiences = ["https://kubernetes.default.svc.cluster.local"]
         self.fake_gpus_file = fake_gpus_file
         self.nodes_file = nodes_file
@@ -195,9 +197,10 @@ class Agent:
             self.ips.pop(uid, None)
 
     def forget(self, uid: str) -> None:
-        """Drop the worker of ``uid`` (it has finished)."""
+        """Drop the worker of ``uid`` (it has finished: a pod UID never runs twice)."""
         with self.lock:
             self.workers.pop(uid, None)
+            self.finished.add(uid)
 
     def event(self, obj: dict[str, Any], etype: str, reason: str, message: str) -> None:
         """Record a core/v1 Event about ``obj`` from this node (best effort)."""
@@ -337,6 +340,10 @@ class Agent:
             w = self.workers.get(uid)
             if w is None and pod["spec"].get("nodeName") not in self.names:
                 return
+            if w is None and uid in self.finished:
+                if ev != "DELETED" and pod["metadata"].get("deletionTimestamp"):
+                    threading.Thread(target=self._force_delete, args=(pod,), daemon=True).start()
+                return
             if ev == "DELETED":
                 if w:
                     w.deleted()
@@ -346,6 +353,15 @@ class Agent:
                 w.start()
                 return
         w.update(pod)
+
+    def _force_delete(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        with contextlib.suppress(ApiError, OSError):
+            self.client.delete(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                 "preconditions": {"uid": meta["uid"]}},
+            )
 
     def _pod_running(self, ns: str, name: str) -> bool:
         with self.lock:

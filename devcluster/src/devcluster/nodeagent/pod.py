@@ -170,11 +170,22 @@ class PodWorker(threading.Thread):
         """Run the pod; never raises."""
         try:
             self._run()
-        except Exception:
+        except Exception as err:
             log.exception("Failed running pod %s/%s", self.ns, self.pname)
+            self._report_agent_error(err)
         finally:
             self._teardown()
             self.agent.forget(self.uid)
+
+    def _report_agent_error(self, err: Exception) -> None:
+        """Mark the pod Failed after an agent error (best effort), so it is not left Running."""
+        with contextlib.suppress(Exception):
+            self._kill_all(0.0)
+            for c in self.inits + self.mains:
+                c.done = True
+            self.phase = "Failed"
+            self.pod_message = ("NodeAgentError", f"devcluster node agent failed: {err}"[:1000])
+            self._push_status()
 
     def _run(self) -> None:
         phase = self.pod.get("status", {}).get("phase")
@@ -265,8 +276,10 @@ class PodWorker(threading.Thread):
             return
         try:
             self._start(c)
-        except ConfigError as err:
-            c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(err)}}
+        except (ConfigError, ApiError, OSError) as err:
+            reason = ("CreateContainerConfigError" if isinstance(err, ConfigError)
+                      else "CreateContainerError")
+            c.state = {"waiting": {"reason": reason, "message": str(err)}}
             c.next_start = time.monotonic() + 2.0
 
     def _reaped(self, c: Container, rc: int, restart: str) -> None:
@@ -680,15 +693,29 @@ class PodWorker(threading.Thread):
         status = self._status()
         if status == self.last_status or self.gone:
             return
-        try:
-            out = self.agent.client.patch(
-                f"/api/v1/namespaces/{self.ns}/pods/{self.pname}/status", {"status": status}
-            )
-        except ApiError as err:
-            if err.status == 404:
-                self.gone = True
-                return
-            raise
+        out = None
+        for attempt in range(5):
+            try:
+                out = self.agent.client.patch(
+                    f"/api/v1/namespaces/{self.ns}/pods/{self.pname}/status", {"status": status}
+                )
+                break
+            except ApiError as err:
+                if err.status == 404:
+                    self.gone = True
+                    return
+                if err.status < 500 and err.status != 429:
+                    log.warning("Failed updating status of pod %s/%s: %s", self.ns, self.pname,
+                                err)
+                    return
+                failure: Exception = err
+            except OSError as err:
+                failure = err
+            time.sleep(0.5 * (attempt + 1))
+        else:
+            # Not recorded as sent: the next wake-up tries again.
+            log.warning("Failed updating status of pod %s/%s: %s", self.ns, self.pname, failure)
+            return
         self.last_status = status
         if out and out.get("metadata", {}).get("uid") == self.uid:
             with self.cond:
