@@ -120,3 +120,33 @@ def test_up_nodes_adds_and_removes_schedulable_nodes(kube: Kube, devcluster: Clu
         assert _cli("up", "--nodes", "1").returncode == 0
     names = {n["metadata"]["name"] for n in devcluster.api().get("/api/v1/nodes")["items"]}
     assert names == {"devcluster-node"}
+
+
+def test_containers_see_only_the_gpus_allocated_to_them(kube: Kube, devcluster: Cluster) -> None:
+    real = shutil.which("nvidia-smi") is not None
+    before = controlplane.node_gpus(devcluster.api())
+    if not real:
+        devcluster.set_fake_gpus(2)
+    gpus = controlplane.node_gpus(devcluster.api())
+    code = ("import os, time; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')), flush=True); "
+            "time.sleep(300)")
+    names = [f"gpu-{i}" for i in range(min(gpus, 2))]
+    try:
+        for name in names:
+            kube.create("pods", pod_manifest(name, code, container={
+                "resources": {"limits": {"nvidia.com/gpu": "1"}}}))
+        kube.create("pods", pod_manifest("cpu-only", code))
+
+        def seen(name: str) -> str:
+            log = devcluster.paths.pod_logs / f"{kube.ns}_{name}_main.log"
+            return log.read_text().strip() if log.exists() else ""
+
+        got = {n: wait_for(f"{n} to print its devices", lambda n=n: seen(n))
+               for n in [*names, "cpu-only"]}
+        assert got["cpu-only"] == "''"
+        assert sorted(got[n] for n in names) == [f"'{i}'" for i in range(len(names))]
+    finally:
+        for name in [*names, "cpu-only"]:
+            kube.api.delete(kube.path("pods", name), {"gracePeriodSeconds": 0})
+        if not real:
+            devcluster.set_fake_gpus(before)

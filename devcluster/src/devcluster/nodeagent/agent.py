@@ -123,6 +123,7 @@ class Agent:
         self.lock = threading.Lock()
         self.ips: dict[str, str] = {}
         self.finished: set[str] = set()
+        self.gpu_alloc: dict[tuple[str, str], list[int]] = {}
         self.audiences = ["https://kubernetes.default.svc.cluster.local"]
         self.fake_gpus_file = fake_gpus_file
         self.nodes_file = nodes_file
@@ -190,6 +191,32 @@ class Agent:
                     self.ips[uid] = ip
                     return ip
         raise RuntimeError("pod subnet exhausted")
+
+    def allocate_gpus(self, uid: str, container: str, count: int) -> list[int]:
+        """Give container ``container`` of pod ``uid`` ``count`` GPU indices, like a device plugin.
+
+        Raises
+        ------
+        RuntimeError
+            When fewer than ``count`` indices are free (the scheduler should prevent this).
+
+        """
+        with self.lock:
+            key = (uid, container)
+            if key in self.gpu_alloc:
+                return self.gpu_alloc[key]
+            used = {i for ids in self.gpu_alloc.values() for i in ids}
+            free = [i for i in range(int(self.capacity["nvidia.com/gpu"])) if i not in used]
+            if len(free) < count:
+                raise RuntimeError(f"{count} GPUs requested, {len(free)} free on the node")
+            self.gpu_alloc[key] = free[:count]
+            return free[:count]
+
+    def release_gpus(self, uid: str) -> None:
+        """Free the GPU indices of every container of pod ``uid``."""
+        with self.lock:
+            for key in [k for k in self.gpu_alloc if k[0] == uid]:
+                del self.gpu_alloc[key]
 
     def release_ip(self, uid: str) -> None:
         """Return ``uid``'s address to the pool."""

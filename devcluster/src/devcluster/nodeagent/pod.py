@@ -398,8 +398,27 @@ class PodWorker(threading.Thread):
             "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
         }
 
+    def _gpu_env(self, c: Container) -> dict[str, str]:
+        """Return CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES for the container's GPU limit.
+
+        A container sees only the GPUs allocated to it, and none without a request, as with
+        the NVIDIA device plugin.
+        """
+        res = c.spec.get("resources") or {}
+        want = (res.get("limits") or {}).get("nvidia.com/gpu") or (
+            res.get("requests") or {}).get("nvidia.com/gpu")
+        count = int(want or 0)
+        if count == 0:
+            return {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}
+        try:
+            ids = self.agent.allocate_gpus(self.uid, c.name, count)
+        except RuntimeError as err:
+            raise ConfigError(str(err)) from err
+        visible = ",".join(str(i) for i in ids)
+        return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible}
+
     def _start(self, c: Container) -> None:
-        env = build_env(self._pod_with_ip(), c.spec, self._base_env(),
+        env = build_env(self._pod_with_ip(), c.spec, {**self._base_env(), **self._gpu_env(c)},
                         getter(self.agent.client, self.ns), self.agent.allocatable)
         cmd = [expand(a, env) for a in c.spec.get("command", [])]
         args = [expand(a, env) for a in c.spec.get("args", [])]
@@ -552,6 +571,7 @@ class PodWorker(threading.Thread):
         return pod
 
     def _teardown_network(self) -> None:
+        self.agent.release_gpus(self.uid)
         self.agent.hosts.unregister(self.uid)
         if self.host_network:
             return
