@@ -1,0 +1,201 @@
+"""FederatedJob: observe → decide → act, behind one level-triggered entry point, and its kopf edges.
+
+:func:`reconcile` is what create, update, resume, the timer and the delete handler call. It reads
+the job, every budget it charges and its children fresh from the API server, generates the key
+material of any missing TLS or SuperNode-key Secret (random, so here and not in ``decide``),
+calls the pure :mod:`ppml_operator.reconcile.federated` and carries out the plan with the same
+``act`` as PrivateTrainingJob. A lost compare-and-swap on any budget re-observes at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from ppml_operator import k8s, metrics
+from ppml_operator.api import GROUP
+from ppml_operator.api.v1alpha1 import FederatedJob
+from ppml_operator.handlers.act import EventSink, PlanAborted, act
+from ppml_operator.handlers.config import Settings
+from ppml_operator.reconcile import federated
+from ppml_operator.reconcile.plan import Plan
+from ppml_operator.reconcile.training import InvalidSpec, is_finished, was_admitted
+from ppml_operator.render import federated as rf
+from ppml_operator.render.common import LABEL_JOB_UID
+
+Obj = dict[str, Any]
+KIND = "FederatedJob"
+PLURAL = "federatedjobs"
+CHILD_KINDS = ("ServiceAccount", "Secret", "ConfigMap", "NetworkPolicy", "Service", "Job")
+
+# Secrets are a kind only the federation writes; registered here so that the client module's
+# generic get/list/create/delete reach them (the lead may move this line into k8s.RESOURCES).
+k8s.RESOURCES.setdefault("Secret", k8s.Resource("/api/v1", "secrets"))
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+_prices: dict[tuple[str, int], federated.FederatedPrice | InvalidSpec] = {}
+
+
+def _lock(uid: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(uid, threading.Lock())
+
+
+def _price(job: Obj) -> federated.FederatedPrice | InvalidSpec:
+    meta = job["metadata"]
+    key = (meta["uid"], int(meta.get("generation") or 0))
+    if key not in _prices:
+        _prices[key] = federated.price(job)
+    return _prices[key]
+
+
+def _new_secrets(job: Obj, existing: list[Obj], now: datetime) -> dict[str, Obj]:
+    if is_finished(job) or job["metadata"].get("deletionTimestamp"):
+        return {}
+    try:
+        fj = FederatedJob.model_validate({k: v for k, v in job.items() if k != "status"})
+    except ValidationError:
+        return {}  # the price reports the invalid spec
+    have = {o["metadata"]["name"] for o in existing if o.get("kind") == "Secret"}
+    missing = [n for n in rf.required_secrets(job, fj) if n not in have]
+    return rf.generate_secrets(job, fj, missing, now) if missing else {}
+
+
+def observe(
+    client: k8s.Client, namespace: str, name: str, settings: Settings, now: datetime
+) -> federated.FederatedObserved | None:
+    """Read the federation, its budgets and its children; None when the job is gone."""
+    job = client.get(KIND, namespace, name)
+    if job is None:
+        return None
+    job.setdefault("kind", KIND)
+    job.setdefault("apiVersion", f"{GROUP}/{k8s.VERSION}")
+    meta = job["metadata"]
+    price = _price(job)
+    budgets: dict[str, Obj | None] = {}
+    if not isinstance(price, InvalidSpec):
+        for charge in price.charges:
+            budget = client.get("PrivacyBudget", namespace, charge.budget)
+            if budget is not None:
+                budget.setdefault("kind", "PrivacyBudget")
+            budgets[charge.budget] = budget
+    children: list[Obj] = []
+    pods: list[Obj] = []
+    if was_admitted(job) or meta.get("deletionTimestamp") or not is_finished(job):
+        selector = f"{LABEL_JOB_UID}={meta['uid']}"
+        for kind in CHILD_KINDS:
+            children.extend(client.list(kind, namespace, selector))
+        pods = client.list("Pod", namespace, selector)
+    return federated.FederatedObserved(
+        job=job,
+        budgets=budgets,
+        price=price,
+        children=children,
+        pods=pods,
+        new_secrets=_new_secrets(job, children, now),
+        settings=settings.render,
+    )
+
+
+def reconcile(
+    client: k8s.Client,
+    namespace: str,
+    name: str,
+    uid: str,
+    settings: Settings,
+    logger: logging.Logger,
+    emit: EventSink | None = None,
+    *,
+    deleting: bool = False,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Plan | None:
+    """Reconcile one FederatedJob until a pass's plan is fully applied.
+
+    Returns
+    -------
+    Plan or None
+        The last plan applied, or None when the job no longer exists.
+
+    Raises
+    ------
+    k8s.ConflictError
+        When every attempt lost its compare-and-swap (the caller retries later).
+
+    """
+    with _lock(uid):
+        last_error: Exception | None = None
+        for attempt in range(settings.cas_attempts):
+            observed = observe(client, namespace, name, settings, now())
+            if observed is None or observed.job["metadata"]["uid"] != uid:
+                return None
+            if deleting:
+                plan = federated.decide_deletion(observed, now())
+            elif observed.job["metadata"].get("deletionTimestamp"):
+                return None  # the delete handler settles it
+            else:
+                plan = federated.decide(observed, now())
+            try:
+                act(client, KIND, observed.job, plan, logger, emit)
+            except (k8s.ConflictError, PlanAborted) as err:
+                last_error = err
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
+                continue
+            return plan
+        assert last_error is not None
+        raise last_error
+
+
+# --- kopf edges --------------------------------------------------------------------------------
+
+
+def _reconcile(kwargs: dict[str, Any], *, deleting: bool = False) -> None:
+    from ppml_operator.handlers import register
+
+    body: kopf.Body = kwargs["body"]
+    meta = body.get("metadata") or {}
+    namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+
+    def emit(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+    try:
+        plan = reconcile(register.client(), namespace, name, uid, register.SETTINGS,
+                         kwargs["logger"], emit, deleting=deleting)
+    except (k8s.KubernetesError, OSError) as err:
+        metrics.RECONCILE_ERRORS.labels(KIND, type(err).__name__).inc()
+        raise kopf.TemporaryError(f"Reconcile of {namespace}/{name} failed: {err}",
+                                  delay=1) from err
+    if deleting and plan is not None and not plan.done:
+        raise kopf.TemporaryError(f"Settling the charges of {namespace}/{name}", delay=1)
+
+
+@kopf.on.create(GROUP, k8s.VERSION, PLURAL)
+@kopf.on.update(GROUP, k8s.VERSION, PLURAL)
+@kopf.on.resume(GROUP, k8s.VERSION, PLURAL)
+def fedjob_changed(**kwargs: Any) -> None:
+    """Reconcile a FederatedJob that was created, changed, or found at start-up."""
+    _reconcile(kwargs)
+
+
+@kopf.timer(GROUP, k8s.VERSION, PLURAL, interval=Settings.from_env().interval, sharp=False)
+def fedjob_timer(**kwargs: Any) -> None:
+    """Reconcile a FederatedJob periodically (pods and budgets are polled, not watched)."""
+    body: kopf.Body = kwargs["body"]
+    if is_finished(dict(body)) and (body.get("spec") or {}).get("ttlSecondsAfterFinished") is None:
+        return
+    _reconcile(kwargs)
+
+
+@kopf.on.delete(GROUP, k8s.VERSION, PLURAL)
+def fedjob_deleted(**kwargs: Any) -> None:
+    """Settle a deleted federation's charges (release or commit) before its finalizer goes."""
+    _reconcile(kwargs, deleting=True)

@@ -1,0 +1,444 @@
+"""decide() for FederatedJob: tables of situations with a fixed clock."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+# The FederatedJob builder lives beside the render tests (one builder for both tables).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "render"))
+from fedjob_builders import UID, make_fedjob
+
+from ppml_operator.api.v1alpha1 import FederatedJob
+from ppml_operator.reconcile import federated, ledger
+from ppml_operator.reconcile.plan import Plan
+from ppml_operator.reconcile.training import InvalidSpec
+from ppml_operator.render import federated as rf
+from ppml_runtime.federated import contract as fc
+
+NOW = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
+STAMP = "2026-12-01T10:00:00Z"
+REPO = Path(__file__).resolve().parents[3]
+
+Obj = dict[str, Any]
+
+
+@functools.cache
+def _price(key: str) -> federated.FederatedPrice | InvalidSpec:
+    return federated.price(json.loads(key))
+
+
+def price_of(job: Obj) -> federated.FederatedPrice | InvalidSpec:
+    return _price(json.dumps({k: v for k, v in job.items() if k != "status"}, sort_keys=True))
+
+
+def make_budget(name: str, epsilon: str = "50", delta: str = "1e-3") -> Obj:
+    return {"kind": "PrivacyBudget",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": "7"},
+            "spec": {"epsilon": epsilon, "delta": delta}}
+
+
+def observe(job: Obj, budgets: dict[str, Obj | None] | None = None, **kw: Any
+            ) -> federated.FederatedObserved:
+    return federated.FederatedObserved(job=job, budgets=budgets or {}, price=price_of(job), **kw)
+
+
+def cond(plan_or_status: Plan | Obj, type_: str) -> Obj | None:
+    status = plan_or_status.status if isinstance(plan_or_status, Plan) else plan_or_status
+    for c in (status or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return dict(c)
+    return None
+
+
+def applied(job: Obj, budgets: dict[str, Obj | None], plan: Plan
+            ) -> tuple[Obj, dict[str, Obj | None]]:
+    """The job and budgets after ``act`` carried out the plan's writes."""
+    out = dict(budgets)
+    for write in [*plan.budget_writes, *plan.late_budget_writes]:
+        name = write.budget["metadata"]["name"]
+        stored = copy.deepcopy(write.budget)
+        stored["status"] = write.status
+        out[name] = stored
+    job = {**job, "status": plan.status} if plan.status is not None else job
+    return job, out
+
+
+def secrets_for(job: Obj) -> dict[str, Obj]:
+    fj = FederatedJob.model_validate(job)
+    return rf.generate_secrets(job, fj, rf.required_secrets(job, fj), NOW)
+
+
+def admit(job: Obj, budgets: dict[str, Obj | None] | None = None
+          ) -> tuple[Obj, dict[str, Obj | None], list[Obj]]:
+    """Admit a job: return it as stored, the budgets as stored and the children created."""
+    budgets = budgets or {}
+    plan = federated.decide(observe(job, budgets, new_secrets=secrets_for(job)), NOW)
+    assert cond(plan, "Admitted")["status"] == "True", plan.status
+    stored, budgets = applied(job, budgets, plan)
+    return stored, budgets, plan.create
+
+
+def pod(name: str, component: str, phase: str = "Running", node: str | None = "devcluster-node",
+        report: str | None = None) -> Obj:
+    p: Obj = {"kind": "Pod",
+              "metadata": {"name": name, "uid": f"uid-{name}", "resourceVersion": "42",
+                           "labels": {"app.kubernetes.io/component": component,
+                                      "ppml.dev/job-uid": UID}},
+              "spec": {"nodeName": node} if node else {}, "status": {"phase": phase}}
+    if report is not None:
+        p["status"]["containerStatuses"] = [{"name": "submitter", "state": {"terminated": {
+            "exitCode": 0, "message": report, "finishedAt": STAMP}}}]
+    return p
+
+
+def federation_pods(phase: str = "Running", n: int = 3) -> list[Obj]:
+    return [pod("digits-superlink", "superlink", phase)] + [
+        pod(f"digits-supernode-silo-{i}", "supernode", phase) for i in range(n)]
+
+
+def submit_job(*conditions: str, reason: str = "", active: int = 1, failed: int = 0,
+               succeeded: int = 0) -> Obj:
+    return {"kind": "Job", "metadata": {"name": "digits-submit", "uid": "submit-uid"},
+            "spec": {}, "status": {
+                "active": active, "failed": failed, "succeeded": succeeded,
+                "conditions": [{"type": t, "status": "True", "reason": reason,
+                                "message": f"job {t.lower()}"} for t in conditions]}}
+
+
+def report(status: str = "Completed", rounds: int = 2, error: str | None = None) -> str:
+    return fc.dump_federation_report(fc.FederationReport(
+        status=status, run_id=1234, rounds_completed=rounds, clients=3,
+        rounds=[fc.RoundMetrics(round=r, clients=3, train_loss=0.5, eval_loss=0.4,
+                                accuracy=round(0.8 + r / 100, 4), seconds=12.5)
+                for r in range(1, rounds + 1)],
+        final_accuracy=round(0.8 + rounds / 100, 4) if rounds else None, error=error))
+
+
+def running_children(created: list[Obj], job_obj: Obj | None = None) -> list[Obj]:
+    """What the API server holds after the admission's children were created (no pods)."""
+    out = [c for c in created if c["kind"] != "Pod"]
+    return [job_obj if (c["kind"] == "Job" and job_obj) else c for c in out]
+
+
+def central() -> Any:
+    """Three silos, SecAgg+, central DP on budget fed-budget, 2 rounds."""
+    return make_fedjob().rounds(2).secagg(numShares=3, reconstructionThreshold=2).central()
+
+
+def local() -> Any:
+    """Three silos with local DP, each on its own budget."""
+    return make_fedjob().local(budgets=["silo-a", "silo-b", "silo-c"])
+
+
+def budgets_for(job: Obj, epsilon: str = "50") -> dict[str, Obj | None]:
+    p = price_of(job)
+    assert isinstance(p, federated.FederatedPrice)
+    return {ch.budget: make_budget(ch.budget, epsilon, str(p.delta)) for ch in p.charges}
+
+
+# --- admission --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("situation", "builder", "budgets", "events"), [
+    ("no differential privacy charges no budget", make_fedjob(), [], []),
+    ("central DP charges the federation's budget once, with the client-level event",
+     central(), ["fed-budget"], ["ClientLevelDp"]),
+    ("local DP charges each silo's own budget with its DP-SGD event",
+     local(), ["silo-a", "silo-b", "silo-c"], ["LocalDpSgd"]),
+])
+def test_a_new_federation_reserves_on_every_budget_then_admits_and_creates_its_children(
+    situation: str, builder: Any, budgets: list[str], events: list[str]
+) -> None:
+    job = builder.obj()
+    plan = federated.decide(observe(job, budgets_for(job), new_secrets=secrets_for(job)), NOW)
+    assert [w.budget["metadata"]["name"] for w in plan.budget_writes] == budgets
+    for write in plan.budget_writes:
+        assert write.operation == "reserve" and write.job_uid == UID
+        assert write.budget["metadata"]["resourceVersion"] == "7"  # compare-and-swap base
+        [charge] = write.status["charges"]
+        assert charge["state"] == "Reserved" and charge["jobKind"] == "FederatedJob"
+        assert {e["type"] for e in charge["events"]} == set(events)
+    assert cond(plan, "Admitted")["status"] == "True"
+    assert cond(plan, "Running")["reason"] == "Pending"
+    assert [b["name"] for b in plan.status["privacy"]["budgets"]] == budgets
+    assert plan.status["federation"] == {"roundsCompleted": 0, "clientsConnected": 0}
+    kinds = [c["kind"] for c in plan.create]
+    assert kinds.count("Pod") == 4 and kinds.count("Secret") == 4 and kinds[-1] == "Job"
+
+
+def test_central_dp_reports_what_was_paid_for_in_status() -> None:
+    job = central().obj()
+    p = price_of(job)
+    assert isinstance(p, federated.FederatedPrice) and p.paid.central is not None
+    stored, _, created = admit(job, budgets_for(job))
+    privacy = stored["status"]["privacy"]
+    assert privacy["steps"] == 2 and privacy["sampleRate"] == "1.0"
+    assert privacy["noiseMultiplier"] == "1.0" and privacy["epsilon"] == p.paid.central.epsilon
+    [cm] = [c for c in created if c["kind"] == "ConfigMap"]
+    paid = fc.FederationConfig.model_validate_json(cm["data"]["config.json"]).privacy.central
+    assert paid is not None and paid.charged_epsilon == privacy["epsilon"]
+
+
+def test_a_second_pass_after_admission_charges_no_budget_again() -> None:
+    job = local().obj()
+    stored, budgets, created = admit(job, budgets_for(job))
+    again = federated.decide(observe(stored, budgets, children=running_children(created),
+                                     pods=federation_pods()), NOW)
+    assert again.budget_writes == []
+    for budget in budgets.values():
+        assert budget is not None
+        assert [c["state"] for c in budget["status"]["charges"]] == ["Reserved"]
+
+
+def test_all_or_none_a_budget_that_cannot_pay_releases_what_the_others_hold_and_waits() -> None:
+    job = local().obj()
+    budgets = budgets_for(job)
+    # An earlier pass reserved on silo-a before silo-c filled up (another job took it).
+    p = price_of(job)
+    assert isinstance(p, federated.FederatedPrice)
+    held = ledger.reserve(budgets["silo-a"], federated._charge_request(job, p.charges[0]),
+                          now=STAMP)
+    budgets["silo-a"] = {**budgets["silo-a"], "status": held.status}
+    other = make_fedjob("other").local(budgets=["x", "y", "silo-c"]).obj()
+    other["metadata"]["uid"] = "other-uid"
+    op = price_of(other)
+    assert isinstance(op, federated.FederatedPrice)
+    c_charge = next(ch for ch in op.charges if ch.budget == "silo-c")
+    tight = make_budget("silo-c", epsilon=str(float(c_charge.epsilon) + 0.01), delta="1e-5")
+    taken = ledger.reserve(tight, federated._charge_request(other, c_charge), now=STAMP)
+    budgets["silo-c"] = {**tight, "status": taken.status}
+
+    plan = federated.decide(observe(job, budgets), NOW)
+    assert [(w.operation, w.budget["metadata"]["name"]) for w in plan.budget_writes] == [
+        ("release", "silo-a")]
+    admitted = cond(plan, "Admitted")
+    assert admitted["status"] == "False" and admitted["reason"] == "BudgetExhausted"
+    assert "budget silo-c has epsilon" in admitted["message"]
+    assert plan.create == [] and plan.requeue_after == federated.WAIT_REQUEUE_SECONDS
+    assert cond(plan, "Failed") is None
+
+
+@pytest.mark.parametrize(("situation", "budgets", "reason", "failed", "words"), [
+    ("a budget is missing", {"fed-budget": None}, "BudgetNotFound", False, "does not exist"),
+    ("the budget could never pay", {"fed-budget": make_budget("fed-budget", "0.5")},
+     "BudgetNeverFits", True, "can never be admitted"),
+])
+def test_a_federation_that_cannot_be_admitted_creates_nothing(
+    situation: str, budgets: dict[str, Obj | None], reason: str, failed: bool, words: str
+) -> None:
+    plan = federated.decide(observe(central().obj(), budgets), NOW)
+    assert plan.budget_writes == [] and plan.create == []
+    assert cond(plan, "Admitted")["reason"] == reason
+    assert words in cond(plan, "Admitted")["message"]
+    assert (cond(plan, "Failed") is not None) == failed
+
+
+@pytest.mark.parametrize(("situation", "builder", "field"), [
+    ("authentication without TLS", make_fedjob().tls(False), "spec.authentication.enabled"),
+    ("a reconstruction threshold Flower cannot run",
+     make_fedjob().secagg(numShares=3, reconstructionThreshold=3), "spec"),
+    ("a local batch larger than a silo's training split",
+     make_fedjob().local(job_budget="b").with_spec(
+         training={"batchSize": 1500, "learningRate": "0.1"}),
+     "spec.clients[0].data.numRecords"),
+])
+def test_a_spec_that_cannot_run_fails_before_anything_is_reserved(
+    situation: str, builder: Any, field: str
+) -> None:
+    job = builder.obj()
+    plan = federated.decide(observe(job, {"b": make_budget("b")}), NOW)
+    assert plan.budget_writes == [] and plan.create == []
+    failed = cond(plan, "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "InvalidSpec"
+    assert failed["message"].startswith(field)
+    assert [e.reason for e in plan.events] == ["InvalidSpec"]
+
+
+def test_a_suspended_federation_waits_unadmitted() -> None:
+    job = central().with_spec(suspend=True).obj()
+    plan = federated.decide(observe(job, budgets_for(job)), NOW)
+    assert plan.budget_writes == [] and plan.create == []
+    assert cond(plan, "Suspended")["status"] == "True"
+    assert cond(plan, "Admitted")["reason"] == "SuspendedByUser"
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def test_running_pods_are_counted_as_connected_clients() -> None:
+    stored, budgets, created = admit(make_fedjob().obj())
+    pods = federation_pods()
+    pods[-1]["status"]["phase"] = "Pending"
+    plan = federated.decide(observe(stored, budgets, children=running_children(created),
+                                    pods=pods), NOW)
+    running = cond(plan, "Running")
+    assert running["status"] == "True" and running["reason"] == "PodsRunning"
+    assert "2 of 3 SuperNodes" in running["message"]
+    assert plan.status["federation"]["clientsConnected"] == 2
+    assert plan.status["startTime"] == STAMP
+    assert plan.create == [] and plan.deletions == []
+
+
+def test_a_crash_between_admission_and_creation_creates_the_children_next_pass() -> None:
+    stored, budgets, created = admit(make_fedjob().obj())
+    job = make_fedjob().obj()
+    plan = federated.decide(observe(stored, budgets, new_secrets=secrets_for(job)), NOW)
+    assert [c["metadata"]["name"] for c in plan.create] == [
+        c["metadata"]["name"] for c in created]
+    assert plan.budget_writes == []
+
+
+def test_a_deleted_supernode_pod_is_recreated_but_never_the_submitter() -> None:
+    stored, budgets, created = admit(make_fedjob().obj())
+    pods = [p for p in federation_pods() if p["metadata"]["name"] != "digits-supernode-silo-1"]
+    plan = federated.decide(observe(stored, budgets, children=running_children(
+        created, submit_job()), pods=pods), NOW)
+    assert [(c["kind"], c["metadata"]["name"]) for c in plan.create] == [
+        ("Pod", "digits-supernode-silo-1")]
+
+
+def test_the_submitter_job_deleted_mid_run_fails_the_federation_and_commits() -> None:
+    job = central().obj()
+    stored, budgets, created = admit(job, budgets_for(job))
+    stored["status"]["startTime"] = STAMP
+    children = [c for c in running_children(created) if c["kind"] != "Job"]
+    plan = federated.decide(observe(stored, budgets, children=children,
+                                    pods=federation_pods()), NOW)
+    assert [w.operation for w in plan.budget_writes] == ["commit"]
+    assert cond(plan, "Failed")["reason"] == "PodFailed"
+    assert plan.create == []
+
+
+# --- the end ------------------------------------------------------------------------------------
+
+
+def finished(builder: Any, submit: Obj, rep: str | None) -> tuple[Plan, dict[str, Obj | None]]:
+    job = builder.obj()
+    stored, budgets, created = admit(job, budgets_for(job))
+    stored["status"]["startTime"] = STAMP
+    pods = [*federation_pods(), pod("digits-submit-abcde", "submitter",
+                                    "Succeeded" if rep else "Failed", report=rep)]
+    plan = federated.decide(observe(stored, budgets, children=running_children(created, submit),
+                                    pods=pods), NOW + timedelta(minutes=3))
+    return plan, budgets
+
+
+def test_a_completed_run_commits_every_charge_records_its_rounds_and_tears_down() -> None:
+    plan, _ = finished(local(), submit_job("Complete", active=0, succeeded=1), report())
+    assert [(w.operation, w.budget["metadata"]["name"]) for w in plan.budget_writes] == [
+        ("commit", "silo-a"), ("commit", "silo-b"), ("commit", "silo-c")]
+    complete = cond(plan, "Complete")
+    assert complete["status"] == "True" and complete["reason"] == "Succeeded"
+    assert "final accuracy 0.8200" in complete["message"]
+    assert cond(plan, "Running")["status"] == "False"
+    fed = plan.status["federation"]
+    assert fed["roundsCompleted"] == 2 and fed["runId"] == "1234"
+    assert fed["rounds"][-1] == {"round": 2, "clients": 3, "loss": "0.4", "accuracy": "0.82",
+                                 "wallSeconds": "12.5"}
+    assert {b["state"] for b in plan.status["privacy"]["budgets"]} == {"Committed"}
+    assert plan.status["completionTime"] == "2026-12-01T10:03:00Z"
+    deleted = sorted((d.kind, d.name) for d in plan.deletions)
+    assert deleted == sorted(
+        [("Pod", "digits-superlink")] + [("Pod", f"digits-supernode-silo-{i}") for i in range(3)]
+        + [("Secret", "digits-tls")]
+        + [("Secret", f"digits-supernode-silo-{i}-auth") for i in range(3)])
+    assert plan.requeue_after is None
+
+
+@pytest.mark.parametrize(("situation", "submit", "rep", "reason", "words"), [
+    ("the run failed", submit_job("Failed", active=0, failed=1, reason="BackoffLimitExceeded"),
+     report("Failed", rounds=1, error="run 1234 ended finished:failed after 1 of 2 rounds"),
+     "PodFailed", "after 1 of 2 rounds"),
+    ("the deadline passed", submit_job("Failed", active=0, failed=1, reason="DeadlineExceeded"),
+     None, "DeadlineExceeded", "DeadlineExceeded"),
+    ("the submitter exited 0 with fewer rounds than asked",
+     submit_job("Complete", active=0, succeeded=1), report("Completed", rounds=1),
+     "PodFailed", "did not complete"),
+])
+def test_a_federation_that_does_not_complete_fails_and_still_commits(
+    situation: str, submit: Obj, rep: str | None, reason: str, words: str
+) -> None:
+    plan, _ = finished(central(), submit, rep)
+    assert [w.operation for w in plan.budget_writes] == ["commit"]
+    failed = cond(plan, "Failed")
+    assert failed["status"] == "True" and failed["reason"] == reason
+    assert words in failed["message"]
+    assert cond(plan, "Complete") is None
+
+
+def test_a_finished_federation_settles_a_charge_left_reserved_and_finishes_the_teardown() -> None:
+    plan, budgets = finished(central(), submit_job("Complete", active=0, succeeded=1), report())
+    done_job = {**central().obj(), "status": plan.status}
+    # A crash after the status write but before the commit and the deletions.
+    again = federated.decide(observe(done_job, budgets, pods=federation_pods()), NOW)
+    assert [w.operation for w in again.budget_writes] == ["commit"]
+    assert {d.name for d in again.deletions} >= {"digits-superlink"}
+    # Once committed, nothing more is written.
+    _, settled = applied(done_job, budgets, again)
+    third = federated.decide(observe(done_job, settled), NOW)
+    assert third.budget_writes == [] and third.status is None
+
+
+# --- deletion -----------------------------------------------------------------------------------
+
+
+def test_deleting_a_federation_whose_pods_started_commits_every_charge() -> None:
+    job = local().obj()
+    stored, budgets, created = admit(job, budgets_for(job))
+    plan = federated.decide_deletion(observe(stored, budgets, children=running_children(
+        created, submit_job()), pods=federation_pods()), NOW)
+    assert [w.operation for w in plan.budget_writes] == ["commit"] * 3
+    assert ("Job", "digits-submit") in {(d.kind, d.name) for d in plan.deletions}
+    assert plan.done
+
+
+def test_deleting_a_federation_before_any_pod_started_releases_every_charge_after_the_pods_go(
+) -> None:
+    job = local().obj()
+    stored, budgets, created = admit(job, budgets_for(job))
+    children = running_children(created, submit_job(active=0))
+    unbound = federation_pods("Pending")
+    for p in unbound:
+        p["spec"] = {}
+    first = federated.decide_deletion(observe(stored, budgets, children=children,
+                                              pods=unbound), NOW)
+    assert [(d.kind, d.propagation) for d in first.deletions] == [("Job", "Orphan")]
+    assert first.budget_writes == [] and not first.done
+    second = federated.decide_deletion(observe(stored, budgets, children=[
+        c for c in children if c["kind"] != "Job"], pods=unbound), NOW)
+    assert {d.resource_version for d in second.deletions} == {"42"}
+    assert second.budget_writes == []
+    assert [w.operation for w in second.late_budget_writes] == ["release"] * 3
+
+
+# --- the examples -------------------------------------------------------------------------------
+
+EXAMPLES = sorted((REPO / "examples" / "federated").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_federated_example_is_planned_and_admitted_on_its_budgets(path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    budgets: dict[str, Obj | None] = {}
+    for doc in docs:
+        if doc["kind"] == "PrivacyBudget":
+            doc["metadata"].update({"namespace": "ns", "resourceVersion": "1"})
+            budgets[doc["metadata"]["name"]] = doc
+    [job] = [d for d in docs if d["kind"] == "FederatedJob"]
+    job["metadata"].update({"namespace": "ns", "uid": UID, "generation": 1})
+    p = price_of(job)
+    assert isinstance(p, federated.FederatedPrice), p
+    assert {ch.budget for ch in p.charges} == set(budgets)  # every budget shipped is charged
+    plan = federated.decide(observe(job, budgets, new_secrets=secrets_for(job)), NOW)
+    assert cond(plan, "Admitted")["status"] == "True", plan.status
+    assert len(plan.budget_writes) == len(budgets)
+    assert [c["kind"] for c in plan.create].count("Pod") == 1 + len(job["spec"]["clients"])

@@ -1,0 +1,369 @@
+"""Rendering a FederatedJob: children, isolation, the contract config and the per-job keys."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from fedjob_builders import UID, make_fedjob
+
+from ppml_operator.api.errors import InvalidSpecError
+from ppml_operator.api.v1alpha1 import FederatedJob
+from ppml_operator.render import federated as rf
+from ppml_operator.render import tls
+from ppml_operator.render.trainer import Paid, RenderSettings
+from ppml_runtime.federated import contract as fc
+
+NOW = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[3]
+SETTINGS = RenderSettings(image="ppml-runtime:test")
+CENTRAL_PAID = rf.FederationPaid(
+    central=Paid(noise_multiplier="1.0", sample_rate="1.0", steps=2, delta="1e-3",
+                 epsilon="3.5"))
+
+
+def local_paid(n: int = 3) -> rf.FederationPaid:
+    return rf.FederationPaid(clients=tuple(
+        (f"silo-{i}", Paid(noise_multiplier="1.1", sample_rate="0.022271714922048998",
+                           steps=90, delta="1e-5", epsilon="2.5")) for i in range(n)))
+
+
+def render(job: dict[str, Any], paid: rf.FederationPaid | None = None,
+           secrets: bool = True) -> list[dict[str, Any]]:
+    fj = FederatedJob.model_validate(job)
+    made = rf.generate_secrets(job, fj, rf.required_secrets(job, fj), NOW) if secrets else {}
+    return rf.render_children(job, fj, paid or rf.FederationPaid(), SETTINGS, made)
+
+
+def by_name(children: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {c["metadata"]["name"]: c for c in children if c["kind"] == kind}
+
+
+def config_of(children: list[dict[str, Any]]) -> fc.FederationConfig:
+    [cm] = by_name(children, "ConfigMap").values()
+    return fc.FederationConfig.model_validate_json(cm["data"]["config.json"])
+
+
+def pod_specs(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    specs = {n: p["spec"] for n, p in by_name(children, "Pod").items()}
+    for name, job in by_name(children, "Job").items():
+        specs[name] = job["spec"]["template"]["spec"]
+    return specs
+
+
+def mounts(pod_spec: dict[str, Any]) -> dict[str, str]:
+    return {m["mountPath"]: m["name"] for m in pod_spec["containers"][0]["volumeMounts"]}
+
+
+def volume(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(v for v in pod_spec["volumes"] if v["name"] == name)
+
+
+# --- the children -------------------------------------------------------------------------------
+
+
+def test_a_three_silo_federation_renders_its_children_in_creation_order() -> None:
+    children = render(make_fedjob().obj())
+    assert [(c["kind"], c["metadata"]["name"]) for c in children] == [
+        ("ServiceAccount", "digits-federation"),
+        ("Secret", "digits-tls"),
+        ("Secret", "digits-supernode-silo-0-auth"),
+        ("Secret", "digits-supernode-silo-1-auth"),
+        ("Secret", "digits-supernode-silo-2-auth"),
+        ("ConfigMap", "digits-federation"),
+        ("NetworkPolicy", "digits-superlink"),
+        ("NetworkPolicy", "digits-supernode"),
+        ("NetworkPolicy", "digits-submitter"),
+        ("Service", "digits-superlink"),
+        ("Pod", "digits-superlink"),
+        ("Pod", "digits-supernode-silo-0"),
+        ("Pod", "digits-supernode-silo-1"),
+        ("Pod", "digits-supernode-silo-2"),
+        ("Job", "digits-submit"),
+    ]
+
+
+def test_every_child_is_labelled_and_owned_by_its_job() -> None:
+    for child in render(make_fedjob().obj()):
+        meta = child["metadata"]
+        assert meta["namespace"] == "ns"
+        assert meta["labels"]["ppml.dev/job-uid"] == UID
+        assert meta["labels"]["ppml.dev/job-name"] == "digits"
+        assert meta["labels"]["app.kubernetes.io/name"] == "federated-job"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "ppml-operator"
+        [owner] = meta["ownerReferences"]
+        assert owner == {"apiVersion": "ppml.dev/v1alpha1", "kind": "FederatedJob",
+                         "name": "digits", "uid": UID, "controller": True,
+                         "blockOwnerDeletion": True}
+
+
+def test_every_pod_meets_the_restricted_standard_and_mounts_no_token() -> None:
+    for name, spec in pod_specs(render(make_fedjob().obj())).items():
+        assert spec["automountServiceAccountToken"] is False, name
+        assert spec["serviceAccountName"] == "digits-federation"
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in spec["containers"] + spec.get("initContainers", []):
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, (name, container["name"])
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["readOnlyRootFilesystem"] is True
+            assert mounts({"containers": [container]})["/tmp"] == "tmp"
+
+
+@pytest.mark.parametrize(("role", "pod", "args"), [
+    ("superlink", "digits-superlink",
+     ["superlink", "--config", "/etc/ppml/config.json", "--host", "0.0.0.0", "--port", "9092"]),
+    ("supernode", "digits-supernode-silo-1",
+     ["supernode", "--config", "/etc/ppml/config.json", "--client", "silo-1", "--data-dir",
+      "/tmp/silo-data"]),
+    ("submitter", "digits-submit",
+     ["submit", "--config", "/etc/ppml/config.json", "--flwr-home", "/tmp/flwr"]),
+])
+def test_each_role_runs_the_runtime_entry_point_with_the_mounted_config(
+    role: str, pod: str, args: list[str]
+) -> None:
+    spec = pod_specs(render(make_fedjob().obj()))[pod]
+    container = spec["containers"][0]
+    assert container["command"] == ["python", "-m", "ppml_runtime", *args]
+    assert container["image"] == "ppml-runtime:test"
+    assert mounts(spec)["/etc/ppml"] == "config"
+    assert volume(spec, "config") == {"name": "config",
+                                      "configMap": {"name": "digits-federation"}}
+
+
+def test_the_superlink_is_reached_through_a_headless_service_once_its_port_is_ready() -> None:
+    children = render(make_fedjob().obj())
+    service = by_name(children, "Service")["digits-superlink"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == {"ppml.dev/job-uid": UID,
+                                           "app.kubernetes.io/component": "superlink"}
+    assert service["spec"]["ports"] == [{"name": "superlink", "port": 9092,
+                                         "targetPort": 9092, "protocol": "TCP"}]
+    pod = by_name(children, "Pod")["digits-superlink"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "superlink"
+    assert pod["spec"]["containers"][0]["readinessProbe"]["tcpSocket"] == {"port": 9092}
+    assert config_of(children).superlink_address == "digits-superlink.ns.svc.cluster.local:9092"
+
+
+def test_each_silo_gets_its_own_data_volume_placement_and_resources() -> None:
+    job = (make_fedjob()
+           .client(0, data={"source": "Volume", "numRecords": 500,
+                            "volume": {"claimName": "hospital-a", "path": "x.csv",
+                                       "format": "Csv"}},
+                   nodeSelector={"site": "a"}, resources={"limits": {"cpu": "2"}},
+                   tolerations=[{"key": "silo", "operator": "Equal", "value": "a",
+                                 "effect": "NoSchedule"}])
+           .obj())
+    specs = pod_specs(render(job))
+    a, b = specs["digits-supernode-silo-0"], specs["digits-supernode-silo-1"]
+    assert volume(a, "data")["persistentVolumeClaim"] == {"claimName": "hospital-a",
+                                                          "readOnly": True}
+    assert mounts(a)["/data"] == "data"
+    assert a["nodeSelector"] == {"site": "a"}
+    assert a["tolerations"][0]["value"] == "a"
+    assert a["containers"][0]["resources"] == {"limits": {"cpu": "2"}}
+    assert "/data" not in mounts(b) and "nodeSelector" not in b and "resources" not in \
+        b["containers"][0]
+    cfg = config_of(render(job)).client("silo-0")
+    assert cfg.data.volume is not None and cfg.data.volume.path == "/data/x.csv"
+    assert cfg.data.num_records == 400  # the training split: 500 minus ceil(500 * 0.2)
+
+
+def test_a_supernode_sees_the_ca_and_its_own_key_only_and_the_submitter_every_public_key() -> None:
+    specs = pod_specs(render(make_fedjob().obj()))
+    link = specs["digits-superlink"]
+    assert volume(link, "tls")["secret"] == {"secretName": "digits-tls"}  # CA, cert and key
+    for i in range(3):
+        node = specs[f"digits-supernode-silo-{i}"]
+        assert volume(node, "tls")["secret"] == {
+            "secretName": "digits-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+        assert volume(node, "auth")["secret"] == {
+            "secretName": f"digits-supernode-silo-{i}-auth",
+            "items": [{"key": "auth.key", "path": "auth.key"}]}
+    submit = specs["digits-submit"]
+    assert volume(submit, "tls")["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    sources = volume(submit, "public-keys")["projected"]["sources"]
+    assert [s["secret"] for s in sources] == [
+        {"name": f"digits-supernode-silo-{i}-auth",
+         "items": [{"key": "auth.pub", "path": f"silo-{i}.pub"}]} for i in range(3)]
+
+
+def test_the_submitter_runs_once_waits_for_the_superlink_and_reports_in_its_termination_message(
+) -> None:
+    job = make_fedjob().with_spec(activeDeadlineSeconds=900).obj()
+    submit = by_name(render(job), "Job")["digits-submit"]
+    assert submit["spec"]["backoffLimit"] == 0
+    assert submit["spec"]["activeDeadlineSeconds"] == 900
+    pod = submit["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    [wait] = pod["initContainers"]
+    assert wait["command"][-3:] == ["digits-superlink.ns.svc.cluster.local", "9092", "600"]
+    container = pod["containers"][0]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "File"
+
+
+def test_network_policies_let_supernodes_reach_only_their_superlink_and_nothing_else_in() -> None:
+    policies = by_name(render(make_fedjob().obj()), "NetworkPolicy")
+    link = policies["digits-superlink"]["spec"]
+    assert link["podSelector"]["matchLabels"] == {"ppml.dev/job-uid": UID,
+                                                  "app.kubernetes.io/component": "superlink"}
+    [ingress] = link["ingress"]
+    [peer] = ingress["from"]
+    assert peer["podSelector"]["matchLabels"] == {"ppml.dev/job-uid": UID}
+    assert peer["podSelector"]["matchExpressions"][0]["values"] == ["supernode", "submitter"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": 9092}]
+    for name in ("digits-supernode", "digits-submitter"):
+        spec = policies[name]["spec"]
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        assert spec["ingress"] == []
+        to_link, dns = spec["egress"]
+        assert to_link["to"] == [{"podSelector": {"matchLabels": {
+            "ppml.dev/job-uid": UID, "app.kubernetes.io/component": "superlink"}}}]
+        assert to_link["ports"] == [{"protocol": "TCP", "port": 9092}]
+        assert {p["port"] for p in dns["ports"]} == {53}
+
+
+def test_tls_and_authentication_off_render_no_secrets_and_an_insecure_config() -> None:
+    children = render(make_fedjob().tls(False).auth(False).obj())
+    assert by_name(children, "Secret") == {}
+    cfg = config_of(children)
+    assert cfg.tls is None and cfg.auth is None
+    for spec in pod_specs(children).values():
+        assert {v["name"] for v in spec["volumes"]} == {"config", "tmp"}
+
+
+# --- the contract config ------------------------------------------------------------------------
+
+
+def test_the_config_carries_the_spec_and_exactly_what_central_dp_paid_for() -> None:
+    job = make_fedjob().rounds(2).secagg(numShares=3, reconstructionThreshold=2).central().obj()
+    cfg = config_of(render(job, CENTRAL_PAID))
+    assert cfg.job.uid == UID and cfg.rounds == 2
+    assert [c.name for c in cfg.clients] == ["silo-0", "silo-1", "silo-2"]
+    assert all(c.data.num_records == 1437 for c in cfg.clients)  # 1797 - ceil(1797 * 0.2)
+    central = cfg.privacy.central
+    assert central is not None
+    assert (central.noise_multiplier, central.clients_per_round, central.charged_epsilon) == (
+        "1.0", 3, "3.5")
+    assert cfg.clipping_side == "ClientSide"  # SecAgg+: the server never sees an update
+    assert cfg.weighting == "Uniform"
+    assert cfg.secure_aggregation is not None and cfg.secure_aggregation.num_shares == 3
+    assert cfg.tls is not None and cfg.tls.ca_file == "/etc/ppml-tls/ca.crt"
+    assert cfg.auth is not None and cfg.auth.public_key_files == [
+        f"/etc/ppml-auth-public/silo-{i}.pub" for i in range(3)]
+
+
+def test_local_dp_configures_each_silo_with_its_own_paid_dp_sgd_parameters() -> None:
+    job = make_fedjob().local(budgets=["a", "b", "c"]).obj()
+    cfg = config_of(render(job, local_paid()))
+    assert cfg.privacy.mode == "Local" and cfg.weighting == "Uniform"
+    for entry in cfg.clients:
+        assert entry.privacy is not None
+        assert (entry.privacy.noise_multiplier, entry.privacy.steps, entry.privacy.accountant,
+                entry.privacy.max_grad_norm) == ("1.1", 90, "rdp", "1.0")
+
+
+@pytest.mark.parametrize(("situation", "builder", "field"), [
+    ("authentication without TLS", lambda b: b.tls(False), "spec.authentication.enabled"),
+    ("adaptive clipping, which the runtime does not run",
+     lambda b: b.central(clipping="Adaptive"), "spec.privacy.clipping"),
+    ("a modulus range other than Flower's",
+     lambda b: b.secagg(numShares=3, reconstructionThreshold=2, modulusRange=2**40,
+                        quantizationRange=2**20), "spec.secureAggregation.modulusRange"),
+    ("a reconstruction threshold equal to numShares (Flower needs fewer)",
+     lambda b: b.secagg(numShares=3, reconstructionThreshold=3), "spec"),
+])
+def test_specs_the_runtime_cannot_run_are_refused_naming_the_field(
+    situation: str, builder: Any, field: str
+) -> None:
+    job = builder(make_fedjob()).obj()
+    with pytest.raises(InvalidSpecError) as err:
+        render(job, CENTRAL_PAID, secrets=False)
+    assert err.value.field == field
+
+
+# --- the keys -----------------------------------------------------------------------------------
+
+
+def _secret_files(secret: dict[str, Any]) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in secret["data"].items()}
+
+
+def test_the_superlink_certificate_is_signed_by_the_jobs_ca_for_the_service_names() -> None:
+    secret = by_name(render(make_fedjob().obj()), "Secret")["digits-tls"]
+    files = _secret_files(secret)
+    ca = x509.load_pem_x509_certificate(files["ca.crt"])
+    cert = x509.load_pem_x509_certificate(files["tls.crt"])
+    cert.verify_directly_issued_by(ca)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == [
+        "digits-superlink", "digits-superlink.ns", "digits-superlink.ns.svc",
+        "digits-superlink.ns.svc.cluster.local"]
+    key = serialization.load_pem_private_key(files["tls.key"], None)
+    assert key.public_key() == cert.public_key()
+    assert cert.not_valid_before_utc < NOW < cert.not_valid_after_utc
+
+
+def test_supernode_keys_are_openssh_ec_keys_flower_accepts_and_distinct_per_silo() -> None:
+    secrets = by_name(render(make_fedjob().obj()), "Secret")
+    publics = set()
+    for i in range(3):
+        files = _secret_files(secrets[f"digits-supernode-silo-{i}-auth"])
+        private = serialization.load_ssh_private_key(files["auth.key"], None)
+        public = serialization.load_ssh_public_key(files["auth.pub"])
+        assert isinstance(private, ec.EllipticCurvePrivateKey)
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        assert private.public_key() == public
+        publics.add(files["auth.pub"])
+    assert len(publics) == 3
+
+
+def test_every_job_gets_its_own_ca() -> None:
+    job = make_fedjob().obj()
+    fj = FederatedJob.model_validate(job)
+    first = rf.generate_secrets(job, fj, ["digits-tls"], NOW)["digits-tls"]
+    second = rf.generate_secrets(job, fj, ["digits-tls"], NOW)["digits-tls"]
+    assert first["data"]["ca.crt"] != second["data"]["ca.crt"]
+    assert rf.generate_secrets(job, fj, [], NOW) == {}
+
+
+def test_only_the_missing_secrets_are_generated() -> None:
+    job = make_fedjob().obj()
+    fj = FederatedJob.model_validate(job)
+    made = rf.generate_secrets(job, fj, ["digits-supernode-silo-2-auth"], NOW)
+    assert list(made) == ["digits-supernode-silo-2-auth"]
+    assert made["digits-supernode-silo-2-auth"]["metadata"]["labels"]["ppml.dev/client"] == \
+        "silo-2"
+    assert tls.service_dns_names("s", "n")[-1] == "s.n.svc.cluster.local"
+
+
+# --- the examples -------------------------------------------------------------------------------
+
+EXAMPLES = sorted((REPO / "examples" / "federated").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_federated_example_renders_a_config_the_runtime_accepts(path: Path) -> None:
+    from ppml_operator.reconcile import federated
+
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not doc or doc.get("kind") != "FederatedJob":
+            continue
+        doc["metadata"].update({"namespace": "ns", "uid": UID, "generation": 1})
+        price = federated.price(doc)
+        assert isinstance(price, federated.FederatedPrice), price
+        children = render(doc, price.paid)
+        cfg = config_of(children)
+        assert cfg.rounds == doc["spec"]["rounds"]
+        assert json.loads(fc.dump_federation_config(cfg))["job"]["uid"] == UID
