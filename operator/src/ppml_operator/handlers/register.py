@@ -175,3 +175,7 @@ def budget_changed(**kwargs: Any) -> None:
         metrics.RECONCILE_ERRORS.labels("PrivacyBudget", type(err).__name__).inc()
         message = f"Reconcile of budget {namespace}/{name} failed: {err}"
         raise kopf.TemporaryError(message, delay=1) from err
+
+
+# --- FederatedJob (its handlers live in their own module) ---------------------------------------
+from ppml_operator.handlers import federated as _federated  # noqa: E402,F401
