@@ -90,3 +90,18 @@ def test_active_deadline_fails_a_pod_that_runs_too_long(kube: Kube) -> None:
     pod = kube.wait_phase("slow", ("Failed",), timeout=30)
     assert pod["status"]["reason"] == "DeadlineExceeded"
     assert 2 <= time.monotonic() - t0 < 15
+
+
+def test_a_failing_liveness_probe_restarts_the_container(kube: Kube) -> None:
+    kube.create("pods", pod_manifest(
+        "unhealthy", "import time; time.sleep(300)", restartPolicy="Always",
+        terminationGracePeriodSeconds=1,
+        container={"livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1,
+                                     "failureThreshold": 2}}))
+
+    def restarted() -> dict[str, object] | None:
+        st = kube.pod("unhealthy").get("status", {}).get("containerStatuses", [{}])[0]
+        return st if st.get("restartCount", 0) >= 1 else None
+
+    st = wait_for("a liveness restart", restarted, timeout=30)
+    assert st["lastState"]["terminated"]["exitCode"] == 128 + 15  # SIGTERM

@@ -81,6 +81,8 @@ class Container:
     next_start: float = 0.0
     ready: bool = False
     next_probe: float = 0.0
+    next_live: float = 0.0
+    live_failures: int = 0
     done: bool = False  # terminated and will not restart
 
     @property
@@ -260,6 +262,8 @@ class PodWorker(threading.Thread):
                 waits.append(max(0.05, c.next_start - t))
             if c.proc is not None and "readinessProbe" in c.spec:
                 waits.append(max(0.05, c.next_probe - t))
+            if c.proc is not None and "livenessProbe" in c.spec:
+                waits.append(max(0.05, c.next_live - t))
         return min(waits)
 
     # ---- containers ---------------------------------------------------------------------------
@@ -488,6 +492,9 @@ class PodWorker(threading.Thread):
         c.next_probe = time.monotonic() + float(
             (c.spec.get("readinessProbe") or {}).get("initialDelaySeconds", 0))
         c.ready = "readinessProbe" not in c.spec
+        c.live_failures = 0
+        c.next_live = time.monotonic() + float(
+            (c.spec.get("livenessProbe") or {}).get("initialDelaySeconds", 0))
         proc = c.proc
         threading.Thread(target=self._reap_waiter, args=(proc,), daemon=True).start()
         log.info("Started container %s/%s/%s (pid %d)", self.ns, self.pname, c.name, proc.pid)
@@ -499,6 +506,7 @@ class PodWorker(threading.Thread):
         self._wake()
 
     def _probe(self, c: Container) -> None:
+        self._liveness(c)
         probe = c.spec.get("readinessProbe")
         if c.proc is None or not probe or time.monotonic() < c.next_probe:
             return
@@ -506,6 +514,42 @@ class PodWorker(threading.Thread):
         period = float(probe.get("periodSeconds", 10))
         c.next_probe = time.monotonic() + (period if ok else min(period, 1.0))
         c.ready = ok
+
+    def _liveness(self, c: Container) -> None:
+        """Run the livenessProbe; after failureThreshold failures, kill the container.
+
+        The restart policy then decides, as for any exit (the kubelet's behaviour).
+        """
+        probe = c.spec.get("livenessProbe")
+        if c.proc is None or not probe or time.monotonic() < c.next_live:
+            return
+        c.next_live = time.monotonic() + float(probe.get("periodSeconds", 10))
+        if self._probe_once(c, probe):
+            c.live_failures = 0
+            return
+        c.live_failures += 1
+        if c.live_failures < int(probe.get("failureThreshold", 3)):
+            return
+        self.agent.event(self.pod, "Warning", "Unhealthy",
+                         f"Liveness probe of container {c.name} failed {c.live_failures} times")
+        self.agent.event(self.pod, "Normal", "Killing",
+                         f"Container {c.name} failed liveness probe, will be restarted")
+        grace = float(probe.get("terminationGracePeriodSeconds")
+                      or self.pod["spec"].get("terminationGracePeriodSeconds", 30))
+        proc = c.proc
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+        def kill_after_grace() -> None:
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+        threading.Thread(target=kill_after_grace, daemon=True).start()
+        c.live_failures = 0
+        c.next_live = float("inf")  # until the restarted container resets it
 
     def _probe_once(self, c: Container, probe: dict[str, Any]) -> bool:
         timeout = float(probe.get("timeoutSeconds", 1))
