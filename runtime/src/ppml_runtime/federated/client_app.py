@@ -22,6 +22,7 @@ from flwr.clientapp import ClientApp
 from flwr.common import Context, Message, MessageType
 
 from ppml_runtime.federated.contract import (
+    ENV_DATA_DIR,
     NODE_CONFIG_CLIENT,
     NODE_CONFIG_DATA,
     RUN_CONFIG_KEY,
@@ -108,18 +109,45 @@ class SiloClient(NumPyClient):
         """Evaluate the global parameters on the silo's test split."""
         from ppml_runtime.federated import local_training as lt
 
-        model = self._model()
-        lt.set_parameters(model, parameters)
-        loss, accuracy, records = lt.evaluate(model, self.data)
+        quick = lt.evaluate_numpy(self.config.model, parameters, self.data)
+        if quick is not None:
+            loss, accuracy, records = quick
+        else:
+            model = self._model()
+            lt.set_parameters(model, parameters)
+            loss, accuracy, records = lt.evaluate(model, self.data)
         return loss, records, {"accuracy": accuracy}
 
 
 def client_fn(context: Context) -> Any:
-    """Build this silo's client from the run config and the SuperNode's node config."""
+    """Build this silo's client from the run config and the SuperNode's node config.
+
+    Under Flower's simulation engine (no SuperNode role) the node config holds only
+    ``partition-id``: the silo is ``clients[partition-id]`` and its data file is built on first
+    use in ``$PPML_FEDERATION_DATA_DIR`` (or a temporary directory).
+    """
     config = FederationConfig.model_validate_json(str(context.run_config[RUN_CONFIG_KEY]))
-    name = str(context.node_config[NODE_CONFIG_CLIENT])
-    data_path = str(context.node_config[NODE_CONFIG_DATA])
+    if NODE_CONFIG_CLIENT in context.node_config:
+        name = str(context.node_config[NODE_CONFIG_CLIENT])
+        data_path = str(context.node_config[NODE_CONFIG_DATA])
+    else:
+        name = config.clients[int(context.node_config["partition-id"])].name
+        data_path = _simulation_data(config, name)
     return SiloClient(config, name, data_path).to_client()
+
+
+def _simulation_data(config: FederationConfig, name: str) -> str:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from ppml_runtime.federated.silo_data import build_silo_data, save_silo_data
+
+    base = Path(os.environ.get(ENV_DATA_DIR) or tempfile.gettempdir()) / config.job.uid
+    path = base / f"{name}.npz"
+    if not path.exists():
+        save_silo_data(build_silo_data(config.client(name)), path)
+    return str(path)
 
 
 def _is_train(msg: Message) -> bool:

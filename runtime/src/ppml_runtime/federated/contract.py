@@ -41,6 +41,8 @@ RUN_CONFIG_KEY = "ppml-federation"
 #: Node-config keys the SuperNode role passes to its ClientApp processes.
 NODE_CONFIG_CLIENT = "ppml-client"
 NODE_CONFIG_DATA = "ppml-data"
+#: Where the SuperNode role (and a simulated ClientApp) keeps its silo's pre-built data.
+ENV_DATA_DIR = "PPML_FEDERATION_DATA_DIR"
 #: Environment variable naming a directory where the ServerApp writes what its strategy received
 #: in each round (an audit trail; the SecAgg+ test reads it).
 ENV_AUDIT_DIR = "PPML_FEDERATION_AUDIT_DIR"

@@ -9,6 +9,7 @@ Models come from :mod:`ppml_runtime.training.models` and DP-SGD from
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -113,10 +114,7 @@ def train_plain(
     y = torch.from_numpy(data.y_train)
     global_params = [p.detach().clone() for p in model.parameters()]
     lr = training.learning_rate_value
-    if training.optimizer == "Adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=training.momentum_value)
+    step = _optimizer_step(model, training)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
     n, total, steps, count = int(y.shape[0]), 0.0, 0, 0
@@ -124,7 +122,7 @@ def train_plain(
         order = torch.randperm(n)
         for start in range(0, n, training.batch_size):
             idx = order[start : start + training.batch_size]
-            opt.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             loss = loss_fn(model(x[idx]), y[idx])
             if proximal_mu > 0:
                 prox = sum(
@@ -133,11 +131,70 @@ def train_plain(
                 )
                 loss = loss + proximal_mu / 2 * prox
             loss.backward()
-            opt.step()
+            step(lr)
             total += float(loss.item()) * int(idx.shape[0])
             count += int(idx.shape[0])
             steps += 1
     return RoundResult(get_parameters(model), n, total / max(count, 1), steps)
+
+
+def _optimizer_step(model: nn.Module, training: TrainingParams) -> Callable[[float], None]:
+    """Return a function taking one optimizer step.
+
+    Plain SGD (with momentum) is written out: constructing any ``torch.optim`` optimizer imports
+    ``torch._dynamo`` (about 3.5 s here), and every round's ClientApp is a fresh process, so that
+    import would be paid on every message. Adam keeps ``torch.optim``.
+    """
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if training.optimizer == "Adam":
+        opt = torch.optim.Adam(params, lr=training.learning_rate_value)
+        return lambda lr: opt.step()
+    momentum = training.momentum_value
+    buffers: list[torch.Tensor | None] = [None] * len(params)
+
+    def step(lr: float) -> None:
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if momentum:
+                    buf = buffers[i]
+                    buf = grad.clone() if buf is None else buf.mul_(momentum).add_(grad)
+                    buffers[i] = buf
+                    grad = buf
+                p.add_(grad, alpha=-lr)
+
+    return step
+
+
+def evaluate_numpy(
+    config: ModelConfig, parameters: list[np.ndarray], data: SiloData
+) -> tuple[float, float, int] | None:
+    """Evaluate a LogisticRegression or Mlp with numpy alone (no torch import); else ``None``.
+
+    Their state is ``[weight, bias]`` per linear layer, ReLU between layers, so the forward pass
+    is a few matrix products. An evaluate message then costs no torch import at all.
+    """
+    if config.architecture not in ("LogisticRegression", "Mlp") or len(parameters) % 2:
+        return None
+    h = data.x_test.astype(np.float32, copy=False)
+    layers = list(zip(parameters[0::2], parameters[1::2], strict=True))
+    for i, (weight, bias) in enumerate(layers):
+        h = h @ np.asarray(weight, dtype=np.float32).T + np.asarray(bias, dtype=np.float32)
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0.0)
+    n = int(data.y_test.shape[0])
+    if n == 0:
+        return math.nan, math.nan, 0
+    logits = h.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1))
+    loss = float(np.mean(log_norm - shifted[np.arange(n), data.y_test]))
+    accuracy = float(np.mean(logits.argmax(axis=1) == data.y_test))
+    return loss, accuracy, n
 
 
 def steps_in_round(total_steps: int, rounds: int, server_round: int) -> int:

@@ -36,6 +36,7 @@ from ppml_runtime.contract import (
 )
 from ppml_runtime.federated import flwr_cli
 from ppml_runtime.federated.contract import (
+    ENV_DATA_DIR,
     FederationConfig,
     FederationReport,
     dump_federation_report,
@@ -43,8 +44,6 @@ from ppml_runtime.federated.contract import (
 )
 
 LOG = logging.getLogger("ppml_runtime.federated")
-#: Where the SuperNode role keeps its silo's pre-built data.
-ENV_DATA_DIR = "PPML_FEDERATION_DATA_DIR"
 
 
 def _config(args: argparse.Namespace) -> FederationConfig:
