@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,21 +38,30 @@ def kube(devcluster: Any, crds: None, namespace: str) -> Iterator[Kube]:
 
 
 @pytest.fixture
-def operator(devcluster: Any, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    handle = Operator(namespace, Path(devcluster.kubeconfig), tmp_path)
+def log_dir(namespace: str) -> Path:
+    """Where the operator's logs go: outside pytest's rotating temporary directories."""
+    root = Path(os.environ.get("PPML_TEST_LOG_DIR", "/tmp/ppml-operator-test-logs"))
+    path = root / namespace
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def operator(devcluster: Any, namespace: str, log_dir: Path) -> Iterator[Operator]:
+    handle = Operator(namespace, Path(devcluster.kubeconfig), log_dir)
     yield handle
     handle.stop()
 
 
 @pytest.fixture
 def operator_factory(
-    devcluster: Any, namespace: str, tmp_path: Path
+    devcluster: Any, namespace: str, log_dir: Path
 ) -> Iterator[Callable[..., Operator]]:
     made: list[Operator] = []
 
     def make(**env: str) -> Operator:
-        sub = tmp_path / f"op{len(made)}"
-        sub.mkdir()
+        sub = log_dir / f"op{len(made)}"
+        sub.mkdir(exist_ok=True)
         handle = Operator(namespace, Path(devcluster.kubeconfig), sub, env=dict(env))
         made.append(handle)
         return handle

@@ -89,31 +89,36 @@ def test_an_older_waiting_job_is_not_overtaken_by_a_cheaper_newer_one(
     kube.job_when("newer", "Complete", timeout=90)
 
 
-@pytest.mark.parametrize(
-    "point",
-    [
-        "after-reserve",
-        "after-admit",
-        "after-create-ConfigMap",
-        "after-create-Job",
-        "after-commit",
-        "after-complete",
-    ],
+CRASH_POINTS = (
+    "after-reserve",
+    "after-admit",
+    "after-create-ConfigMap",
+    "after-create-Job",
+    "after-commit",
+    "after-complete",
 )
-def test_operator_killed_at_a_ledger_write_boundary_converges_without_double_charge(
-    kube: Kube, operator: Operator, tmp_path: Path, point: str
+
+
+def test_operator_killed_at_every_ledger_write_boundary_converges_without_double_charge(
+    kube: Kube, operator: Operator, tmp_path: Path
 ) -> None:
+    """One job walks through every boundary: the operator dies at each, once, and restarts."""
     kube.apply(budget("clinic", epsilon="3"))
     kube.apply(job("crashy"))
-    once = str(tmp_path / "crashed-once")
-    operator.start(PPML_CRASH_AT=point, PPML_CRASH_ONCE_FILE=once)
-    assert operator.wait_exit(timeout=120) == 137, operator.logs()[-3000:]
-    assert f"crashed at {point}" in operator.logs()
-    # No pod may exist without a reservation, whatever was interrupted.
-    uid = _uid(kube, "crashy")
-    if kube.list("Pod", f"ppml.dev/job-uid={uid}"):
-        assert any(c["jobUID"] == uid for c in _charges(kube))
-    operator.start(PPML_CRASH_AT=point, PPML_CRASH_ONCE_FILE=once)  # passes through now
+    once = str(tmp_path / "crashed")
+    env = {"PPML_CRASH_AT": ",".join(CRASH_POINTS), "PPML_CRASH_ONCE_FILE": once}
+    for point in CRASH_POINTS:
+        operator.start(**env)
+        assert operator.wait_exit(timeout=120) == 137, operator.logs()[-3000:]
+        assert operator.logs().rstrip().endswith(f"crashed at {point}"), point
+        # Whatever was interrupted: no pod without a reservation, never two charges.
+        uid = _uid(kube, "crashy")
+        mine = [c for c in _charges(kube) if c["jobUID"] == uid]
+        assert len(mine) <= 1, point
+        if kube.list("Pod", f"ppml.dev/job-uid={uid}"):
+            assert mine, point
+        assert len(kube.list("Job", f"ppml.dev/job-uid={uid}")) <= 1, point
+    operator.start(**env)  # every point visited: it runs through now
     _assert_charged_once(kube, "crashy")
 
 

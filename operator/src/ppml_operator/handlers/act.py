@@ -48,6 +48,18 @@ def write_budget(client: k8s.Client, write: BudgetWrite, logger: logging.Logger)
     return stored
 
 
+def _finishes(obj: Obj, status: Obj) -> bool:
+    """Return whether a status write marks the job Complete or Failed for the first time."""
+
+    def terminal(st: Obj) -> bool:
+        return any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in st.get("conditions") or []
+        )
+
+    return terminal(status) and not terminal(obj.get("status") or {})
+
+
 def _write_late(client: k8s.Client, write: BudgetWrite, logger: logging.Logger) -> None:
     """Write a release that follows deletions, re-reading the budget on every lost race.
 
@@ -116,7 +128,7 @@ def act(
         crashpoint("after-status")
         if any(w.operation == "reserve" for w in plan.budget_writes) or plan.create:
             crashpoint("after-admit")
-        if any(w.operation == "commit" for w in plan.budget_writes):
+        if _finishes(obj, plan.status):
             crashpoint("after-complete")
     for child in plan.create:
         _, created = client.ensure(child)

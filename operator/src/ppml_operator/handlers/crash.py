@@ -2,9 +2,10 @@
 
 The operator calls :func:`crashpoint` at every write boundary of the ledger protocol. When the
 environment variable ``PPML_CRASH_AT`` names that point (a comma list is accepted), the process
-ends at once with ``os._exit(137)``, as if SIGKILLed: no cleanup, no flush, no finalizer. A
-``PPML_CRASH_ONCE_FILE`` path makes each point fire once per file (the restarted operator, given
-the same file, passes through).
+ends at once with ``os._exit(137)``, as if SIGKILLed: no cleanup, no flush, no finalizer. With
+``PPML_CRASH_ONCE_FILE=PATH`` each point fires only once (it leaves ``PATH.<point>`` behind): an
+operator restarted with the same settings crashes at the next point not yet visited, so one job
+can be walked through every boundary.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def crashpoint(name: str) -> None:
         return
     once = os.environ.get("PPML_CRASH_ONCE_FILE")
     if once:
-        if os.path.exists(once):
+        marker_path = f"{once}.{name}"
+        if os.path.exists(marker_path):
             return
-        with open(once, "w", encoding="utf-8") as marker:
+        with open(marker_path, "w", encoding="utf-8") as marker:
             marker.write(name)
     sys.stderr.write(f"PPML_CRASH_AT: crashed at {name}\n")
     sys.stderr.flush()
