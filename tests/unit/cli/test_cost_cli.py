@@ -292,3 +292,32 @@ def test_a_command_group_alone_shows_its_commands(capsys: pytest.CaptureFixture[
     assert code == 2
     assert "plan" in out
     assert out.startswith("usage: ppml budget")
+
+
+def test_manifest_form_prices_a_federation_with_central_dp(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from ppml_operator.reconcile.cost import job_charges
+
+    silo = {"data": {"source": "Builtin", "builtin": {"name": "Digits"}, "numRecords": 599}}
+    job = {
+        "apiVersion": "ppml.dev/v1alpha1",
+        "kind": "FederatedJob",
+        "metadata": {"name": "silos"},
+        "spec": {
+            "rounds": 3,
+            "clients": [{"name": f"silo-{i}", **silo} for i in range(3)],
+            "model": {"architecture": "LogisticRegression"},
+            "training": {"batchSize": 32, "learningRate": "0.1"},
+            "budgetRef": {"name": "federation"},
+            "privacy": {"mode": "Central", "noiseMultiplier": "1.0", "delta": "1e-5"},
+        },
+    }
+    code, out, err = run(capsys, "cost", "-f", write(tmp_path, "fed.yaml", job), "--json")
+    assert code == 0, err
+    (charge,) = json.loads(out)["charges"]
+    (expected,) = job_charges(job)
+    assert charge["kind"] == "FederatedJob"
+    assert charge["budget"] == "federation"
+    assert charge["epsilon"] == str(expected.epsilon)
+    assert [e["type"] for e in charge["events"]] == ["ClientLevelDp"]
