@@ -305,6 +305,8 @@ def test_operator_service_account_can_do_what_it_needs_and_nothing_more(env: Env
         ("create", "jobs.batch", ns, None),
         ("delete", "pods", ns, None),
         ("create", "secrets", ns, None),
+        ("delete", "secrets", ns, None),
+        ("list", "namespaces", None, None),  # watching listed namespaces only
         ("create", "events", ns, None),
         ("list", "customresourcedefinitions.apiextensions.k8s.io", None, None),
     ]

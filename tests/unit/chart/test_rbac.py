@@ -59,12 +59,12 @@ def test_no_role_uses_wildcards_or_escalation_verbs(render, set_args):
 
 
 @pytest.mark.parametrize("set_args", list(VALUE_SETS.values()), ids=list(VALUE_SETS))
-def test_no_role_can_read_secrets_and_the_operator_can_only_create_them(render, set_args):
+def test_no_role_can_read_secrets_and_the_operator_only_creates_and_deletes_them(render, set_args):
     r = render(*set_args)
     for role in roles(r):
         verbs = grants(role).get(("", "secrets"), set())
         if role["metadata"]["name"] == "ppml-operator-namespaced":
-            assert verbs == {"create"}
+            assert verbs == {"create", "delete"}
         else:
             assert not verbs, f"{role['metadata']['name']} may {sorted(verbs)} secrets"
 
