@@ -7,10 +7,12 @@ every process left in a pod network namespace, then the namespaces and the bridg
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 import urllib.request
@@ -56,10 +58,12 @@ class ClusterError(Exception):
 
 def _wait(what: str, check: Callable[[], bool], timeout_s: float, component: str | None,
           paths: Paths) -> None:
-    deadline = time.monotonic() + timeout_s
+    t0 = time.monotonic()
+    deadline = t0 + timeout_s
     while time.monotonic() < deadline:
         try:
             if check():
+                log.info("Waited %.1fs for %s", time.monotonic() - t0, what)
                 return
         except Exception:
             pass
@@ -241,6 +245,8 @@ def up(
         nodes_file(paths).write_text("1\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     state = running(paths)
+    if not any(state.values()):
+        _kill_orphans(paths)  # e.g. left by a state directory whose pid files were removed
     client = Client.admin(paths, timeout=5)
     for name in COMPONENTS:
         if state[name]:
@@ -268,6 +274,53 @@ def up(
           "kube-controller-manager", paths)
 
 
+_BINARIES = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+
+
+def orphans(paths: Paths) -> list[int]:
+    """Return pids of devcluster components of ``paths`` that no pid file records.
+
+    A component is recognised by its binary (or ``-m devcluster.nodeagent``) and an argument
+    naming this state directory, so components of other state directories are never matched.
+    """
+    recorded = {pid for pid in running(paths).values() if pid}
+    root = str(paths.root)
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) in recorded:
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        ours = Path(argv[0]).name in _BINARIES or "devcluster.nodeagent" in argv[:3]
+        if ours and any(a.startswith("--") and root + "/" in a + "/" for a in argv[1:]):
+            out.append(int(d.name))
+    return out
+
+
+def _kill_orphans(paths: Paths) -> list[int]:
+    pids = orphans(paths)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and
+                                                  _not_zombie(p) for p in pids):
+            time.sleep(0.1)
+    if pids:
+        log.info("Stopped orphaned devcluster processes %s", pids)
+    return pids
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def down(paths: Paths, purge: bool = False) -> list[str]:
     """Stop every component ``up`` started, every pod process, the pod namespaces and the bridge.
 
@@ -285,6 +338,7 @@ def down(paths: Paths, purge: bool = False) -> list[str]:
 
     """
     stopped = [n for n in reversed(COMPONENTS) if procs.stop(n, paths.run)]
+    _kill_orphans(paths)
     for ns in network.list_pod_netns():
         network.delete_pod_netns(ns)
     if paths.run.exists():

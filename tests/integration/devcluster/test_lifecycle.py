@@ -105,3 +105,21 @@ def test_a_failing_liveness_probe_restarts_the_container(kube: Kube) -> None:
 
     st = wait_for("a liveness restart", restarted, timeout=30)
     assert st["lastState"]["terminated"]["exitCode"] == 128 + 15  # SIGTERM
+
+
+def test_an_exec_readiness_probe_runs_inside_the_container_view(kube: Kube) -> None:
+    code = "import time; time.sleep(2); open('/tmp/ready', 'w').close(); time.sleep(300)"
+    probe = ["python", "-c", "import os, sys; sys.exit(0 if os.path.exists('/tmp/ready') else 1)"]
+    kube.create("pods", pod_manifest(
+        "probed", code, restartPolicy="Always", terminationGracePeriodSeconds=1,
+        container={"readinessProbe": {"exec": {"command": probe}, "periodSeconds": 1}}))
+    kube.wait_phase("probed", ("Running",))
+
+    def ready() -> bool:
+        conds = {c["type"]: c["status"] for c in kube.pod("probed")["status"]["conditions"]}
+        return conds.get("Ready") == "True"
+
+    assert not ready()
+    t0 = time.monotonic()
+    wait_for("the exec probe to pass", ready, timeout=30)
+    assert time.monotonic() - t0 < 10

@@ -103,6 +103,12 @@ def test_up_is_idempotent_and_down_leaves_no_process_namespace_or_bridge(
         subprocess.run([*kubectl, "wait", "--for=jsonpath={.status.phase}=Running",
                         "pod/sleeper", "--timeout=60s"], check=True, capture_output=True,
                        timeout=90)
+        # Lost pid files (say, someone removed them): down still finds its own components
+        # by binary and state directory.
+        for f in (state / "run").glob("*.pid"):
+            f.unlink()
+        assert _run(env, "down").returncode == 0
+        assert not _processes_mentioning(str(state))
     finally:
         _run(env, "down", "--purge")
         print("devcluster timings:", json.dumps({k: round(v, 2) for k, v in timings.items()}))

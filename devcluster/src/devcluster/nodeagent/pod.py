@@ -474,8 +474,7 @@ class PodWorker(threading.Thread):
         with open(logf, "ab") as out:
             # `ip netns exec` enters the pod's network namespace and a private mount namespace
             # (propagation slave); a hostNetwork pod only gets the mount namespace.
-            enter = (["unshare", "--mount", "--propagation", "slave"] if self.host_network
-                     else ["ip", "netns", "exec", self.netns])
+            enter = self._enter()
             c.proc = subprocess.Popen(
                 [*enter, sys.executable, "-I", "-S", str(SHIM), str(specfile)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -566,9 +565,33 @@ class PodWorker(threading.Thread):
                 url = f"http://{self.ip}:{int(port)}{hg.get('path', '/')}"
                 with urllib.request.urlopen(url, timeout=timeout) as r:
                     return bool(200 <= r.status < 400)
+            if "exec" in probe:
+                return self._exec_probe(c, probe["exec"].get("command", []), timeout)
         except OSError:
             return False
-        return True  # exec probes are not run: a running container counts as ready
+        return True  # a probe of a kind devcluster does not run (grpc) counts as passing
+
+    def _enter(self) -> list[str]:
+        if self.host_network:
+            return ["unshare", "--mount", "--propagation", "slave"]
+        return ["ip", "netns", "exec", self.netns]
+
+    def _exec_probe(self, c: Container, command: list[str], timeout: float) -> bool:
+        """Run ``command`` like the container (same namespaces, mounts, env, user); rc 0 passes."""
+        specfile = self.dir / "spec" / f"{c.name}.json"
+        spec = json.loads(specfile.read_text())
+        spec["argv"] = command
+        probefile = self.dir / "spec" / f"{c.name}.probe.json"
+        probefile.write_text(json.dumps(spec))
+        probefile.chmod(0o600)
+        enter = self._enter()
+        try:
+            p = subprocess.run([*enter, sys.executable, "-I", "-S", str(SHIM), str(probefile)],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                               start_new_session=True)
+        except subprocess.TimeoutExpired:
+            return False
+        return p.returncode == 0
 
     # ---- setup and teardown -------------------------------------------------------------------
 
