@@ -406,7 +406,7 @@ class Agent:
         hp = self.paths.pv / ns / name
         hp.mkdir(parents=True, exist_ok=True)
         hp.chmod(0o777)
-        pv = {
+        pv: dict[str, Any] = {
             "apiVersion": "v1", "kind": "PersistentVolume",
             "metadata": {"name": f"pv-{meta['uid']}",
                          "labels": {"devcluster.ppml.dev/claim-namespace": ns}},

@@ -114,7 +114,7 @@ class PodWorker(threading.Thread):
         self.cond = threading.Condition()
         self.kicked = False
         self.gone = False
-        self.dir = agent.paths.pods / self.uid
+        self.dir: Path = agent.paths.pods / self.uid
         self.netns = network.netns_name(self.uid)
         self.ip: str | None = None
         self.start_time = now_iso()

@@ -7,6 +7,8 @@ message file, drops to the pod's user and execs. It imports only the standard li
 with ``python -I -S`` so it starts in a few milliseconds.
 """
 
+from __future__ import annotations
+
 import ctypes
 import json
 import os
@@ -23,7 +25,8 @@ CLONE_NEWUTS = 0x04000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _mount(src, dst, fstype, flags, data=None):
+def _mount(src: str | None, dst: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
     rc = _libc.mount(
         src.encode() if src else None, dst.encode(), fstype.encode() if fstype else None,
         ctypes.c_ulong(flags), data.encode() if data else None,
@@ -33,7 +36,7 @@ def _mount(src, dst, fstype, flags, data=None):
         raise OSError(err, f"mount {src} on {dst}: {os.strerror(err)}")
 
 
-def _ensure_target(dst, is_file):
+def _ensure_target(dst: str, is_file: bool) -> None:
     if os.path.lexists(dst):
         return
     os.makedirs(os.path.dirname(dst) or "/", exist_ok=True)
@@ -44,7 +47,7 @@ def _ensure_target(dst, is_file):
         os.makedirs(dst, exist_ok=True)
 
 
-def bind(src, dst, read_only=False):
+def bind(src: str | int, dst: str, read_only: bool = False) -> None:
     """Bind-mount ``src`` (a path or an O_PATH fd) at ``dst``, creating ``dst`` if needed."""
     if isinstance(src, int):
         src = f"/proc/self/fd/{src}"
@@ -54,7 +57,7 @@ def bind(src, dst, read_only=False):
         _mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
 
 
-def expose_root_entries(entries, stage):
+def expose_root_entries(entries: list[str], stage: str) -> None:
     """Make selected entries of a mode-0700 ``/root`` reachable by a non-root user.
 
     The host's ``/root`` is moved aside (bind-mounted at ``stage``), a tmpfs with mode 0755 covers
@@ -70,7 +73,7 @@ def expose_root_entries(entries, stage):
             _mount(src, os.path.join("/root", name), None, MS_BIND | MS_REC)
 
 
-def main():
+def main() -> None:
     """Read the spec named by argv[1], prepare the container, exec its command."""
     with open(sys.argv[1]) as f:
         spec = json.load(f)
