@@ -53,6 +53,7 @@ class History:
     name: str
     total: Decimal
     delta: Decimal
+    delta_text: str
     composition: str
     start: Decimal
     committed: tuple[Point, ...]
@@ -138,6 +139,7 @@ def compute_history(budget: Obj) -> History:
         name=str(meta.get("name", "")),
         total=to_decimal(spec.get("epsilon"), "spec.epsilon"),
         delta=delta,
+        delta_text=str(spec.get("delta")),
         composition=composition,
         start=start,
         committed=tuple(points["Committed"]),
@@ -148,7 +150,7 @@ def compute_history(budget: Obj) -> History:
 def format_history(h: History) -> str:
     """Render a history as a table (what ``ppml budget history`` prints)."""
     lines = [
-        f"{h.namespace}/{h.name}: ε {h.total} at δ {h.delta}, {h.composition} composition",
+        f"{h.namespace}/{h.name}: ε {h.total} at δ {h.delta_text}, {h.composition} composition",
         f"{'TIME':<20} {'STATE':<9} {'JOB':<32} {'CHARGE':>8} {'COMPOSED':>9} {'SUMMED':>8}",
     ]
     if h.start:
@@ -195,9 +197,13 @@ def plot_history(h: History, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
     points = list(h.committed)
     if points:
-        times = [points[0].time, *[p.time for p in points]]
+        # Hold the last value until the last event shown (a reservation may come later).
+        end = max([p.time for p in (*points, *h.reserved)])
+        times = [points[0].time, *[p.time for p in points], end]
         composed = [float(h.start), *[float(p.composed_epsilon) for p in points]]
+        composed.append(composed[-1])
         summed = [float(h.start), *[float(p.summed_epsilon) for p in points]]
+        summed.append(summed[-1])
         ax.step(num(times), composed, where="post", color="tab:blue", lw=2,
                 label=f"spent ({h.composition} composition)")
         ax.step(num(times), summed, where="post", color="tab:gray", lw=1, ls=":",
@@ -224,7 +230,7 @@ def plot_history(h: History, path: Path) -> None:
                        0.1))
     ax.xaxis.set_major_formatter(date_formatter("%m-%d %H:%M"))
     ax.set_xlabel("time (UTC)")
-    ax.set_ylabel(f"epsilon at δ = {h.delta}")
+    ax.set_ylabel(f"epsilon at δ = {h.delta_text}")
     ax.set_title(f"PrivacyBudget {h.namespace}/{h.name}")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
