@@ -148,7 +148,7 @@ def test_the_whole_screen():
             job("digits", [("Running", "True", "PodsRunning")], {"step": 50, "totalSteps": 100}),
             job("waits", [("Admitted", "False", "BudgetExhausted")], budget_name="scans"),
         ],
-        width=44,
+        width=110,
     )
     lines = text.splitlines()
     assert lines[0].startswith("BUDGETS")
@@ -157,10 +157,10 @@ def test_the_whole_screen():
     assert (
         lines[records + 1]
         .strip()
-        .startswith("[" + SPENT_CHAR * 10 + RESERVED_CHAR * 10 + REMAINING_CHAR * 20 + "]")
+        .startswith("[" + SPENT_CHAR * 15 + RESERVED_CHAR * 15 + REMAINING_CHAR * 30 + "]")
     )
-    assert lines[scans + 1].strip().startswith("[" + SPENT_CHAR * 40 + "]")
-    assert lines[fresh + 1].strip().startswith("[" + REMAINING_CHAR * 40 + "]")
+    assert lines[scans + 1].strip().startswith("[" + SPENT_CHAR * 60 + "]")
+    assert lines[fresh + 1].strip().startswith("[" + REMAINING_CHAR * 60 + "]")
     digits = next(line for line in lines if "clinic/digits" in line)
     assert "Running" in digits and " 50%" in digits and "step 50/100" in digits
     waits = next(line for line in lines if "clinic/waits" in line)

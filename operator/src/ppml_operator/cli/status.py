@@ -271,7 +271,7 @@ def render_status(budgets: Iterable[Obj], jobs: Iterable[Obj], *, width: int = 8
         The text, ending with a newline.
 
     """
-    budget_bar = max(width - 4, 10)
+    budget_bar = max(min(width - 50, 60), 10)  # room for "spent .. reserved .. left .."
     job_bar = max(min(width - 100, 30), 10)
     lines = [f"BUDGETS   {SPENT_CHAR} spent  {RESERVED_CHAR} reserved  {REMAINING_CHAR} remaining"]
     views = sorted((BudgetView.of(b) for b in budgets), key=lambda v: (v.namespace, v.name))
