@@ -8,6 +8,8 @@ import pytest
 
 from .conftest import CHART, KUBE
 
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+
 MODES = {
     "watch every namespace": [],
     "watch listed namespaces": ["--set", "operator.watchNamespaces={team-a,team-b}"],
@@ -30,3 +32,14 @@ def test_helm_lint_strict(helm, args):
     )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "0 chart(s) failed" in p.stdout
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_the_chart_testing_values_lint_and_render(helm, values):
+    p = subprocess.run(
+        [helm, "lint", "--strict", "--kube-version", KUBE, str(CHART), "-f", str(values)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
