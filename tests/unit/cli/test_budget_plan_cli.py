@@ -162,3 +162,16 @@ def test_an_invalid_budget_names_the_field(
     )
     assert code == 2
     assert "delta" in err
+
+
+def test_folded_charges_in_the_budget_status_are_spent_before_the_plan(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (charge,) = job_charges(training_job("old"))
+    events = [event_to_dict(e) for e in charge.events]
+    folded = {"count": 2, "events": [{**events[0], "steps": 2 * events[0]["steps"]}]}
+    result = plan(capsys, tmp_path, budget("10", folded=folded))
+    ledger = LedgerAccount("RDP", Decimal("1e-5"))
+    ledger.add(list(charge.events))
+    ledger.add(list(charge.events))
+    assert Decimal(result["budget"]["spentBefore"]) == ledger.spent_epsilon()

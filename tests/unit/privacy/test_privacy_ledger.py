@@ -144,3 +144,13 @@ def test_a_malformed_stored_curve_is_refused(values: list[str], named: str) -> N
 def test_an_unknown_composition_is_refused() -> None:
     with pytest.raises(InvalidPrivacyParameterError, match="Summation"):
         LedgerAccount("Summation", DELTA)
+
+
+def test_a_bare_epsilon_composes_under_basic_only() -> None:
+    ledger = LedgerAccount("Basic", DELTA)
+    ledger.add_basic(Decimal("1.5"), DELTA / 4, key="folded")
+    ledger.add([CHEAP], delta=DELTA / 4)
+    assert ledger.spent_epsilon() == round_up(Decimal("1.5") + epsilon_of([CHEAP], DELTA / 4))
+    assert ledger.spent_delta() == DELTA / 2
+    with pytest.raises(InvalidPrivacyParameterError, match="RDP composition"):
+        LedgerAccount("RDP", DELTA).add_basic(Decimal(1), DELTA)

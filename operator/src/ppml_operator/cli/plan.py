@@ -8,8 +8,8 @@ The files hold one PrivacyBudget (or name one with ``--budget``) and the jobs, i
 would be submitted. Each job's charge on that budget is computed exactly as the operator will
 reserve it; jobs are admitted greedily in order under the budget's composition: a job that does
 not fit is skipped (it would wait) and later jobs are still tried. Charges already Reserved or
-Committed in the budget's ``status.charges`` (as ``kubectl get -o yaml`` shows them) count as
-spent before the first job.
+Committed in the budget's ``status.charges``, and the committed charges folded into
+``status.folded`` (as ``kubectl get -o yaml`` shows them), count as spent before the first job.
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ def plan(paths: list[str], budget_name: str | None = None) -> dict[str, Any]:
     from ppml_operator.cli.cost import charges_of
     from ppml_operator.privacy import (
         InvalidPrivacyEventError,
+        InvalidPrivacyParameterError,
         LedgerAccount,
         event_from_dict,
         format_cost,
@@ -154,6 +155,22 @@ def plan(paths: list[str], budget_name: str | None = None) -> dict[str, Any]:
             ) from err
         charge_delta = charge.get("delta")
         ledger.add(events, key=f"status-{index}", delta=charge_delta or None)
+    folded = (document.get("status") or {}).get("folded") or {}
+    if folded.get("count"):
+        try:
+            if ledger.composition.value == "Basic":
+                ledger.add_basic(
+                    folded.get("basicEpsilon") or "0",
+                    folded.get("basicDelta") or delta * int(folded["count"]),
+                    key="folded",
+                )
+            else:
+                events = [event_from_dict(e) for e in folded.get("events") or []]
+                ledger.add(events, key="folded")
+        except (InvalidPrivacyEventError, InvalidPrivacyParameterError) as err:
+            raise UsageError(
+                f"argument -f: PrivacyBudget {name} in {path}: status.folded: {err}"
+            ) from err
     spent_before = ledger.spent_epsilon()
     jobs: list[dict[str, Any]] = []
     fit_count = 0

@@ -205,6 +205,37 @@ class LedgerAccount:
         self._absorb(charge)
         return key
 
+    def add_basic(
+        self, epsilon: Decimal | str, delta: Decimal | str, *, key: str | None = None
+    ) -> str:
+        """Add a charge known only by its (epsilon, delta), e.g. a folded aggregate (Basic only).
+
+        Raises
+        ------
+        InvalidPrivacyParameterError
+            Under RDP or PLD composition (a bare epsilon does not compose there), or when
+            ``key`` is taken or a value is invalid.
+
+        """
+        if self.composition is not Composition.BASIC:
+            raise InvalidPrivacyParameterError(
+                f"a charge given only as epsilon {epsilon} cannot compose under "
+                f"{self.composition.value} composition; give its events."
+            )
+        key = key if key is not None else f"charge-{len(self._charges)}-basic"
+        if key in self._charges:
+            raise InvalidPrivacyParameterError(f"charge {key!r} is already in the ledger.")
+        value = to_decimal(epsilon, "epsilon")
+        if value < 0:
+            raise InvalidPrivacyParameterError(f"epsilon {epsilon!r} must not be negative.")
+        charge_delta = to_decimal(delta, "delta")
+        if not 0 <= charge_delta < 1:
+            raise InvalidPrivacyParameterError(f"delta {delta!r} must be in [0, 1).")
+        charge = _Charge(key, (), charge_delta, value, None, None)
+        self._charges[key] = charge
+        self._absorb(charge)
+        return key
+
     def _absorb(self, charge: _Charge) -> None:
         if charge.curve is not None:
             self._rdp = self._rdp + charge.curve
