@@ -99,7 +99,13 @@ def test_fake_gpus_change_the_node_capacity_and_gate_scheduling(
                        for c in conds)
 
         wait_for("the scheduler to find no GPU", unschedulable)
+        labels = devcluster.api().get("/api/v1/nodes/devcluster-node")["metadata"]["labels"]
+        assert "nvidia.com/gpu.present" not in labels
         devcluster.set_fake_gpus(1)
+        # Like GPU feature discovery, the node is labelled, so GPU node selectors match.
+        labels = wait_for("GPU labels", lambda: devcluster.api().get(
+            "/api/v1/nodes/devcluster-node")["metadata"]["labels"].get("nvidia.com/gpu.count"))
+        assert labels == "1"
         assert kube.wait_phase("no-gpu", timeout=60)["status"]["phase"] == "Succeeded"
     finally:
         devcluster.set_fake_gpus(before)

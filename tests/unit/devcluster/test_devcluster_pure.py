@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from devcluster.nodeagent.agent import gpu_labels
 from devcluster.nodeagent.env import ConfigError, build_env, expand, field_ref, parse_quantity
 from devcluster.nodeagent.hosts import render, service_entries
 from devcluster.nodeagent.pod import image_entrypoint
@@ -129,3 +130,17 @@ def test_render_names_a_pod_with_hostname_and_subdomain() -> None:
 )
 def test_image_entrypoint(image: str, known: bool) -> None:
     assert (image_entrypoint(image) is not None) == known
+
+
+@pytest.mark.parametrize(
+    ("count", "product", "expected"),
+    [
+        (0, "x", {"nvidia.com/gpu.present": None, "nvidia.com/gpu.count": None,
+                  "nvidia.com/gpu.product": None}),
+        (2, "NVIDIA H200", {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.count": "2",
+                            "nvidia.com/gpu.product": "NVIDIA-H200"}),
+    ],
+    ids=["no GPU removes the labels", "two H200s"],
+)
+def test_gpu_labels(count: int, product: str, expected: dict[str, str | None]) -> None:
+    assert gpu_labels(count, product) == expected

@@ -82,12 +82,27 @@ class Informer(threading.Thread):
 
 
 def _gpus(fake: int) -> int:
-    if shutil.which("nvidia-smi"):
-        p = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
-        n = sum(1 for ln in p.stdout.splitlines() if ln.startswith("GPU "))
-        if p.returncode == 0 and n:
-            return n
-    return fake
+    return len(_gpu_lines()) or fake
+
+
+def _gpu_lines() -> list[str]:
+    """Return ``nvidia-smi -L`` lines (``GPU 0: NVIDIA H200 (UUID: ...)``), none without GPUs."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    p = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    if p.returncode:
+        return []
+    return [ln for ln in p.stdout.splitlines() if ln.startswith("GPU ")]
+
+
+def gpu_labels(count: int, product: str) -> dict[str, str | None]:
+    """Return the GPU feature discovery labels for ``count`` GPUs (None removes a label)."""
+    if count <= 0:
+        return {"nvidia.com/gpu.present": None, "nvidia.com/gpu.count": None,
+                "nvidia.com/gpu.product": None}
+    clean = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in product)[:63]
+    return {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.count": str(count),
+            "nvidia.com/gpu.product": clean.strip("-_.") or "unknown"}
 
 
 def _memory_ki() -> int:
@@ -282,6 +297,15 @@ class Agent:
             },
         }
 
+    def _labels(self) -> dict[str, str | None]:
+        lines = _gpu_lines() if self.real_gpus else []
+        product = lines[0].split(":", 1)[1].split("(UUID")[0].strip() if lines else (
+            "devcluster-fake-gpu")
+        return gpu_labels(int(self.capacity["nvidia.com/gpu"]), product)
+
+    def _post_labels(self, name: str) -> None:
+        self.client.patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": self._labels()}})
+
     def _post_status(self, name: str) -> None:
         self.client.patch(f"/api/v1/nodes/{name}/status", {"status": self._node_status(name)},
                           kind="strategic")
@@ -301,6 +325,7 @@ class Agent:
         except ApiError as err:
             if err.status != 409:
                 raise
+        self._post_labels(name)
         self._post_status(name)
         self._renew_lease(name)
         self.registered.add(name)
@@ -351,6 +376,8 @@ class Agent:
                 for name in names:
                     if n % int(HEARTBEAT_S) == 0:
                         self._renew_lease(name)
+                    if changed:
+                        self._post_labels(name)
                     if changed or n % int(2 * HEARTBEAT_S) == 0:
                         self._post_status(name)
             except Exception as err:
