@@ -87,12 +87,16 @@ def devcluster() -> Iterator[Cluster]:
     paths.root.mkdir(parents=True, exist_ok=True)
     with open(paths.root / "lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if cluster.is_up(paths) and all(controlplane.running(paths).values()):
+        running = controlplane.running(paths)
+        if cluster.is_up(paths) and all(running.values()):
             handle = cluster.Cluster(paths, bin_dir(), started=False)
         else:
+            # Starts what is missing; only a cluster started from nothing is this run's to stop.
             subprocess.run([sys.executable, "-m", "devcluster", "up"], check=True)
-            _marker().write_text(os.environ.get(RUN_ENV, "unknown") + "\n")
-            handle = cluster.Cluster(paths, bin_dir(), started=True)
+            fresh = not any(running.values())
+            if fresh:
+                _marker().write_text(os.environ.get(RUN_ENV, "unknown") + "\n")
+            handle = cluster.Cluster(paths, bin_dir(), started=fresh)
     yield handle
 
 
