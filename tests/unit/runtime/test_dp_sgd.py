@@ -184,9 +184,19 @@ def test_accountant_history_uses_the_exact_rate_not_one_over_loader_length():
     assert accountant_events(make_privacy_engine("rdp").accountant) == []
 
 
-def test_auto_mode_prefers_ghost_and_falls_back_to_hooks_for_tied_weights():
-    assert choose_grad_sample_mode(build_mlp(4, 2, [3]), "auto") == "ghost"
-    shared = torch.nn.Linear(3, 3)
-    tied = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
-    assert choose_grad_sample_mode(tied, "auto") == "hooks"
-    assert choose_grad_sample_mode(tied, "ghost") == "ghost"
+@pytest.mark.parametrize(
+    ("model", "requested", "chosen"),
+    [
+        pytest.param(lambda: build_mlp(4, 2, [3]), "auto", "ghost", id="mlp gets ghost"),
+        pytest.param(lambda: build_cnn(2, (1, 8, 8)), "auto", "hooks", id="cnn gets hooks"),
+        pytest.param(
+            lambda: torch.nn.Sequential(*[torch.nn.Linear(3, 3)] * 2),
+            "auto",
+            "hooks",
+            id="reused module gets hooks",
+        ),
+        pytest.param(lambda: build_cnn(2, (1, 8, 8)), "ghost", "ghost", id="explicit ghost kept"),
+    ],
+)
+def test_auto_mode_choice(model, requested, chosen):
+    assert choose_grad_sample_mode(model(), requested) == chosen

@@ -151,7 +151,13 @@ def _batch_collate(batch: Any) -> Any:
 
 
 def choose_grad_sample_mode(model: nn.Module, requested: str) -> str:
-    """Resolve ``auto`` to ``ghost`` unless the model ties parameters (ghost cannot), else hooks.
+    """Resolve ``auto`` to the faster supported clipping mode for ``model``.
+
+    ``auto`` is ghost clipping for models of linear layers (measured on CPU: 2-3x a plain step,
+    against 100x for hooks on the 784-512-10 MLP), and per-sample hooks for models with
+    convolutions (Opacus' per-sample norms of a convolution cost more than materialising its
+    per-sample gradients: hooks 1.9x, ghost 2.6x on the runtime's CNN) or with a reused module
+    or tied parameters (ghost clipping refuses parameter tying).
 
     Parameters
     ----------
@@ -161,6 +167,8 @@ def choose_grad_sample_mode(model: nn.Module, requested: str) -> str:
         ``ghost``, ``hooks`` or ``auto``.
 
     """
+    from torch import nn
+
     if requested in ("ghost", "hooks"):
         return requested
     if requested != "auto":
@@ -169,6 +177,8 @@ def choose_grad_sample_mode(model: nn.Module, requested: str) -> str:
         )
     owners: dict[int, int] = {}
     for _, module in model.named_modules(remove_duplicate=False):  # a reused module counts twice
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return "hooks"
         for param in module.parameters(recurse=False):
             owners[id(param)] = owners.get(id(param), 0) + 1
     return "hooks" if any(count > 1 for count in owners.values()) else "ghost"
