@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from op_helpers import REPO, Kube, Operator
+from op_helpers import REPO, Kube, Operator, drop_finalizers
 
 from ppml_operator import k8s
 
@@ -51,6 +51,7 @@ def operator(devcluster: Any, namespace: str, log_dir: Path) -> Iterator[Operato
     handle = Operator(namespace, Path(devcluster.kubeconfig), log_dir)
     yield handle
     handle.stop()
+    _drop(devcluster, namespace)
 
 
 @pytest.fixture
@@ -69,3 +70,12 @@ def operator_factory(
     yield make
     for handle in made:
         handle.stop()
+    _drop(devcluster, namespace)
+
+
+def _drop(devcluster: Any, namespace: str) -> None:
+    client = k8s.Client(k8s.load_configuration(str(devcluster.kubeconfig)))
+    try:
+        drop_finalizers(client, namespace)
+    finally:
+        client.close()

@@ -197,3 +197,12 @@ def job(name: str, budget_name: str = "clinic", **kwargs: Any) -> str:
 
 NOWHERE = {"ppml.dev/test-node": "none"}
 """A node selector no node matches: the pods stay Pending (never started)."""
+
+
+def drop_finalizers(client: k8s.Client, namespace: str) -> None:
+    """Remove the operator's finalizers once it is stopped, so the namespace can go away."""
+    for kind in ("PrivateTrainingJob", "PrivacyBudget"):
+        for item in client.list(kind, namespace):
+            if item["metadata"].get("finalizers"):
+                client.patch(kind, namespace, item["metadata"]["name"],
+                             {"metadata": {"finalizers": None}})

@@ -92,15 +92,21 @@ def _emitter(body: kopf.Body) -> EventSink:
 
 @kopf.index(GROUP, VERSION, PTJ)
 def waiting_jobs(**kwargs: Any) -> dict[tuple[str, str], tuple[str, str, str]] | None:
-    """Index the jobs that wait for admission, by (namespace, budget), for arrival order."""
+    """Index the jobs waiting for budget, by (namespace, budget), for arrival order."""
     body: kopf.Body = kwargs["body"]
     spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    done = {
-        cond.get("type") for cond in status.get("conditions") or [] if cond.get("status") == "True"
-    } & {"Admitted", "Complete", "Failed"}
+    conds = (body.get("status") or {}).get("conditions") or []
+    # Waiting means: tried, and the budget could not pay (a job not looked at yet does not hold
+    # back younger ones; a burst of new jobs is admitted as fast as the ledger allows).
+    waiting = any(
+        c.get("type") == "Admitted" and c.get("status") == "False"
+        and c.get("reason") == "BudgetExhausted" for c in conds
+    )
+    finished = any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conds
+    )
     meta = body.get("metadata") or {}
-    if done or spec.get("suspend") or meta.get("deletionTimestamp"):
+    if not waiting or finished or spec.get("suspend") or meta.get("deletionTimestamp"):
         return None
     budget = str((spec.get("budgetRef") or {}).get("name", ""))
     key = (str(meta.get("namespace")), budget)
