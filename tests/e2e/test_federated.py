@@ -1,0 +1,355 @@
+"""The federated examples on devcluster: real Flower federations run by the operator.
+
+Each test applies one manifest from ``examples/federated/`` with kubectl into a fresh namespace
+(Pod Security ``restricted`` enforced), runs the operator as ``python -m ppml_operator`` watching
+that namespace, and waits for the FederatedJob's ``Complete`` condition. The SuperLink, the
+SuperNodes and the submitter are pods run by devcluster's node agent (each its own network
+namespace; Service names resolve through per-pod hosts files), talking over the job's own TLS
+with SuperNode authentication. Then the test checks the rounds, the recorded accuracy, the
+teardown, and that every budget holds exactly one committed charge for the job.
+
+``test_digits_3_silos`` also starts two rogue SuperNodes against the live SuperLink: one that
+trusts another CA (its TLS handshake fails) and one that trusts the job's CA but holds a key the
+job never registered (the SuperLink refuses to activate it). devcluster does not enforce
+NetworkPolicies, so these checks exercise TLS and authentication on their own.
+
+Flower runs every message in a fresh process, so these are slow on 2 shared cores: FedAvg with
+3 silos and 3 rounds takes minutes, SecAgg+ several times longer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ppml_operator.render import tls
+
+pytestmark = [pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples" / "federated"
+GROUP = "ppml.dev"
+Obj = dict[str, Any]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 2.0
+             ) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def condition(obj: Obj | None, type_: str) -> Obj | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def is_true(obj: Obj | None, type_: str) -> bool:
+    cond = condition(obj, type_)
+    return cond is not None and cond.get("status") == "True"
+
+
+class Cluster:
+    """kubectl in one namespace."""
+
+    def __init__(self, devcluster: Any, namespace: str) -> None:
+        self.dc = devcluster
+        self.ns = namespace
+
+    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self.dc.kubectl("-n", self.ns, *args, input=input, timeout=120)
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        p = self.run(*args, input=input)
+        assert p.returncode == 0, f"kubectl {' '.join(args)}: {p.stderr}"
+        return p.stdout
+
+    def get(self, kind: str, name: str) -> Obj | None:
+        p = self.run("get", kind, name, "-o", "json")
+        return json.loads(p.stdout) if p.returncode == 0 else None
+
+    def items(self, kind: str, selector: str | None = None) -> list[Obj]:
+        args = ["get", kind, "-o", "json"] + (["-l", selector] if selector else [])
+        items: list[Obj] = json.loads(self.ok(*args))["items"]
+        return items
+
+    def logs(self, pod: str) -> str:
+        p = self.run("logs", pod, "--tail", "-1")
+        return p.stdout if p.returncode == 0 else ""
+
+
+class OperatorProcess:
+    """``python -m ppml_operator --namespace NS`` as a subprocess."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PPML_RECONCILE_INTERVAL": "2",
+               "PYTHONUNBUFFERED": "1"}
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ppml_operator", "--namespace", namespace],
+                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def crds(devcluster: Any) -> None:
+    p = devcluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                           str(REPO / "crds"))
+    assert p.returncode == 0, p.stderr
+    for crd in ("privacybudgets", "privatetrainingjobs", "federatedjobs"):
+        devcluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.{GROUP}",
+                           "--timeout=60s")
+
+
+@pytest.fixture
+def kube(devcluster: Any, crds: None, namespace: str) -> Cluster:
+    devcluster.kubectl("label", "namespace", namespace,
+                       "pod-security.kubernetes.io/enforce=restricted", "--overwrite")
+    return Cluster(devcluster, namespace)
+
+
+@pytest.fixture
+def operator(devcluster: Any, kube: Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
+    handle = OperatorProcess(Path(devcluster.kubeconfig), kube.ns, tmp_path / "operator.log")
+    yield handle
+    handle.stop()
+    print(f"----- operator log (tail)\n{handle.log.read_text(errors='replace')[-4000:]}")
+
+
+def example(name: str) -> tuple[str, list[Obj]]:
+    text = (EXAMPLES / name).read_text()
+    return text, [d for d in yaml.safe_load_all(text) if d]
+
+
+def run_example(kube: Cluster, name: str, timeout: float,
+                during: Callable[[Obj], None] | None = None) -> tuple[Obj, list[Obj], Obj]:
+    """Apply an example and wait for its FederatedJob to finish; return job, docs, peak."""
+    text, docs = example(name)
+    job_doc = next(d for d in docs if d["kind"] == "FederatedJob")
+    job_name = job_doc["metadata"]["name"]
+    kube.ok("apply", "-f", "-", input=text)
+    peak: Obj = {"clientsConnected": 0}
+
+    def finished() -> Obj | None:
+        job = kube.get("fedjob", job_name)
+        fed = ((job or {}).get("status") or {}).get("federation") or {}
+        peak["clientsConnected"] = max(peak["clientsConnected"],
+                                       int(fed.get("clientsConnected") or 0))
+        if job is not None and during is not None:
+            during(job)
+        if is_true(job, "Complete") or is_true(job, "Failed"):
+            return job
+        return None
+
+    try:
+        job = wait_for(f"FederatedJob {job_name} to finish", finished, timeout, interval=3)
+    finally:
+        for pod in kube.items("pods"):
+            name = pod["metadata"]["name"]
+            print(f"----- {name}\n{kube.logs(name)[-2500:]}")
+    return job, docs, peak
+
+
+def assert_completed(kube: Cluster, job: Obj, peak: Obj) -> None:
+    spec, status = job["spec"], job["status"]
+    assert is_true(job, "Complete"), condition(job, "Failed")
+    assert is_true(job, "Admitted")
+    fed = status["federation"]
+    assert fed["roundsCompleted"] == spec["rounds"]
+    assert [r["round"] for r in fed["rounds"]] == list(range(1, spec["rounds"] + 1))
+    assert all(r["clients"] == len(spec["clients"]) for r in fed["rounds"])
+    accuracy = float(fed["rounds"][-1]["accuracy"])
+    assert 0.0 < accuracy <= 1.0
+    assert "final accuracy" in condition(job, "Complete")["message"]
+    assert peak["clientsConnected"] == len(spec["clients"])
+    # Teardown: the SuperLink and SuperNodes stop, the keys go; the submitter's pod stays.
+    uid = job["metadata"]["uid"]
+    wait_for("the federation's pods and keys to go", lambda: not [
+        p for p in kube.items("pods", f"ppml.dev/job-uid={uid}")
+        if p["metadata"]["labels"]["app.kubernetes.io/component"] in ("superlink", "supernode")
+    ] and not kube.items("secrets", f"ppml.dev/job-uid={uid}"), 120)
+
+
+def assert_charged_once(kube: Cluster, job: Obj, budgets: list[str]) -> None:
+    uid = job["metadata"]["uid"]
+    charged = {b["name"]: b for b in job["status"]["privacy"]["budgets"]}
+    assert sorted(charged) == sorted(budgets)
+    for name in budgets:
+        budget = kube.get("pbudget", name)
+        assert budget is not None
+        mine = [c for c in budget["status"].get("charges") or [] if c["jobUID"] == uid]
+        assert len(mine) == 1, mine
+        assert mine[0]["state"] == "Committed"
+        assert mine[0]["epsilon"] == charged[name]["epsilon"]
+        assert charged[name]["state"] == "Committed"
+        assert float(budget["status"]["spentEpsilon"]) > 0
+
+
+# --- the rogue SuperNodes -----------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def rogue_secret(name: str) -> tuple[Obj, str]:
+    """A Secret with a foreign CA and an unregistered key; returns it and the key's PEM."""
+    from datetime import UTC, datetime
+
+    bundle = tls.issue_serving_bundle("rogue", ["rogue"], datetime.now(UTC))
+    keys = tls.generate_auth_key_pair()
+    public = serialization.load_ssh_public_key(keys.public_openssh)
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    pem = public.public_bytes(serialization.Encoding.PEM,
+                              serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+              "data": {"ca.crt": _b64(bundle.ca_pem), "auth.key": _b64(keys.private_openssh)}}
+    return secret, pem
+
+
+def rogue_pod(name: str, superlink: str, ca_secret: str, key_secret: str) -> Obj:
+    security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                "runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {
+                    "type": "RuntimeDefault"}}
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "rogue", "image": "ppml-runtime",
+                "command": ["flower-supernode", "--superlink", superlink,
+                            "--root-certificates", "/rogue-ca/ca.crt",
+                            "--auth-supernode-private-key", "/rogue-key/auth.key",
+                            "--host", "127.0.0.1", "--port", "9094", "--max-wait-time", "30"],
+                "env": [{"name": "HOME", "value": "/tmp"}],
+                "securityContext": security,
+                "volumeMounts": [{"name": "ca", "mountPath": "/rogue-ca", "readOnly": True},
+                                 {"name": "key", "mountPath": "/rogue-key", "readOnly": True},
+                                 {"name": "tmp", "mountPath": "/tmp"}],
+            }],
+            "volumes": [
+                {"name": "ca", "secret": {"secretName": ca_secret,
+                                          "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"name": "key", "secret": {"secretName": key_secret,
+                                           "items": [{"key": "auth.key", "path": "auth.key"}]}},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        },
+    }
+
+
+# --- the tests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(1500)
+def test_digits_3_silos(kube: Cluster, operator: OperatorProcess) -> None:
+    """FedAvg over three silos completes; SuperNodes without the CA or a registered key are
+    refused by the live SuperLink."""
+    _, docs = example("digits-3-silos.yaml")
+    name = docs[0]["metadata"]["name"]
+    superlink = f"{name}-superlink.{kube.ns}.svc.cluster.local:9092"
+    secret, rogue_pem = rogue_secret("rogue-keys")
+    started: dict[str, bool] = {}
+
+    def start_rogues(job: Obj) -> None:
+        if started or not is_true(job, "Running"):
+            return
+        kube.ok("apply", "-f", "-", input=json.dumps(secret))
+        # Trusts another CA: the TLS handshake with the job's SuperLink fails.
+        kube.ok("apply", "-f", "-", input=json.dumps(
+            rogue_pod("rogue-no-ca", superlink, "rogue-keys", "rogue-keys")))
+        # Trusts the job's CA (public information) but holds a key the job never registered.
+        kube.ok("apply", "-f", "-", input=json.dumps(
+            rogue_pod("rogue-no-key", superlink, f"{name}-tls", "rogue-keys")))
+        started["yes"] = True
+
+    def rogues_refused() -> bool:
+        link_log = kube.logs(f"{name}-superlink")
+        no_ca = kube.logs("rogue-no-ca").lower()
+        return ("handshake" in no_ca or "certificate" in no_ca) and (
+            rogue_pem.strip().splitlines()[1] in link_log.replace("\\n", "\n"))
+
+    def during(job: Obj) -> None:
+        start_rogues(job)
+        if started and "checked" not in started and rogues_refused():
+            started["checked"] = True
+
+    job, _, peak = run_example(kube, "digits-3-silos.yaml", timeout=1200, during=during)
+    assert_completed(kube, job, peak)
+    assert job["status"]["privacy"]["budgets"] == []  # privacy mode None charges nothing
+    assert started.get("checked"), "the rogue SuperNodes were not seen refused while it ran"
+    for rogue in ("rogue-no-ca", "rogue-no-key"):
+        pod = wait_for(f"{rogue} to give up", lambda r=rogue: (
+            (kube.get("pod", r) or {}).get("status", {}).get("phase") in ("Failed", "Succeeded")
+            and kube.get("pod", r)), 120)
+        assert pod["status"]["phase"] == "Failed", f"{rogue} did not fail"
+        assert "SuperNode ID" not in kube.logs(rogue), f"{rogue} was admitted"
+    assert "certificate verify failed" in kube.logs("rogue-no-ca")
+    assert "Failed to activate SuperNode" in kube.logs("rogue-no-key")
+
+
+@pytest.mark.timeout(2400)
+def test_digits_secagg_central_dp(kube: Cluster, operator: OperatorProcess) -> None:
+    """SecAgg+ with central DP completes and charges the federation's budget exactly once."""
+    job, docs, peak = run_example(kube, "digits-secagg.yaml", timeout=2100)
+    assert_completed(kube, job, peak)
+    budgets = [d["metadata"]["name"] for d in docs if d["kind"] == "PrivacyBudget"]
+    assert_charged_once(kube, job, budgets)
+    privacy = job["status"]["privacy"]
+    assert privacy["steps"] == job["spec"]["rounds"] and privacy["sampleRate"] == "1.0"
+    # Re-applying the manifest (a GitOps re-sync) never charges again.
+    kube.ok("apply", "-f", "-", input=example("digits-secagg.yaml")[0])
+    time.sleep(8)
+    assert_charged_once(kube, kube.get("fedjob", job["metadata"]["name"]) or job, budgets)
+
+
+@pytest.mark.timeout(1800)
+def test_digits_local_dp(kube: Cluster, operator: OperatorProcess) -> None:
+    """Local DP-SGD at each silo completes and charges each silo's own budget exactly once."""
+    job, docs, peak = run_example(kube, "digits-local-dp.yaml", timeout=1500)
+    assert_completed(kube, job, peak)
+    budgets = [d["metadata"]["name"] for d in docs if d["kind"] == "PrivacyBudget"]
+    assert len(budgets) == 3
+    assert_charged_once(kube, job, budgets)
+    for name in budgets:
+        budget = kube.get("pbudget", name)
+        assert budget is not None
+        [charge] = [c for c in budget["status"]["charges"]
+                    if c["jobUID"] == job["metadata"]["uid"]]
+        assert [e["type"] for e in charge["events"]] == ["LocalDpSgd"]
