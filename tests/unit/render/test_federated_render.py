@@ -309,7 +309,9 @@ def test_the_superlink_certificate_is_signed_by_the_jobs_ca_for_the_service_name
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == [
         "digits-superlink", "digits-superlink.ns", "digits-superlink.ns.svc",
-        "digits-superlink.ns.svc.cluster.local"]
+        "digits-superlink.ns.svc.cluster.local", "localhost"]
+    # Flower's SuperExec and ServerApp dial the SuperLink on loopback inside its pod.
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     key = serialization.load_pem_private_key(files["tls.key"], None)
     assert key.public_key() == cert.public_key()
     assert cert.not_valid_before_utc < NOW < cert.not_valid_after_utc

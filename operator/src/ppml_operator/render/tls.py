@@ -15,6 +15,7 @@ Secrets that are missing and hands them to ``decide`` to create (see
 from __future__ import annotations
 
 import base64
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -96,6 +97,12 @@ def service_dns_names(service: str, namespace: str) -> list[str]:
     ]
 
 
+LOOPBACK_NAMES = ("localhost",)
+LOOPBACK_ADDRESSES = ("127.0.0.1",)
+"""Also in the SuperLink's certificate: inside its pod, Flower's SuperExec and ServerApp dial the
+SuperLink's ServerAppIo API on 127.0.0.1, over the same TLS port as everybody else."""
+
+
 def issue_serving_bundle(job_name: str, dns_names: list[str], now: datetime) -> ServingBundle:
     """Create a CA for one job and sign a serving certificate for its SuperLink.
 
@@ -104,7 +111,8 @@ def issue_serving_bundle(job_name: str, dns_names: list[str], now: datetime) -> 
     job_name
         Names the CA (``ppml-operator federation {job_name} CA``).
     dns_names
-        The SuperLink certificate's subject alternative names; the first is its common name.
+        The SuperLink certificate's DNS subject alternative names (the first is its common
+        name); ``localhost`` and ``127.0.0.1`` are added for the processes inside its pod.
     now
         The clock: the certificates are valid from ``now - CLOCK_SKEW`` for ``CERT_VALIDITY``.
 
@@ -148,7 +156,11 @@ def issue_serving_bundle(job_name: str, dns_names: list[str], now: datetime) -> 
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
+            x509.SubjectAlternativeName(
+                [x509.DNSName(n) for n in (*dns_names, *LOOPBACK_NAMES)]
+                + [x509.IPAddress(ipaddress.ip_address(a)) for a in LOOPBACK_ADDRESSES]
+            ),
+            critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
