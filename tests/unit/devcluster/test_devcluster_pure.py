@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from devcluster.nodeagent.agent import gpu_labels
 from devcluster.nodeagent.env import ConfigError, build_env, expand, field_ref, parse_quantity
 from devcluster.nodeagent.hosts import render, service_entries
-from devcluster.nodeagent.pod import image_entrypoint
+from devcluster.nodeagent.launch import image_entrypoint
+from devcluster.nodeagent.nodes import gpu_labels
 
 POD: dict[str, Any] = {
     "metadata": {"name": "p", "namespace": "ns", "uid": "u-1",

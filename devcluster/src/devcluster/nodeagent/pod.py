@@ -8,90 +8,35 @@ patches the status only when it changed.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import json
 import logging
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devcluster import network
 from devcluster.kubeapi import ApiError
 from devcluster.nodeagent import volumes
-from devcluster.nodeagent.env import ConfigError, build_env, expand, getter
-from devcluster.paths import APISERVER_PORT, BRIDGE_IP
+from devcluster.nodeagent.container import BACKOFF_MAX_S, MAX_MESSAGE, Container, now_iso
+from devcluster.nodeagent.env import ConfigError, getter
+from devcluster.nodeagent.launch import Launcher
+from devcluster.nodeagent.podbase import resource_version
+from devcluster.nodeagent.podstatus import StatusReporter
+from devcluster.nodeagent.probes import Prober
+from devcluster.paths import BRIDGE_IP
 
 if TYPE_CHECKING:
     from devcluster.nodeagent.agent import Agent
 
 log = logging.getLogger("devcluster.nodeagent")
 
-SHIM = Path(__file__).with_name("shim.py")
-#: The user a container runs as when it asks for runAsNonRoot without a runAsUser.
-DEFAULT_NONROOT_UID = 65532
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-MAX_MESSAGE = 4096
-
-#: Entrypoints (ENTRYPOINT, CMD) of the project's own images, used when a container sets no
-#: ``command``: the agent ignores images, so it cannot read them from an image.
-IMAGE_ENTRYPOINTS: dict[str, tuple[list[str], list[str]]] = {
-    "ppml-runtime": (["python", "-m", "ppml_runtime"], []),
-    "ppml-operator": (
-        ["python", "-m", "ppml_operator"],
-        ["--standalone", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"],
-    ),
-}
 
 
-def image_entrypoint(image: str) -> tuple[list[str], list[str]] | None:
-    """Return ``(entrypoint, cmd)`` of a known project image (any registry or tag), else None."""
-    repo = image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
-    return IMAGE_ENTRYPOINTS.get(repo)
-BACKOFF_MAX_S = 20.0
 
-
-def now_iso() -> str:
-    """Return the current time as RFC 3339 (seconds)."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class Container:
-    """The run state of one container."""
-
-    spec: dict[str, Any]
-    init: bool
-    proc: subprocess.Popen[bytes] | None = None
-    started_at: str | None = None
-    state: dict[str, Any] = field(
-        default_factory=lambda: {"waiting": {"reason": "PodInitializing"}}
-    )
-    last_state: dict[str, Any] = field(default_factory=dict)
-    restart_count: int = 0
-    exit_code: int | None = None
-    next_start: float = 0.0
-    ready: bool = False
-    next_probe: float = 0.0
-    next_live: float = 0.0
-    live_failures: int = 0
-    done: bool = False  # terminated and will not restart
-
-    @property
-    def name(self) -> str:
-        """The container name."""
-        return str(self.spec["name"])
-
-
-class PodWorker(threading.Thread):
+class PodWorker(Launcher, Prober, StatusReporter, threading.Thread):
     """Run one pod until it finishes or is deleted.
 
     Parameters
@@ -105,7 +50,8 @@ class PodWorker(threading.Thread):
 
     def __init__(self, agent: Agent, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
-        super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
+        threading.Thread.__init__(self, name=f"pod-{meta['namespace']}/{meta['name']}",
+                                  daemon=True)
         self.agent = agent
         self.pod = pod
         self.uid: str = meta["uid"]
@@ -133,7 +79,7 @@ class PodWorker(threading.Thread):
     def update(self, pod: dict[str, Any]) -> None:
         """Record a newer version of the pod and wake the worker."""
         with self.cond:
-            if _rv(pod) >= _rv(self.pod):
+            if resource_version(pod) >= resource_version(self.pod):
                 self.pod = pod
             self.kicked = True
             self.cond.notify_all()
@@ -145,17 +91,7 @@ class PodWorker(threading.Thread):
             self.kicked = True
             self.cond.notify_all()
 
-    def _wake(self) -> None:
-        with self.cond:
-            self.kicked = True
-            self.cond.notify_all()
 
-    def _sleep(self, timeout: float) -> None:
-        # A wake-up that came while the worker was busy is not lost: it sets `kicked`.
-        with self.cond:
-            if not self.kicked:
-                self.cond.wait(timeout)
-            self.kicked = False
 
     def running(self) -> bool:
         """Return whether any container process of the pod is alive."""
@@ -317,11 +253,7 @@ class PodWorker(threading.Thread):
             c.done = True
         log.info("Container %s/%s/%s exited with code %d", self.ns, self.pname, c.name, code)
 
-    def _cid(self, c: Container) -> str:
-        return f"devcluster://{self.uid}/{c.name}/{c.restart_count}"
 
-    def _term_file(self, c: Container) -> Path:
-        return self.dir / "term" / c.name
 
     def _termination_message(self, c: Container, code: int) -> str:
         try:
@@ -338,260 +270,17 @@ class PodWorker(threading.Thread):
             msg = b"\n".join(lines)[-2048:].decode(errors="replace")
         return msg
 
-    def _log_file(self, c: Container) -> Path:
-        return self.agent.paths.pod_logs / f"{self.ns}_{self.pname}_{c.name}.log"
 
-    def _identity(self, c: Container) -> tuple[int | None, int | None, list[int], bool]:
-        psc = self.pod["spec"].get("securityContext") or {}
-        csc = c.spec.get("securityContext") or {}
-        uid = csc.get("runAsUser", psc.get("runAsUser"))
-        gid = csc.get("runAsGroup", psc.get("runAsGroup"))
-        nonroot = csc.get("runAsNonRoot", psc.get("runAsNonRoot"))
-        if uid is None and nonroot:
-            uid = DEFAULT_NONROOT_UID
-        if uid == 0 and nonroot:
-            raise ConfigError("container has runAsNonRoot and runAsUser 0")
-        if uid is not None and gid is None:
-            gid = uid if uid else 0
-        groups = list(psc.get("supplementalGroups", []))
-        if psc.get("fsGroup") is not None:
-            groups.append(psc["fsGroup"])
-        nnp = csc.get("allowPrivilegeEscalation") is False
-        return uid, gid, groups, nnp
 
-    def _identity_files(self, uid: int | None, gid: int | None) -> list[dict[str, Any]]:
-        """Return mounts of /etc/passwd and /etc/group that know ``uid`` and ``gid``.
 
-        An image made for a fixed non-root user has it in its /etc/passwd; the host may not,
-        and ``getpass.getuser()`` (used by several libraries) fails for an unknown uid.
-        """
-        if uid is None:
-            return []
-        out = []
-        for name, ident, line in (
-            ("passwd", uid, f"u{uid}:x:{uid}:{gid if gid is not None else uid}::/tmp:"
-                            "/usr/sbin/nologin\n"),
-            ("group", gid, f"g{gid}:x:{gid}:\n"),
-        ):
-            if ident is None:
-                continue
-            host = Path("/etc") / name
-            text = host.read_text() if host.exists() else ""
-            if any(ln.split(":")[2:3] == [str(ident)] for ln in text.splitlines()):
-                continue
-            f = self.dir / name
-            f.write_text(text + ("" if text.endswith("\n") or not text else "\n") + line)
-            f.chmod(0o644)
-            out.append({"src": str(f), "dst": f"/etc/{name}"})
-        return out
 
-    def _base_env(self) -> dict[str, str]:
-        venv_bin = str(Path(sys.executable).parent)
-        return {
-            "PATH": f"{venv_bin}:{SYSTEM_PATH}",
-            "HOSTNAME": self.pod["spec"].get("hostname") or self.pname,
-            "HOME": "/tmp",
-            "PYTHONUNBUFFERED": "1",
-            "KUBERNETES_SERVICE_HOST": BRIDGE_IP,
-            "KUBERNETES_SERVICE_PORT": str(APISERVER_PORT),
-            "KUBERNETES_SERVICE_PORT_HTTPS": str(APISERVER_PORT),
-            "KUBERNETES_PORT": f"tcp://{BRIDGE_IP}:{APISERVER_PORT}",
-            "KUBERNETES_PORT_443_TCP": f"tcp://{BRIDGE_IP}:{APISERVER_PORT}",
-            "KUBERNETES_PORT_443_TCP_ADDR": BRIDGE_IP,
-            "KUBERNETES_PORT_443_TCP_PORT": str(APISERVER_PORT),
-            "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
-        }
 
-    def _gpu_env(self, c: Container) -> dict[str, str]:
-        """Return CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES for the container's GPU limit.
 
-        A container sees only the GPUs allocated to it, and none without a request, as with
-        the NVIDIA device plugin.
-        """
-        res = c.spec.get("resources") or {}
-        want = (res.get("limits") or {}).get("nvidia.com/gpu") or (
-            res.get("requests") or {}).get("nvidia.com/gpu")
-        count = int(want or 0)
-        if count == 0:
-            return {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}
-        try:
-            ids = self.agent.allocate_gpus(self.uid, c.name, count)
-        except RuntimeError as err:
-            raise ConfigError(str(err)) from err
-        visible = ",".join(str(i) for i in ids)
-        return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible}
 
-    def _start(self, c: Container) -> None:
-        env = build_env(self._pod_with_ip(), c.spec, {**self._base_env(), **self._gpu_env(c)},
-                        getter(self.agent.client, self.ns), self.agent.allocatable)
-        cmd = [expand(a, env) for a in c.spec.get("command", [])]
-        args = [expand(a, env) for a in c.spec.get("args", [])]
-        if not cmd:
-            known = image_entrypoint(c.spec.get("image", ""))
-            if known is None:
-                raise ConfigError(
-                    f"container {c.name} has no command: devcluster ignores images, so it knows "
-                    f"no entrypoint for image {c.spec.get('image')!r}"
-                )
-            cmd = known[0]
-            if "args" not in c.spec:
-                args = known[1]
-        uid, gid, groups, nnp = self._identity(c)
-        term = self._term_file(c)
-        term.parent.mkdir(parents=True, exist_ok=True)
-        term.write_bytes(b"")
-        term.chmod(0o666)
-        if uid is not None:
-            os.chown(term, uid, gid if gid is not None else -1)
-        mounts = volumes.mounts_for(c.spec, self.volumes)
-        mounts += [
-            {"src": str(self.dir / "tmp"), "dst": "/tmp"},
-            {"src": str(self.dir / "hosts"), "dst": "/etc/hosts"},
-            {"src": str(self.dir / "resolv.conf"), "dst": "/etc/resolv.conf"},
-            {"src": str(term), "dst": c.spec.get("terminationMessagePath", "/dev/termination-log")},
-        ]
-        mounts += self._identity_files(uid, gid)
-        mounts.sort(key=lambda m: m["dst"].rstrip("/").count("/"))
-        spec = {
-            "argv": cmd + args, "env": env, "mounts": mounts,
-            "workingDir": c.spec.get("workingDir"),
-            "uid": uid, "gid": gid, "groups": groups, "noNewPrivs": nnp,
-            "hostname": (self.pod["spec"].get("hostname") or self.pname)[:63],
-        }
-        if uid not in (None, 0):
-            spec["exposeRoot"] = self.agent.root_entries
-            spec["rootStage"] = str(self.dir / "rootstage")
-            for name in self.volumes:
-                vdir = self.dir / "volumes" / name
-                if vdir.is_dir() and any(v.get("emptyDir") is not None and v["name"] == name
-                                         for v in self.pod["spec"].get("volumes", [])):
-                    os.chown(vdir, uid, gid if gid is not None else -1)
-        specfile = self.dir / "spec" / f"{c.name}.json"
-        specfile.parent.mkdir(parents=True, exist_ok=True)
-        specfile.write_text(json.dumps(spec))
-        specfile.chmod(0o600)
-        logf = self._log_file(c)
-        with open(logf, "ab") as out:
-            # `ip netns exec` enters the pod's network namespace and a private mount namespace
-            # (propagation slave); a hostNetwork pod only gets the mount namespace.
-            enter = self._enter()
-            c.proc = subprocess.Popen(
-                [*enter, sys.executable, "-I", "-S", str(SHIM), str(specfile)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        (self.agent.paths.run / "pods").mkdir(parents=True, exist_ok=True)
-        pidfile = self.agent.paths.run / "pods" / f"{self.uid}_{c.name}.pid"
-        with contextlib.suppress(OSError):
-            st = Path(f"/proc/{c.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-            pidfile.write_text(f"{c.proc.pid} {st}\n")
-        c.started_at = now_iso()
-        c.state = {"running": {"startedAt": c.started_at}}
-        c.exit_code = None
-        c.next_probe = time.monotonic() + float(
-            (c.spec.get("readinessProbe") or {}).get("initialDelaySeconds", 0))
-        c.ready = "readinessProbe" not in c.spec
-        c.live_failures = 0
-        c.next_live = time.monotonic() + float(
-            (c.spec.get("livenessProbe") or {}).get("initialDelaySeconds", 0))
-        proc = c.proc
-        threading.Thread(target=self._reap_waiter, args=(proc,), daemon=True).start()
-        log.info("Started container %s/%s/%s (pid %d)", self.ns, self.pname, c.name, proc.pid)
-        if c.restart_count == 0:
-            self.agent.event(self.pod, "Normal", "Started", f"Started container {c.name}")
 
-    def _reap_waiter(self, proc: subprocess.Popen[bytes]) -> None:
-        proc.wait()
-        self._wake()
 
-    def _probe(self, c: Container) -> None:
-        self._liveness(c)
-        probe = c.spec.get("readinessProbe")
-        if c.proc is None or not probe or time.monotonic() < c.next_probe:
-            return
-        ok = self._probe_once(c, probe)
-        period = float(probe.get("periodSeconds", 10))
-        c.next_probe = time.monotonic() + (period if ok else min(period, 1.0))
-        c.ready = ok
 
-    def _liveness(self, c: Container) -> None:
-        """Run the livenessProbe; after failureThreshold failures, kill the container.
 
-        The restart policy then decides, as for any exit (the kubelet's behaviour).
-        """
-        probe = c.spec.get("livenessProbe")
-        if c.proc is None or not probe or time.monotonic() < c.next_live:
-            return
-        c.next_live = time.monotonic() + float(probe.get("periodSeconds", 10))
-        if self._probe_once(c, probe):
-            c.live_failures = 0
-            return
-        c.live_failures += 1
-        if c.live_failures < int(probe.get("failureThreshold", 3)):
-            return
-        self.agent.event(self.pod, "Warning", "Unhealthy",
-                         f"Liveness probe of container {c.name} failed {c.live_failures} times")
-        self.agent.event(self.pod, "Normal", "Killing",
-                         f"Container {c.name} failed liveness probe, will be restarted")
-        grace = float(probe.get("terminationGracePeriodSeconds")
-                      or self.pod["spec"].get("terminationGracePeriodSeconds", 30))
-        proc = c.proc
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-
-        def kill_after_grace() -> None:
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-
-        threading.Thread(target=kill_after_grace, daemon=True).start()
-        c.live_failures = 0
-        c.next_live = float("inf")  # until the restarted container resets it
-
-    def _probe_once(self, c: Container, probe: dict[str, Any]) -> bool:
-        timeout = float(probe.get("timeoutSeconds", 1))
-        ports = {p.get("name"): p["containerPort"] for p in c.spec.get("ports", [])}
-        try:
-            if "tcpSocket" in probe:
-                port = probe["tcpSocket"]["port"]
-                port = ports.get(port, port)
-                with socket.create_connection((self.ip or "", int(port)), timeout=timeout):
-                    return True
-            if "httpGet" in probe:
-                hg = probe["httpGet"]
-                port = ports.get(hg["port"], hg["port"])
-                url = f"http://{self.ip}:{int(port)}{hg.get('path', '/')}"
-                with urllib.request.urlopen(url, timeout=timeout) as r:
-                    return bool(200 <= r.status < 400)
-            if "exec" in probe:
-                return self._exec_probe(c, probe["exec"].get("command", []), timeout)
-        except OSError:
-            return False
-        return True  # a probe of a kind devcluster does not run (grpc) counts as passing
-
-    def _enter(self) -> list[str]:
-        if self.host_network:
-            return ["unshare", "--mount", "--propagation", "slave"]
-        return ["ip", "netns", "exec", self.netns]
-
-    def _exec_probe(self, c: Container, command: list[str], timeout: float) -> bool:
-        """Run ``command`` like the container (same namespaces, mounts, env, user); rc 0 passes."""
-        specfile = self.dir / "spec" / f"{c.name}.json"
-        spec = json.loads(specfile.read_text())
-        spec["argv"] = command
-        probefile = self.dir / "spec" / f"{c.name}.probe.json"
-        probefile.write_text(json.dumps(spec))
-        probefile.chmod(0o600)
-        enter = self._enter()
-        try:
-            p = subprocess.run([*enter, sys.executable, "-I", "-S", str(SHIM), str(probefile)],
-                               stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
-                               start_new_session=True)
-        except subprocess.TimeoutExpired:
-            return False
-        return p.returncode == 0
 
     # ---- setup and teardown -------------------------------------------------------------------
 
@@ -629,13 +318,6 @@ class PodWorker(threading.Thread):
             getter(self.agent.client, self.ns), self.agent.audiences,
         )
 
-    def _pod_with_ip(self) -> dict[str, Any]:
-        pod = dict(self.pod)
-        status = dict(pod.get("status", {}))
-        status.update({"podIP": self.ip, "podIPs": [{"ip": self.ip}], "hostIP": BRIDGE_IP,
-                       "hostIPs": [{"ip": BRIDGE_IP}]})
-        pod["status"] = status
-        return pod
 
     def _teardown_network(self) -> None:
         self.agent.release_gpus(self.uid)
@@ -720,98 +402,3 @@ class PodWorker(threading.Thread):
             self._reaped(c, c.proc.returncode, "Never")
 
     # ---- status -------------------------------------------------------------------------------
-
-    def _waiting_all(self, reason: str, message: str) -> None:
-        for c in self.inits + self.mains:
-            if c.proc is None and not c.done:
-                c.state = {"waiting": {"reason": reason, "message": message}}
-
-    def _cstatus(self, c: Container) -> dict[str, Any]:
-        st: dict[str, Any] = {
-            "name": c.name, "image": c.spec.get("image", ""), "imageID": "",
-            "state": c.state, "lastState": c.last_state, "ready": c.ready and c.proc is not None,
-            "restartCount": c.restart_count, "started": c.proc is not None,
-        }
-        if c.started_at:
-            st["containerID"] = self._cid(c)
-        return st
-
-    def _condition(self, ctype: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
-        status = "True" if ok else "False"
-        prev = self.cond_times.get(ctype)
-        if prev is None or prev[0] != status:
-            self.cond_times[ctype] = prev = (status, now_iso())
-        c = {"type": ctype, "status": status, "lastProbeTime": None, "lastTransitionTime": prev[1]}
-        if reason and not ok:
-            c["reason"] = reason
-        return c
-
-    def _status(self) -> dict[str, Any]:
-        inits_done = all(c.done and c.exit_code == 0 for c in self.inits)
-        finished = self.phase in ("Succeeded", "Failed")
-        ready = (not finished and inits_done and bool(self.mains)
-                 and all(c.ready and c.proc is not None for c in self.mains))
-        not_ready_reason = "PodCompleted" if finished else "ContainersNotReady"
-        status: dict[str, Any] = {
-            "phase": self.phase,
-            "conditions": [
-                self._condition("PodReadyToStartContainers", self.ip is not None and not finished),
-                self._condition("Initialized", inits_done,
-                                "PodCompleted" if finished else "ContainersNotInitialized"),
-                self._condition("Ready", ready, not_ready_reason),
-                self._condition("ContainersReady", ready, not_ready_reason),
-                self._condition("PodScheduled", True),
-            ],
-            "hostIP": BRIDGE_IP,
-            "hostIPs": [{"ip": BRIDGE_IP}],
-            "startTime": self.start_time,
-            "containerStatuses": [self._cstatus(c) for c in self.mains],
-        }
-        if self.pod_message:
-            status["reason"], status["message"] = self.pod_message
-        if self.ip:
-            status["podIP"] = self.ip
-            status["podIPs"] = [{"ip": self.ip}]
-        if self.inits:
-            status["initContainerStatuses"] = [self._cstatus(c) for c in self.inits]
-        return status
-
-    def _push_status(self) -> None:
-        status = self._status()
-        if status == self.last_status or self.gone:
-            return
-        out = None
-        for attempt in range(5):
-            try:
-                out = self.agent.client.patch(
-                    f"/api/v1/namespaces/{self.ns}/pods/{self.pname}/status", {"status": status}
-                )
-                break
-            except ApiError as err:
-                if err.status == 404:
-                    self.gone = True
-                    return
-                if err.status < 500 and err.status != 429:
-                    log.warning("Failed updating status of pod %s/%s: %s", self.ns, self.pname,
-                                err)
-                    return
-                failure: Exception = err
-            except OSError as err:
-                failure = err
-            time.sleep(0.5 * (attempt + 1))
-        else:
-            # Not recorded as sent: the next wake-up tries again.
-            log.warning("Failed updating status of pod %s/%s: %s", self.ns, self.pname, failure)
-            return
-        self.last_status = status
-        if out and out.get("metadata", {}).get("uid") == self.uid:
-            with self.cond:
-                if _rv(out) > _rv(self.pod):
-                    self.pod = out
-
-
-def _rv(obj: dict[str, Any]) -> int:
-    try:
-        return int(obj["metadata"].get("resourceVersion", "0"))
-    except ValueError:
-        return 0
