@@ -211,8 +211,36 @@ class _suppress:
         return exc[0] is not None and issubclass(exc[0], ProcessLookupError | PermissionError)  # type: ignore[arg-type]
 
 
+def make_auth_keys(directory: Path, names: list[str]) -> dict[str, tuple[Path, Path]]:
+    """ECDSA P-384 key pairs in OpenSSH encoding, as Flower's SuperNode authentication uses."""
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = {}
+    for name in names:
+        key = ec.generate_private_key(ec.SECP384R1())
+        private, public = directory / f"{name}.key", directory / f"{name}.pub"
+        private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.OpenSSH,
+                                              serialization.NoEncryption()))
+        public.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
+            + b"\n"
+        )
+        keys[name] = (private, public)
+    return keys
+
+
+def with_private_key(config: FederationConfig, key: Path) -> FederationConfig:
+    """The config one SuperNode pod sees: the federation's, with its own private key."""
+    raw = config.model_dump(by_alias=True, exclude_none=True)
+    raw.setdefault("auth", {})["privateKeyFile"] = str(key)
+    return FederationConfig.model_validate(raw)
+
+
 def start_federation(workdir: Path, config: FederationConfig, audit_dir: Path | None = None,
-                     supernodes: int | None = None) -> Federation:
+                     supernodes: int | None = None,
+                     private_keys: dict[str, Path] | None = None) -> Federation:
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = write_config(config, workdir / "config.json")
     fed = Federation(workdir, config)
@@ -224,8 +252,12 @@ def start_federation(workdir: Path, config: FederationConfig, audit_dir: Path | 
               fed.superlink_log, env)
     clients = config.clients[: supernodes if supernodes is not None else len(config.clients)]
     for entry in clients:
+        node_cfg = cfg_path
+        if private_keys:
+            node_cfg = write_config(with_private_key(config, private_keys[entry.name]),
+                                    workdir / f"config-{entry.name}.json")
         fed.spawn(
-            ["supernode", "--config", str(cfg_path), "--client", entry.name,
+            ["supernode", "--config", str(node_cfg), "--client", entry.name,
              "--port", str(free_port()), "--data-dir", str(workdir / "data")],
             workdir / f"{entry.name}.log",
             {"HOME": str(workdir / f"home-{entry.name}")},

@@ -1,38 +1,57 @@
-"""A FedAvg federation over TLS on loopback, and a SuperNode that does not trust its CA."""
+"""A FedAvg federation over TLS with SuperNode authentication, on loopback, and two impostors:
+a SuperNode that does not trust the job's CA, and one whose key was never registered."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from fed_harness import Pki, digits_config, free_port, start_federation
+from fed_harness import (
+    Pki,
+    digits_config,
+    free_port,
+    make_auth_keys,
+    start_federation,
+    with_private_key,
+)
 
 from ppml_runtime.federated import flwr_cli
 from ppml_runtime.federated.contract import TlsFiles
-from ppml_runtime.federated.roles import submit
+from ppml_runtime.federated.roles import FLOWER_EXIT_CONNECTION_FAILED, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_fedavg_over_tls_completes_and_a_supernode_without_the_ca_is_refused(
+def test_fedavg_over_tls_with_authentication_completes_and_impostors_are_refused(
     tmp_path: Path, pki: Pki, dump_logs_on_failure: list[Path]
 ) -> None:
     dump_logs_on_failure.append(tmp_path)
-    config = digits_config(2, 2, f"127.0.0.1:{free_port()}", pki)
-    fed = start_federation(tmp_path, config)
+    keys = make_auth_keys(tmp_path / "keys", ["silo-0", "silo-1", "impostor"])
+    config = digits_config(
+        2, 2, f"127.0.0.1:{free_port()}", pki,
+        auth={"publicKeyFiles": [str(keys["silo-0"][1]), str(keys["silo-1"][1])]},
+    )
+    # The SuperNodes start before the submitter registers their keys: they are refused at
+    # first and the supernode role keeps retrying until they are admitted.
+    fed = start_federation(tmp_path, config,
+                           private_keys={n: keys[n][0] for n in ("silo-0", "silo-1")})
+    data = str(tmp_path / "data" / "silo-0.npz")
     try:
-        fed.wait_activated(2)
-        rogue_config = config.model_copy(update={"tls": TlsFiles(ca_file=str(pki.rogue_ca))})
-        rogue = fed.spawn(
-            flwr_cli.supernode_command(
-                rogue_config, "silo-0", str(tmp_path / "data" / "silo-0.npz"),
-                port=free_port(), max_wait_seconds=10,
-            ),
-            tmp_path / "rogue.log",
-            module=False,
+        wrong_ca = config.model_copy(update={"tls": TlsFiles(ca_file=str(pki.rogue_ca))})
+        rogue_ca = fed.spawn(
+            flwr_cli.supernode_command(wrong_ca, "silo-0", data, port=free_port(),
+                                       max_wait_seconds=10),
+            tmp_path / "rogue-ca.log", module=False,
         )
         report = submit(config, flwr_home=tmp_path / "submitter", poll_seconds=1.0)
-        rogue.wait(timeout=120)
+        # Registered keys are in place now; a key that was not registered is still refused.
+        unregistered = fed.spawn(
+            flwr_cli.supernode_command(with_private_key(config, keys["impostor"][0]), "silo-0",
+                                       data, port=free_port(), max_wait_seconds=10),
+            tmp_path / "unregistered.log", module=False,
+        )
+        rogue_ca.wait(timeout=120)
+        unregistered.wait(timeout=120)
     finally:
         fed.stop()
 
@@ -41,9 +60,10 @@ def test_fedavg_over_tls_completes_and_a_supernode_without_the_ca_is_refused(
     assert [r.round for r in report.rounds] == [1, 2]
     assert all(r.clients == 2 and r.failures == 0 for r in report.rounds)
     assert report.final_accuracy is not None and report.final_accuracy > 0.5
-    # The rogue SuperNode trusts another CA: its TLS handshake fails, it gives up, and the
-    # SuperLink never activates it (only the two genuine SuperNodes were ever activated).
-    assert rogue.returncode != 0
+    # Both impostors give up with Flower's connection-failure exit code, and the SuperLink
+    # only ever activated the two genuine SuperNodes.
+    assert rogue_ca.returncode == FLOWER_EXIT_CONNECTION_FAILED
+    assert unregistered.returncode == FLOWER_EXIT_CONNECTION_FAILED
     assert fed.activated() == 2
-    rogue_log = (tmp_path / "rogue.log").read_text(errors="replace").lower()
-    assert "certificate" in rogue_log or "ssl" in rogue_log
+    assert "CERTIFICATE_VERIFY_FAILED" in (tmp_path / "rogue-ca.log").read_text(errors="replace")
+    assert "Failed to activate" in (tmp_path / "unregistered.log").read_text(errors="replace")

@@ -4,7 +4,8 @@
 
 - ``superlink`` execs ``flower-superlink`` with the federation's TLS and authentication flags.
 - ``supernode --client NAME`` builds the silo's data once (checked against what was paid
-  for), then execs ``flower-supernode`` pointing its ClientApps at that file.
+  for), then runs ``flower-supernode`` pointing its ClientApps at that file, restarting it
+  while it cannot connect (SuperLink not up yet, key not registered yet).
 - ``submit`` writes the SuperLink connection into ``$FLWR_HOME/config.toml``, registers the
   SuperNodes' public keys, submits the app with ``flwr run``, polls ``flwr ls`` for the run's
   real status (``flwr run --stream`` exits 0 even when the ServerApp failed), collects the
@@ -15,9 +16,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +47,9 @@ from ppml_runtime.federated.contract import (
 )
 
 LOG = logging.getLogger("ppml_runtime.federated")
+#: Exit status of a SuperNode that cannot connect to (or be activated by) its SuperLink: Flower
+#: exits with its code 305, which the operating system reports modulo 256.
+FLOWER_EXIT_CONNECTION_FAILED = 305 % 256
 
 
 def _config(args: argparse.Namespace) -> FederationConfig:
@@ -82,8 +88,57 @@ def run_supernode(args: argparse.Namespace) -> int:
         config, entry.name, str(path), host=args.host, port=args.port
     )
     LOG.info("Prepared data of silo %s at %s", entry.name, path)
-    os.execve(cmd[0], cmd, flwr_cli.flower_path_env())
-    return 0  # pragma: no cover
+    return supervise_supernode(cmd, entry.name, deadline_seconds=args.connect_deadline)
+
+
+def supervise_supernode(
+    cmd: list[str], name: str, *, deadline_seconds: float, backoff_seconds: float = 2.0
+) -> int:
+    """Run ``flower-supernode``, restarting it while it cannot connect, until the deadline.
+
+    A SuperNode exits (Flower exit code 305, status 49) when the SuperLink is not up yet or has not yet
+    registered its public key (the submitter registers the keys just before it submits the
+    run). Restarting here takes seconds; letting the pod crash-loop would wait for the
+    kubelet's growing back-off. SIGTERM and SIGINT are passed on to the running SuperNode.
+    Any other exit status is returned as is.
+    """
+    started = time.monotonic()
+    current: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        proc = current.get("proc")
+        if proc is not None and proc.poll() is None:
+            _signal_group(proc, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        attempt = 0
+        while True:
+            attempt += 1
+            # Its own process group: a SuperNode that gives up leaves its SuperExec retrying
+            # forever, so each attempt's whole group is stopped before the next one starts.
+            proc = subprocess.Popen(cmd, env=flwr_cli.flower_path_env(), start_new_session=True)
+            current["proc"] = proc
+            code = proc.wait()
+            _signal_group(proc, signal.SIGKILL)
+            if stopping or code != FLOWER_EXIT_CONNECTION_FAILED:
+                return code
+            if time.monotonic() - started > deadline_seconds:
+                LOG.warning("SuperNode %s could not connect within %.0f s", name, deadline_seconds)
+                return code
+            LOG.info("SuperNode %s could not connect (attempt %d); retrying", name, attempt)
+            time.sleep(min(backoff_seconds * attempt, 10.0))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signum)
 
 
 def _cli(cmd: Sequence[str], env: dict[str, str], timeout: float = 120) -> str:
@@ -209,6 +264,8 @@ def add_supernode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=SUPERNODE_RUNTIME_PORT)
     parser.add_argument("--data-dir", default=None, help=f"where the silo's data file goes "
                         f"(default ${ENV_DATA_DIR}, else a temporary directory)")
+    parser.add_argument("--connect-deadline", type=float, default=900.0,
+                        help="seconds to keep retrying the connection to the SuperLink")
 
 
 def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
