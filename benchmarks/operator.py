@@ -85,8 +85,7 @@ def run_operator(cluster: Any, client: Any, ns: str, n: int) -> dict[str, float]
     log = open(REPO / "benchmarks" / "results" / "operator-bench.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "ppml_operator", "--namespace", ns],
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
-             "PPML_RECONCILE_INTERVAL": "5"},
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
     )
     try:

@@ -167,7 +167,11 @@ class Client:
     def __init__(
         self, configuration: k8s_client.Configuration | None = None, timeout: float = 30.0
     ) -> None:
-        self._api = k8s_client.ApiClient(configuration or load_configuration())
+        configuration = configuration or load_configuration()
+        # One connection per handler thread (kopf runs up to 16): a smaller pool discards and
+        # re-opens TLS connections under load, which costs more than the requests themselves.
+        configuration.connection_pool_maxsize = 32
+        self._api = k8s_client.ApiClient(configuration)
         self._timeout = timeout
         self._faults = _Faults(os.environ.get("PPML_FAULTS", ""))
 

@@ -84,7 +84,7 @@ class Operator:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
-    def start(self, **env: str) -> Operator:
+    def start(self, *args: str, **env: str) -> Operator:
         self.starts += 1
         full = {
             **os.environ,
@@ -97,7 +97,7 @@ class Operator:
         }
         with open(self.log_dir / f"operator-{self.namespace}-{self.starts}.log", "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ppml_operator", "--namespace", self.namespace],
+                [sys.executable, "-m", "ppml_operator", "--namespace", self.namespace, *args],
                 env=full, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
             )
         return self

@@ -247,3 +247,57 @@ def test_a_restart_after_many_completed_jobs_admits_nothing_again(
     assert after["charges"] == before["charges"] and after["folded"] == before["folded"]
     assert after["spentEpsilon"] == before["spentEpsilon"]
     assert len(kube.list("Job")) == 6 and len(kube.list("Pod")) == 6
+
+
+def test_two_writers_from_one_stale_read_conflict_and_the_loser_retries(kube: Kube) -> None:
+    """The compare-and-swap itself: a write based on a stale resourceVersion is refused (409)."""
+    from ppml_operator import k8s
+    from ppml_operator.privacy import DpSgdEvent
+    from ppml_operator.reconcile.ledger import ChargeRequest, canonical_events, reserve
+
+    kube.apply(budget("clinic", epsilon="10"))
+    evs = canonical_events([DpSgdEvent(Decimal("1.1"), Decimal("0.04"), 25)])
+    stale = kube.get("PrivacyBudget", "clinic")
+    stale.setdefault("kind", "PrivacyBudget")
+    writes = []
+    for uid in ("writer-a", "writer-b"):
+        out = reserve(stale, ChargeRequest(uid, "PrivateTrainingJob", uid, kube.namespace, evs,
+                                           "1"), now="2026-12-01T10:00:00Z")
+        writes.append({**stale, "status": out.status})
+    kube.client.replace_status(writes[0])
+    with pytest.raises(k8s.ConflictError):
+        kube.client.replace_status(writes[1])
+    assert [c["jobUID"] for c in _charges(kube)] == ["writer-a"]  # the loser wrote nothing
+    fresh = kube.get("PrivacyBudget", "clinic")
+    fresh.setdefault("kind", "PrivacyBudget")
+    out = reserve(fresh, ChargeRequest("writer-b", "PrivateTrainingJob", "writer-b",
+                                       kube.namespace, evs, "1"), now="2026-12-01T10:00:01Z")
+    kube.client.replace_status({**fresh, "status": out.status})
+    assert sorted(c["jobUID"] for c in _charges(kube)) == ["writer-a", "writer-b"]
+
+
+def test_the_operator_serves_prometheus_metrics(kube: Kube, operator: Operator) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    kube.apply(budget("clinic", epsilon="3"))
+    kube.apply(job("metered"))
+    operator.start("--metrics-port", str(port))
+    kube.job_when("metered", "Complete")
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    text = wait_for("metrics", lambda: "ppml_budget_epsilon" in (t := scrape()) and t)
+    assert f'ppml_admissions_total{{kind="PrivateTrainingJob",namespace="{kube.namespace}"}} 1.0' \
+        in text
+    assert 'ppml_ledger_writes_total{operation="reserve",result="ok"} 1.0' in text
+    assert 'ppml_ledger_writes_total{operation="commit",result="ok"} 1.0' in text
+    assert "ppml_admission_latency_seconds_bucket" in text
+    spent = [line for line in text.splitlines()
+             if line.startswith("ppml_budget_epsilon") and 'state="spent"' in line]
+    assert spent and float(spent[0].split()[-1]) > 0

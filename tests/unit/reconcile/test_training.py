@@ -350,3 +350,15 @@ def test_deleting_a_job_whose_charge_is_committed_settles_nothing() -> None:
     b = {**b, "status": ledger.commit(b, UID, now=STAMP).status}
     plan = training.decide_deletion(observe(job, b), NOW)
     assert plan.budget_writes == [] and plan.late_budget_writes == [] and plan.done
+
+
+def test_live_progress_from_the_runtime_goes_into_status() -> None:
+    from ppml_runtime.contract import ProgressSnapshot
+
+    job = admitted(make_job())
+    snapshot = ProgressSnapshot(step=7, epoch=0.3, loss=0.52, epsilon=0.61, total_steps=23)
+    plan = training.decide(observe(job, reserved(make_budget(), job),
+                                   children={"Job": batch_job(active=1)}, pods=[pod()],
+                                   progress=snapshot), NOW)
+    assert plan.status["progress"] == {"step": 7, "totalSteps": 23, "epoch": 0,
+                                       "loss": "0.52", "epsilonSoFar": "0.61"}

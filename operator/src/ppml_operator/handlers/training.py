@@ -13,6 +13,7 @@ import logging
 import random
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ from ppml_operator.reconcile import ledger, training
 from ppml_operator.reconcile.plan import Plan
 from ppml_operator.render.common import LABEL_JOB_UID
 from ppml_operator.render.trainer import names
+from ppml_runtime import contract as rc
 
 Obj = dict[str, Any]
 KIND = "PrivateTrainingJob"
@@ -86,12 +88,24 @@ def observe(
         with_children = training.was_admitted(job) or bool(meta.get("deletionTimestamp"))
     children: dict[str, Obj] = {}
     pods: list[Obj] = []
+    all_children = True
     if with_children:
         selector = f"{LABEL_JOB_UID}={meta['uid']}"
-        for kind in CHILD_KINDS:
-            for item in client.list(kind, namespace, selector):
-                children[kind] = item
+        trainer = client.get("Job", namespace, names(name)["job"])
+        if trainer is not None and (trainer["metadata"].get("labels") or {}).get(
+            LABEL_JOB_UID
+        ) == meta["uid"]:
+            children["Job"] = trainer
         pods = client.list("Pod", namespace, selector)
+        # Children are created in order, the trainer Job last: once it exists, so do the others,
+        # and a routine pass reads only the Job and its pods.
+        all_children = "Job" not in children
+        if all_children:
+            for kind in CHILD_KINDS:
+                if kind == "Job":
+                    continue
+                for item in client.list(kind, namespace, selector):
+                    children[kind] = item
     mine = (str(meta.get("creationTimestamp")), name)
     ahead = sorted(
         (ts, other) for ts, other, uid in waiting
@@ -99,6 +113,7 @@ def observe(
         and (budget is None or ledger.find_charge(budget, uid) is None)
     )
     return training.TrainingObserved(
+        progress=_scrape_progress(pods),
         job=job,
         budget=budget,
         price=_price(job),
@@ -107,7 +122,25 @@ def observe(
         waiting_ahead=tuple(n for _, n in ahead),
         settings=settings.render,
         keep_committed=settings.keep_committed,
+        all_children=all_children,
     )
+
+
+def _scrape_progress(pods: list[Obj]) -> rc.ProgressSnapshot | None:
+    """Read the rank-0 trainer's live gauges from its metrics endpoint (best effort, 1 s)."""
+    for pod in pods:
+        annotations = pod["metadata"].get("annotations") or {}
+        ip = (pod.get("status") or {}).get("podIP")
+        if (pod.get("status") or {}).get("phase") != "Running" or not ip or annotations.get(
+            "batch.kubernetes.io/job-completion-index", "0"
+        ) != "0":
+            continue
+        try:
+            with urllib.request.urlopen(f"http://{ip}:{rc.METRICS_PORT}/metrics", timeout=1) as r:
+                return rc.parse_progress(r.read().decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def _main_condition(job: Obj, plan: Plan) -> str:

@@ -112,6 +112,8 @@ class TrainingObserved:
     waiting_ahead: Sequence[str] = ()
     settings: RenderSettings = field(default_factory=RenderSettings)
     keep_committed: int = ledger.DEFAULT_KEEP_COMMITTED
+    progress: rc.ProgressSnapshot | None = None
+    all_children: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,11 +471,12 @@ def _decide_running(
         return plan
 
     # Children that should exist: recreate the cheap ones if they are missing (never the Job).
-    missing = [
-        child for child in _children(observed, price)
-        if child["kind"] != "Job" and child["kind"] not in observed.children
-    ]
-    plan.create.extend(missing)
+    if observed.all_children:
+        missing = [
+            child for child in _children(observed, price)
+            if child["kind"] != "Job" and child["kind"] not in observed.children
+        ]
+        plan.create.extend(missing)
 
     active, failed, succeeded = _job_counters(batch_job)
     status["attempts"] = max(int(status.get("attempts") or 0), failed + succeeded + active
@@ -484,6 +487,8 @@ def _decide_running(
     report = _report(observed.pods)
     if report is not None:
         _record_report(status, report, price, plan, now, gen)
+        status["progress"] = {**(status.get("progress") or {}), "step": report.steps_completed,
+                              "totalSteps": price.steps}
     if done is not None:
         return _end(observed, status, plan, now, success=True, reason=c.SUCCEEDED,
                     message="every worker finished; the charge is committed", charge=charge)
@@ -511,6 +516,8 @@ def _decide_running(
     running = [
         p for p in observed.pods if (p.get("status") or {}).get("phase") == "Running"
     ]
+    if observed.progress is not None:
+        status["progress"] = progress_status(observed.progress, price.steps)
     if running:
         _set(status, c.RUNNING, True, c.PODS_RUNNING,
              f"{len(running)} of {spec.get('runtime', {}).get('workers', 1)} trainer pods are "
@@ -519,6 +526,17 @@ def _decide_running(
         _set(status, c.RUNNING, False, c.PENDING,
              "waiting for the trainer pods to start", now=now, gen=gen)
     return plan
+
+
+def progress_status(progress: rc.ProgressSnapshot, steps: int) -> Obj:
+    """Return ``status.progress`` from the runtime's live gauges."""
+    out: Obj = {"step": progress.step, "totalSteps": progress.total_steps or steps,
+                "epoch": int(progress.epoch)}
+    if progress.loss is not None:
+        out["loss"] = f"{progress.loss:.6g}"
+    if progress.epsilon is not None:
+        out["epsilonSoFar"] = f"{progress.epsilon:.6g}"
+    return out
 
 
 def _record_report(
