@@ -169,3 +169,25 @@ def test_the_whole_screen():
 
 def test_nothing_to_show():
     assert "(none)" in render_status([], [])
+
+
+class FakeApiError(Exception):
+    def __init__(self, status, reason=""):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+ERRORS = {
+    "forbidden in one namespace": (FakeApiError(403), "clinic", "ppml-viewer role there"),
+    "forbidden cluster-wide": (FakeApiError(403), None, "name one namespace with -n"),
+    "no CRDs": (FakeApiError(404), "clinic", "CRDs are not installed"),
+    "unreachable": (ConnectionRefusedError("refused"), "clinic", "could not read namespace clinic"),
+}
+
+
+@pytest.mark.parametrize(("err", "namespace", "says"), list(ERRORS.values()), ids=list(ERRORS))
+def test_api_errors_become_one_sentence_that_says_what_to_do(err, namespace, says):
+    from ppml_operator.cli.status import api_error_message
+
+    assert says in api_error_message(err, namespace)

@@ -251,10 +251,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ppml budget history``; return the exit code."""
-    from ppml_operator.cli.status import current_namespace, get_object
+    from ppml_operator.cli.status import api_error_message, current_namespace, get_object
 
     namespace = args.namespace or current_namespace(args.kubeconfig)
-    budget = get_object("PrivacyBudget", namespace, args.name, args.kubeconfig)
+    try:
+        budget = get_object("PrivacyBudget", namespace, args.name, args.kubeconfig)
+    except Exception as err:  # ApiException, connection errors: one line, not a traceback
+        sys.stderr.write(f"ppml budget history: {api_error_message(err, namespace)}\n")
+        return 1
     if budget is None:
         sys.stderr.write(f"PrivacyBudget {namespace}/{args.name} not found\n")
         return 1

@@ -382,9 +382,28 @@ def run(args: argparse.Namespace) -> int:
     if not args.all_namespaces:
         namespace = args.namespace or current_namespace(args.kubeconfig)
     width = args.width or shutil.get_terminal_size((120, 24)).columns
-    budgets, jobs = collect(namespace, args.kubeconfig)
+    try:
+        budgets, jobs = collect(namespace, args.kubeconfig)
+    except Exception as err:  # ApiException, connection errors: one line, not a traceback
+        sys.stderr.write(f"ppml status: {api_error_message(err, namespace)}\n")
+        return 1
     sys.stdout.write(render_status(budgets, jobs, width=width))
     return 0
+
+
+def api_error_message(err: Exception, namespace: str | None) -> str:
+    """Turn an API failure into one sentence that says what to do."""
+    where = f"namespace {namespace}" if namespace else "all namespaces"
+    status = getattr(err, "status", None)
+    if status == 403:
+        return (
+            f"you may not list ppml.dev objects in {where}; ask for the ppml-viewer role there"
+            + ("" if namespace else ", or name one namespace with -n")
+        )
+    if status == 404:
+        return "the ppml.dev CRDs are not installed in this cluster (helm install ppml ...)"
+    reason = getattr(err, "reason", None) or str(err).splitlines()[0]
+    return f"could not read {where}: {reason}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
