@@ -230,7 +230,8 @@ def _fmt(value: Decimal) -> str:
 def render_budget(b: BudgetView, width: int) -> list[str]:
     """Render one budget as a name line and a bar line."""
     flag = "  EXHAUSTED" if b.exhausted else ""
-    head = f"{b.namespace}/{b.name}  ε {_fmt(b.total)} at δ {b.delta}  ({b.charges} charges){flag}"
+    charges = f"{b.charges} charge" + ("" if b.charges == 1 else "s")
+    head = f"{b.namespace}/{b.name}  ε {_fmt(b.total)} at δ {b.delta}  ({charges}){flag}"
     drawn = bar([(b.spent, SPENT_CHAR), (b.reserved, RESERVED_CHAR)], b.total, width)
     tail = f"spent {_fmt(b.spent)}  reserved {_fmt(b.reserved)}  left {_fmt(b.remaining)}"
     return [head, f"  [{drawn}] {tail}"]
