@@ -200,7 +200,9 @@ Architecture = Literal["LogisticRegression", "Mlp", "Cnn", "Custom"]
 OptimizerName = Literal["Sgd", "Adam"]
 #: Accountant names as Opacus spells them (``gdp`` is refused: it underestimates).
 AccountantName = Literal["rdp", "prv"]
-GradSampleMode = Literal["ghost", "hooks", "auto"]
+#: ``bookkeeping``: one backward pass, exact, for Linear models; ``ghost``: Opacus' fast gradient
+#: clipping; ``hooks``: Opacus' per-sample gradients; ``auto``: the fastest that fits the model.
+GradSampleMode = Literal["ghost", "hooks", "bookkeeping", "auto"]
 
 #: Whole-set record counts of the built-in data sets (features, classes in the comments).
 BUILTIN_DATASET_SIZES: dict[str, int] = {
@@ -489,7 +491,7 @@ class TrainingReport(ContractModel):
     split_seed: int | None = None
     wall_seconds: float | None = None
     device: str | None = None
-    grad_sample_mode: Literal["ghost", "hooks"] | None = None
+    grad_sample_mode: Literal["ghost", "hooks", "bookkeeping"] | None = None
     resumed_from_step: int | None = None
     #: Steps spent in an earlier attempt whose progress was lost (their privacy cost is counted).
     steps_discarded: int | None = None

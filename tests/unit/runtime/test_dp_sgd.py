@@ -22,7 +22,7 @@ from ppml_runtime.training.models import build_cnn, build_mlp
 
 from .dp_helpers import one_step_update, params, per_sample_grads
 
-MODES = ["ghost", "hooks"]
+MODES = ["bookkeeping", "ghost", "hooks"]
 
 
 def tiny_data(n: int = 12, features: int = 16, classes: int = 3, seed: int = 0):
@@ -184,10 +184,23 @@ def test_accountant_history_uses_the_exact_rate_not_one_over_loader_length():
     assert accountant_events(make_privacy_engine("rdp").accountant) == []
 
 
+class Residual(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return x + self.inner(x)
+
+
 @pytest.mark.parametrize(
     ("model", "requested", "chosen"),
     [
-        pytest.param(lambda: build_mlp(4, 2, [3]), "auto", "ghost", id="mlp gets ghost"),
+        pytest.param(lambda: build_mlp(4, 2, [3]), "auto", "bookkeeping", id="mlp: book-keeping"),
+        pytest.param(
+            lambda: torch.nn.Linear(4, 2), "auto", "bookkeeping", id="logistic regression"
+        ),
+        pytest.param(lambda: Residual(), "auto", "ghost", id="other linear model gets ghost"),
         pytest.param(lambda: build_cnn(2, (1, 8, 8)), "auto", "hooks", id="cnn gets hooks"),
         pytest.param(
             lambda: torch.nn.Sequential(*[torch.nn.Linear(3, 3)] * 2),
@@ -200,3 +213,10 @@ def test_accountant_history_uses_the_exact_rate_not_one_over_loader_length():
 )
 def test_auto_mode_choice(model, requested, chosen):
     assert choose_grad_sample_mode(model(), requested) == chosen
+
+
+def test_bookkeeping_refuses_models_it_cannot_clip_exactly():
+    from ppml_runtime.training.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError, match="bookkeeping needs a Linear model"):
+        choose_grad_sample_mode(build_cnn(2, (1, 8, 8)), "bookkeeping")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ppml_runtime.contract import TrainerConfig, steps_per_epoch
+from ppml_runtime.training.bookkeeping import BookkeepingClipper, supports
 from ppml_runtime.training.errors import InvalidConfigError
 
 if TYPE_CHECKING:
@@ -151,13 +152,14 @@ def _batch_collate(batch: Any) -> Any:
 
 
 def choose_grad_sample_mode(model: nn.Module, requested: str) -> str:
-    """Resolve ``auto`` to the faster supported clipping mode for ``model``.
+    """Resolve ``auto`` to the fastest clipping mode that trains ``model`` exactly.
 
-    ``auto`` is ghost clipping for models of linear layers (measured on CPU: 2-3x a plain step,
-    against 100x for hooks on the 784-512-10 MLP), and per-sample hooks for models with
+    ``auto`` is book-keeping clipping (:mod:`ppml_runtime.training.bookkeeping`, one backward
+    pass) for linear models (LogisticRegression, Mlp); per-sample hooks for models with
     convolutions (Opacus' per-sample norms of a convolution cost more than materialising its
-    per-sample gradients: hooks 1.9x, ghost 2.6x on the runtime's CNN) or with a reused module
-    or tied parameters (ghost clipping refuses parameter tying).
+    per-sample gradients: hooks 1.9x, ghost 2.6x a plain step on the runtime's CNN) or with a
+    reused module or tied parameters (ghost clipping refuses parameter tying); Opacus' ghost
+    clipping otherwise.
 
     Parameters
     ----------
@@ -169,12 +171,19 @@ def choose_grad_sample_mode(model: nn.Module, requested: str) -> str:
     """
     from torch import nn
 
-    if requested in ("ghost", "hooks"):
+    if requested == "bookkeeping" and not supports(model):
+        raise InvalidConfigError(
+            "privacy.gradSampleMode bookkeeping needs a Linear model or a Sequential of Linear "
+            "and parameter-free layers (LogisticRegression, Mlp)"
+        )
+    if requested in ("ghost", "hooks", "bookkeeping"):
         return requested
     if requested != "auto":
         raise InvalidConfigError(
-            f"privacy.gradSampleMode {requested!r} is not ghost, hooks or auto"
+            f"privacy.gradSampleMode {requested!r} is not auto, bookkeeping, ghost or hooks"
         )
+    if supports(model):
+        return "bookkeeping"
     owners: dict[int, int] = {}
     for _, module in model.named_modules(remove_duplicate=False):  # a reused module counts twice
         if isinstance(module, nn.modules.conv._ConvNd):
@@ -323,6 +332,10 @@ def train_private(
         model.load_state_dict(resume.model_state)
     base_model = model.to(dev)
     mode = choose_grad_sample_mode(base_model, params.grad_sample_mode)
+    if mode == "bookkeeping" and criterion is not None:
+        if params.grad_sample_mode != "auto":
+            raise InvalidConfigError("book-keeping clipping trains with cross-entropy only")
+        mode = "ghost"
     world = torch.distributed.get_world_size() if distributed else 1
     wrapped: nn.Module = DPDDP(base_model) if distributed else base_model
 
@@ -338,25 +351,46 @@ def train_private(
     optimizer = _optimizer(params, base_model.parameters())
     noise_gen = _generator(None if params.noise_seed is None else params.noise_seed + 1, dev)
     loss_fn = criterion if criterion is not None else torch.nn.CrossEntropyLoss()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Secure RNG.*")
-        made = engine.make_private(
-            module=wrapped,
-            optimizer=optimizer,
-            criterion=loss_fn,
-            data_loader=loader,
+    clipper: BookkeepingClipper | None = None
+    if mode == "bookkeeping":
+        from opacus.optimizers import get_optimizer_class
+
+        clipper = BookkeepingClipper(base_model, params.max_grad_norm)
+        # Opacus' fast-gradient-clipping optimizer takes p.grad as the clipped sum and adds the
+        # noise, the scaling and the accountant step, as after ghost clipping's second pass.
+        optimizer_class = get_optimizer_class(
+            clipping="flat", distributed=distributed, grad_sample_mode="ghost"
+        )
+        dp_optimizer = optimizer_class(
+            optimizer,
             noise_multiplier=params.noise_multiplier,
             max_grad_norm=params.max_grad_norm,
-            poisson_sampling=False,  # the loader already samples at exactly params.sample_rate
-            grad_sample_mode=mode,
-            noise_generator=noise_gen,
+            expected_batch_size=1,  # set exactly below
+            loss_reduction="mean",
+            generator=noise_gen,
         )
-    if mode == "ghost":
-        dp_model, dp_optimizer, loss_fn, dp_loader = made
+        dp_model, dp_loader = wrapped, loader
+        per_sample_loss = torch.nn.CrossEntropyLoss(reduction="none")
     else:
-        dp_model, dp_optimizer, dp_loader = made
-    if hasattr(dp_model, "forbid_grad_accumulation"):
-        dp_model.forbid_grad_accumulation()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Secure RNG.*")
+            made = engine.make_private(
+                module=wrapped,
+                optimizer=optimizer,
+                criterion=loss_fn,
+                data_loader=loader,
+                noise_multiplier=params.noise_multiplier,
+                max_grad_norm=params.max_grad_norm,
+                poisson_sampling=False,  # the loader already samples at exactly sample_rate
+                grad_sample_mode=mode,
+                noise_generator=noise_gen,
+            )
+        if mode == "ghost":
+            dp_model, dp_optimizer, loss_fn, dp_loader = made
+        else:
+            dp_model, dp_optimizer, dp_loader = made
+        if hasattr(dp_model, "forbid_grad_accumulation"):
+            dp_model.forbid_grad_accumulation()
     # The exact paid-for rate, and the mean over the expected (not the realised) batch size.
     dp_optimizer.expected_batch_size = params.sample_rate * n_records / world
     dp_optimizer.attach_step_hook(
@@ -415,10 +449,17 @@ def train_private(
                 features = features.to(dev, non_blocking=True)
                 labels = labels.to(dev, non_blocking=True)
                 dp_optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=autocast):
-                    outputs = dp_model(features)
-                    loss = loss_fn(outputs.float(), labels)
-                loss.backward()
+                if clipper is not None:  # fp32: book-keeping keeps activations for its matmuls
+                    losses = per_sample_loss(clipper.forward(features).float(), labels)
+                    clipper.backward(losses)
+                    loss = losses.detach().mean()
+                else:
+                    with torch.autocast(
+                        device_type=dev.type, dtype=torch.bfloat16, enabled=autocast
+                    ):
+                        outputs = dp_model(features)
+                        loss = loss_fn(outputs.float(), labels)
+                    loss.backward()
                 dp_optimizer.step()
                 spent += 1
                 value = float(loss.item()) if labels.shape[0] else math.nan
