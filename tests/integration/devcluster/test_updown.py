@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from dc_helpers import wait_for
 
 from devcluster.cluster import Cluster
 
@@ -70,6 +71,12 @@ def test_up_is_idempotent_and_down_leaves_no_process_namespace_or_bridge(
                         "pod/sleeper", "--timeout=60s"], check=True, capture_output=True,
                        timeout=90)
         timings["pod_running_s"] = time.monotonic() - t0
+        subprocess.run([*kubectl, "run", "server", "--image=x", "--restart=Always", "--command",
+                        "--", "python", "-c", "import time; time.sleep(600)"],
+                       check=True, capture_output=True, timeout=60)
+        subprocess.run([*kubectl, "wait", "--for=jsonpath={.status.phase}=Running",
+                        "pod/server", "--timeout=60s"], check=True, capture_output=True,
+                       timeout=90)
         netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert f"dcpod{INSTANCE}-" in netns
         pod_pids = [int(p) for ln in netns.splitlines() if ln.startswith(f"dcpod{INSTANCE}-")
@@ -99,10 +106,25 @@ def test_up_is_idempotent_and_down_leaves_no_process_namespace_or_bridge(
         warm = _run(env, "up")
         timings["warm_up_s"] = time.monotonic() - t0
         assert warm.returncode == 0, warm.stderr[-3000:]
-        # The pod from before the restart is run again by the new node agent.
-        subprocess.run([*kubectl, "wait", "--for=jsonpath={.status.phase}=Running",
+        # After the restart, the restartPolicy Never pod has failed (running it again would
+        # run its workload twice) and the restartPolicy Always pod runs again as a restart.
+        subprocess.run([*kubectl, "wait", "--for=jsonpath={.status.phase}=Failed",
                         "pod/sleeper", "--timeout=60s"], check=True, capture_output=True,
                        timeout=90)
+        got = json.loads(subprocess.run([*kubectl, "get", "pod", "sleeper", "-o", "json"],
+                                        check=True, capture_output=True, timeout=30).stdout)
+        assert got["status"]["reason"] == "NodeAgentRestarted"
+        assert got["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+
+        def server_restarted() -> bool:
+            out = subprocess.run([*kubectl, "get", "pod", "server", "-o", "json"],
+                                 check=True, capture_output=True, timeout=30).stdout
+            st = json.loads(out)["status"]
+            return bool(st.get("phase") == "Running"
+                        and st["containerStatuses"][0].get("restartCount", 0) >= 1
+                        and "running" in st["containerStatuses"][0]["state"])
+
+        wait_for("the Always pod to run again", server_restarted, timeout=60)
         # Lost pid files (say, someone removed them): down still finds its own components
         # by binary and state directory.
         for f in (state / "run").glob("*.pid"):

@@ -87,13 +87,17 @@ class Agent(NodeRegistrar):
 
     # ---- IPs and events -----------------------------------------------------------------------
 
-    def allocate_ip(self, uid: str) -> str:
-        """Return the pod address of ``uid``, allocating the lowest free one."""
+    def allocate_ip(self, uid: str, preferred: str | None = None) -> str:
+        """Return the pod address of ``uid``: ``preferred`` if free, else the lowest free one."""
         with self.lock:
             if uid in self.ips:
                 return self.ips[uid]
             used = set(self.ips.values())
-            for ip in network.pod_ips():
+            pool = network.pod_ips()
+            if preferred in pool and preferred not in used:
+                self.ips[uid] = str(preferred)
+                return str(preferred)
+            for ip in pool:
                 if ip not in used:
                     self.ips[uid] = ip
                     return ip

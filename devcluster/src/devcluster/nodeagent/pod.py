@@ -133,8 +133,16 @@ class PodWorker(Launcher, Prober, StatusReporter, threading.Thread):
         if self.deleting:
             self._finish_deletion()
             return
-        self._setup()
         restart = self.pod["spec"].get("restartPolicy", "Always")
+        if self._started_by_an_earlier_agent():
+            if restart == "Never":
+                # Its processes died with the earlier agent; running it again would run the
+                # workload twice (a second, unpaid pass over private data). Fail it instead.
+                self._lost_with_earlier_agent()
+                self._wait_deletion()
+                return
+            self._continue_restart_counts()
+        self._setup()
         while not self.deleting:
             try:
                 self._prepare_volumes()
@@ -186,6 +194,55 @@ class PodWorker(Launcher, Prober, StatusReporter, threading.Thread):
             self._push_status()
             self._sleep(self._next_wake())
         self._finish_deletion()
+
+    def _old_statuses(self) -> dict[str, dict[str, Any]]:
+        st = self.pod.get("status", {})
+        return {s["name"]: s for s in st.get("initContainerStatuses", []) + st.get(
+            "containerStatuses", [])}
+
+    def _started_by_an_earlier_agent(self) -> bool:
+        """Whether a container of this pod was started before (by an agent that restarted)."""
+        return any(s.get("containerID") for s in self._old_statuses().values())
+
+    def _continue_restart_counts(self) -> None:
+        """Count the re-run as a restart of each container that had started."""
+        old = self._old_statuses()
+        for c in self.inits + self.mains:
+            st = old.get(c.name, {})
+            if st.get("containerID"):
+                c.restart_count = int(st.get("restartCount", 0)) + 1
+                term = st.get("state", {}).get("terminated") or (
+                    st.get("lastState", {}).get("terminated"))
+                c.last_state = {"terminated": term} if term else {}
+
+    def _lost_with_earlier_agent(self) -> None:
+        """Mark a restartPolicy Never pod Failed: its containers were lost with the agent."""
+        old = self._old_statuses()
+        status = self.pod.get("status", {})
+        self.ip = status.get("podIP")
+        self.start_time = status.get("startTime") or self.start_time
+        for c in self.inits + self.mains:
+            st = old.get(c.name, {})
+            term = st.get("state", {}).get("terminated")
+            if not term:
+                term = {
+                    "exitCode": 137, "reason": "ContainerStatusUnknown",
+                    "message": "The container could not be located when the pod was terminated",
+                    "startedAt": st.get("state", {}).get("running", {}).get("startedAt"),
+                    "finishedAt": now_iso(),
+                }
+            c.state = {"terminated": term}
+            c.exit_code = int(term.get("exitCode", 137))
+            c.restart_count = int(st.get("restartCount", 0))
+            c.last_state = st.get("lastState", {})
+            c.started_at = term.get("startedAt")
+            c.done = True
+        self.phase = "Failed"
+        self.pod_message = ("NodeAgentRestarted",
+                            "devcluster's node agent restarted while the pod ran; its processes "
+                            "were lost and restartPolicy Never forbids running it again")
+        self.agent.event(self.pod, "Warning", "NodeAgentRestarted", self.pod_message[1])
+        self._push_status()
 
     def _next_wake(self) -> float:
         t = time.monotonic()
@@ -292,7 +349,7 @@ class PodWorker(Launcher, Prober, StatusReporter, threading.Thread):
         if self.host_network:
             self.ip = BRIDGE_IP
         else:
-            self.ip = self.agent.allocate_ip(self.uid)
+            self.ip = self.agent.allocate_ip(self.uid, self.pod.get("status", {}).get("podIP"))
             network.create_pod_netns(self.netns, self.ip)
         hostname = self.pod["spec"].get("hostname") or self.pname
         resolv = (
