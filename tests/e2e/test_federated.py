@@ -353,3 +353,28 @@ def test_digits_local_dp(kube: Cluster, operator: OperatorProcess) -> None:
         [charge] = [c for c in budget["status"]["charges"]
                     if c["jobUID"] == job["metadata"]["uid"]]
         assert [e["type"] for e in charge["events"]] == ["LocalDpSgd"]
+
+
+@pytest.mark.timeout(900)
+def test_deleting_a_running_federation_commits_its_charge_and_tears_it_down(
+    kube: Cluster, operator: OperatorProcess
+) -> None:
+    """Deleted while its pods run (they may have touched data): commit, never release."""
+    text, docs = example("digits-secagg.yaml")
+    job_doc = next(d for d in docs if d["kind"] == "FederatedJob")
+    name = job_doc["metadata"]["name"]
+    budget = next(d for d in docs if d["kind"] == "PrivacyBudget")["metadata"]["name"]
+    kube.ok("apply", "-f", "-", input=text)
+    job = wait_for("the federation to run", lambda: (
+        j := kube.get("fedjob", name)) is not None and is_true(j, "Running") and j, 600)
+    uid = job["metadata"]["uid"]
+    kube.ok("delete", "fedjob", name, "--wait=true", "--timeout=300s")
+    stored = kube.get("pbudget", budget)
+    assert stored is not None
+    [charge] = [c for c in stored["status"]["charges"] if c["jobUID"] == uid]
+    assert charge["state"] == "Committed"
+    assert float(stored["status"]["spentEpsilon"]) > 0
+    wait_for("every child of the federation to go", lambda: not any(
+        kube.items(kind, f"ppml.dev/job-uid={uid}")
+        for kind in ("pods", "secrets", "configmaps", "services", "jobs", "networkpolicies")),
+        300)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from ppml_operator import k8s, metrics
 from ppml_operator.api import GROUP
+from ppml_operator.api import conditions as c
 from ppml_operator.api.v1alpha1 import FederatedJob
 from ppml_operator.handlers.act import EventSink, PlanAborted, act
 from ppml_operator.handlers.config import Settings
@@ -106,6 +107,29 @@ def observe(
     )
 
 
+def _record(job: Obj, plan: Plan, *, deleting: bool) -> None:
+    """Update the job metrics: admissions, refusals by reason, the job's main condition."""
+    meta = job["metadata"]
+    ns, uid = meta["namespace"], meta["uid"]
+    if deleting:
+        metrics.set_job_condition(KIND, ns, uid, None)
+        return
+    before = (job.get("status") or {}).get("conditions")
+    after = (plan.status or job.get("status") or {}).get("conditions")
+    if c.is_true(after, c.ADMITTED) and not c.is_true(before, c.ADMITTED):
+        metrics.ADMISSIONS.labels(KIND, ns).inc()
+        created = datetime.fromisoformat(str(meta["creationTimestamp"]).replace("Z", "+00:00"))
+        metrics.ADMISSION_LATENCY.labels(KIND).observe(
+            max((datetime.now(UTC) - created).total_seconds(), 0.0))
+    refused, old = c.get_condition(after, c.ADMITTED), c.get_condition(before, c.ADMITTED)
+    if refused and refused.get("status") == "False" and (
+            old is None or old.get("reason") != refused.get("reason")):
+        metrics.REFUSALS.labels(KIND, ns, str(refused.get("reason"))).inc()
+    main = next((t for t in (c.COMPLETE, c.FAILED, c.RUNNING, c.ADMITTED)
+                 if c.is_true(after, t)), "Waiting")
+    metrics.set_job_condition(KIND, ns, uid, main)
+
+
 def reconcile(
     client: k8s.Client,
     namespace: str,
@@ -149,6 +173,7 @@ def reconcile(
                 last_error = err
                 time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
                 continue
+            _record(observed.job, plan, deleting=deleting)
             return plan
         assert last_error is not None
         raise last_error
