@@ -61,6 +61,7 @@ class Env:
         self.cluster = cluster
         self.helm_bin = find(cluster.bin_dir, "helm")
         self.ns = f"t-helm-{secrets.token_hex(3)}"
+        self.ns2 = f"{self.ns}-b"  # watched from the upgrade on
         self.state: dict[str, Any] = {}
 
     def kubectl(
@@ -187,8 +188,9 @@ def env(devcluster: Any) -> Iterator[Env]:
             e.kubectl(
                 "patch", name, "-n", e.ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
             )
-    with contextlib.suppress(Exception):
-        e.kubectl("delete", "namespace", e.ns, "--wait=false")
+    for ns in (e.ns, e.ns2):
+        with contextlib.suppress(Exception):
+            e.kubectl("delete", "namespace", ns, "--wait=false")
 
 
 def manifest(doc: dict[str, Any]) -> str:
@@ -568,6 +570,7 @@ def test_ppml_status_and_history_work_with_viewer_rights(env: Env, tmp_path: Pat
 
 def test_helm_upgrade_replaces_the_operator_and_keeps_the_ledger(env: Env) -> None:
     old = env.state["pod"]["metadata"]["uid"]
+    env.ok("create", "namespace", env.ns2)
     p = env.helm(
         "upgrade",
         RELEASE,
@@ -577,6 +580,8 @@ def test_helm_upgrade_replaces_the_operator_and_keeps_the_ledger(env: Env) -> No
         "--reuse-values",
         "--set",
         "operator.logLevel=debug",
+        "--set",
+        f"operator.watchNamespaces={{{env.ns},{env.ns2}}}",
         "--wait",
         "--timeout",
         "180s",
@@ -597,6 +602,10 @@ def test_helm_upgrade_replaces_the_operator_and_keeps_the_ledger(env: Env) -> No
     assert len(env.operator_pods()) == 1, "Recreate: the old pod is gone before the new one runs"
     [container] = pods[0]["spec"]["containers"]
     assert "--verbose" in container["args"]
+    assert f"--namespace={env.ns2}" in container["args"]
+    binding = env.json("get", "rolebinding", "ppml-operator", "-n", env.ns2)
+    assert binding["roleRef"]["name"] == "ppml-operator-namespaced"
+    assert env.can_i("create", "jobs.batch", ns=env.ns2, as_sa=True)
     history = env.helm("history", RELEASE, "-n", SYSTEM, "-o", "json")
     assert [r["revision"] for r in json.loads(history.stdout)] == [1, 2]
     time.sleep(6)  # the new operator resumes every object
@@ -614,6 +623,8 @@ def test_helm_uninstall_removes_the_operator_and_keeps_crds_and_ledgers(env: Env
     assert env.kubectl("get", "serviceaccount", "ppml-operator", "-n", SYSTEM).returncode != 0
     for role in (*USER_ROLES, "ppml-operator-cluster", "ppml-operator-namespaced"):
         assert env.kubectl("get", "clusterrole", role).returncode != 0, role
+    for ns in (env.ns, env.ns2):
+        assert env.kubectl("get", "rolebinding", "ppml-operator", "-n", ns).returncode != 0, ns
     for crd in CRDS:
         assert env.kubectl("get", "crd", crd).returncode == 0, f"{crd} was deleted"
     budget = env.json("get", "pbudget", BUDGET["metadata"]["name"], "-n", env.ns)
