@@ -72,3 +72,31 @@ def test_the_schema_describes_every_default_value():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) <= set(schema["properties"])
     assert schema["additionalProperties"] is False
+
+
+# Maps documented as one row (their members are Kubernetes' own fields).
+WHOLE = {
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "grafanaDashboard.labels",
+    "argocdHealthChecks",
+}
+
+
+def value_keys(d, prefix=""):
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and key not in WHOLE:
+            yield from value_keys(v, key + ".")
+        else:
+            yield key
+
+
+def test_the_chart_readme_documents_every_value():
+    import yaml
+
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = [k for k in value_keys(values) if f"| `{k}` |" not in readme]
+    assert not missing, missing
