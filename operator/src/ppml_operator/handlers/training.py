@@ -81,9 +81,6 @@ def observe(
     job.setdefault("apiVersion", f"{GROUP}/{k8s.VERSION}")
     meta = job["metadata"]
     budget_name = str(((job.get("spec") or {}).get("budgetRef") or {}).get("name", ""))
-    budget = client.get("PrivacyBudget", namespace, budget_name) if budget_name else None
-    if budget is not None:
-        budget.setdefault("kind", "PrivacyBudget")
     if with_children is None:
         with_children = training.was_admitted(job) or bool(meta.get("deletionTimestamp"))
     children: dict[str, Obj] = {}
@@ -106,6 +103,23 @@ def observe(
                     continue
                 for item in client.list(kind, namespace, selector):
                     children[kind] = item
+    # The budget (a large object once many jobs charged it) is read when the pass may touch
+    # the ledger: before admission, when the trainer ended or vanished, and on deletion. A
+    # routine pass over a running job does not need it.
+    trainer = children.get("Job")
+    ended = trainer is not None and any(
+        cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"
+        for cond in (trainer.get("status") or {}).get("conditions") or []
+    )
+    need_budget = (
+        not with_children or trainer is None or ended or bool(meta.get("deletionTimestamp"))
+        or training.is_finished(job) or not training.was_admitted(job)
+    )
+    budget = None
+    if need_budget and budget_name:
+        budget = client.get("PrivacyBudget", namespace, budget_name)
+        if budget is not None:
+            budget.setdefault("kind", "PrivacyBudget")
     mine = (str(meta.get("creationTimestamp")), name)
     ahead = sorted(
         (ts, other) for ts, other, uid in waiting
@@ -123,6 +137,7 @@ def observe(
         settings=settings.render,
         keep_committed=settings.keep_committed,
         all_children=all_children,
+        budget_read=need_budget,
     )
 
 

@@ -114,6 +114,7 @@ class TrainingObserved:
     keep_committed: int = ledger.DEFAULT_KEEP_COMMITTED
     progress: rc.ProgressSnapshot | None = None
     all_children: bool = True
+    budget_read: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,6 +585,8 @@ def _end(
     charge: Obj | None,
 ) -> Plan:
     """Commit the charge first, then mark the job finished (the order is the protocol)."""
+    if not observed.budget_read:
+        raise ValueError("a job cannot be finished from a pass that did not read its budget")
     gen = _meta(observed.job).get("generation")
     if observed.budget is not None and charge is not None:
         _commit(plan, observed.budget, _meta(observed.job)["uid"], now,
