@@ -26,7 +26,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 echo "setup: installing requirements.lock into $VENV (cached wheels make repeat runs fast)" >&2
 "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.lock
-"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
 echo "$stamp_want" > "$stamp_file"
 ln -sfn "$VENV" .venv
 echo "setup: ready (.venv -> $VENV)" >&2
