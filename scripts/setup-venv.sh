@@ -26,7 +26,11 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 echo "setup: installing requirements.lock into $VENV (cached wheels make repeat runs fast)" >&2
 "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.lock
-"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+# setuptools' editable finder runs after the path finder, so from the repo root the bare
+# devcluster/ folder would win as a namespace package; plain path entries put the real packages first.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+printf '%s\n' "$PWD/operator/src" "$PWD/runtime/src" "$PWD/devcluster/src" > "$site/ppml-src.pth"
 echo "$stamp_want" > "$stamp_file"
 ln -sfn "$VENV" .venv
 echo "setup: ready (.venv -> $VENV)" >&2
