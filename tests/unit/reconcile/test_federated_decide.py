@@ -172,7 +172,10 @@ def test_a_new_federation_reserves_on_every_budget_then_admits_and_creates_its_c
     assert [b["name"] for b in plan.status["privacy"]["budgets"]] == budgets
     assert plan.status["federation"] == {"roundsCompleted": 0, "clientsConnected": 0}
     kinds = [c["kind"] for c in plan.create]
-    assert kinds.count("Pod") == 4 and kinds.count("Secret") == 4 and kinds[-1] == "Job"
+    assert kinds.count("Secret") == 4 and kinds[-1] == "Job"
+    # The SuperLink now; the SuperNodes once the submitter has started (see below).
+    assert [c["metadata"]["name"] for c in plan.create if c["kind"] == "Pod"] == [
+        "digits-superlink"]
 
 
 def test_central_dp_reports_what_was_paid_for_in_status() -> None:
@@ -286,6 +289,28 @@ def test_running_pods_are_counted_as_connected_clients() -> None:
     assert plan.status["federation"]["clientsConnected"] == 2
     assert plan.status["startTime"] == STAMP
     assert plan.create == [] and plan.deletions == []
+
+
+def submitter_pod(state: str) -> Obj:
+    p = pod("digits-submit-abcde", "submitter", "Pending" if state == "waiting" else "Running")
+    p["status"]["containerStatuses"] = [{"name": "submitter", "state": {state: {}}}]
+    return p
+
+
+@pytest.mark.parametrize(("situation", "submitter", "created"), [
+    ("the submitter still waits for the SuperLink", "waiting", []),
+    ("the submitter has started and registers the keys", "running",
+     ["digits-supernode-silo-0", "digits-supernode-silo-1", "digits-supernode-silo-2"]),
+])
+def test_supernodes_are_created_once_the_submitter_has_started(
+    situation: str, submitter: str, created: list[str]
+) -> None:
+    stored, budgets, made = admit(make_fedjob().obj())
+    pods = [pod("digits-superlink", "superlink"), submitter_pod(submitter)]
+    plan = federated.decide(observe(stored, budgets, children=running_children(
+        made, submit_job()), pods=pods), NOW)
+    assert [c["metadata"]["name"] for c in plan.create] == created
+    assert "0 of 3 SuperNodes" in cond(plan, "Running")["message"]
 
 
 def test_a_crash_between_admission_and_creation_creates_the_children_next_pass() -> None:
@@ -441,4 +466,4 @@ def test_every_federated_example_is_planned_and_admitted_on_its_budgets(path: Pa
     plan = federated.decide(observe(job, budgets, new_secrets=secrets_for(job)), NOW)
     assert cond(plan, "Admitted")["status"] == "True", plan.status
     assert len(plan.budget_writes) == len(budgets)
-    assert [c["kind"] for c in plan.create].count("Pod") == 1 + len(job["spec"]["clients"])
+    assert [c["kind"] for c in plan.create].count("Pod") == 1  # SuperNodes come later

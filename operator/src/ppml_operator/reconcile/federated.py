@@ -3,7 +3,8 @@
 The lifecycle follows PrivateTrainingJob's (:mod:`ppml_operator.reconcile.training`): validate
 and price (the caller passes a :class:`FederatedPrice` in) → reserve on *every* budget the
 federation charges, all or none (a budget that cannot pay makes the job release what it holds
-and wait) → admit and create the SuperLink, the SuperNodes and the submitter → track the
+and wait) → admit and create the SuperLink and the submitter, then the SuperNodes once the
+submitter has started (the SuperLink is up and their keys are being registered) → track the
 submitter Job and the pods → commit every charge when it ends, then tear the federation down
 (SuperLink and SuperNode pods, key Secrets). ``decide_deletion`` settles the ledger of a
 deleted job: release only when no pod can have started, commit otherwise.
@@ -410,9 +411,31 @@ def _admission(
     status["privacy"] = _privacy_status(price, ledger.RESERVED)
     status["federation"] = {"roundsCompleted": 0, "clientsConnected": 0}
     plan.events.append(Event("Normal", "Admitted", message))
-    plan.create.extend(children)
+    plan.create.extend(c for c in children if not _is_supernode(c))
     plan.requeue_after = RUNNING_REQUEUE_SECONDS
     return plan
+
+
+def _is_supernode(child: Obj) -> bool:
+    return child["kind"] == "Pod" and _component(child) == rf.SUPERNODE
+
+
+def submitter_started(pods: Sequence[Obj]) -> bool:
+    """Return whether the submitter's main container has started (its init container is done).
+
+    SuperNodes are created only then: the SuperLink is up (the init container waited for it)
+    and the submitter registers their public keys first thing, so a SuperNode does not dial a
+    SuperLink that cannot resolve or does not know its key yet (each refusal is a container
+    restart, and restarts back off).
+    """
+    for pod in pods:
+        if _component(pod) != rf.SUBMITTER:
+            continue
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            state = cs.get("state") or {}
+            if "running" in state or "terminated" in state:
+                return True
+    return False
 
 
 def _running(
@@ -438,14 +461,18 @@ def _running(
                       "finished"
             return _end(observed, status, plan, now, success=False, reason=c.POD_FAILED,
                         message=message)
-        plan.create.extend(children)  # a crash between admission and creation
+        # A crash between admission and creation.
+        plan.create.extend(c for c in children if not _is_supernode(c))
         return plan
 
-    # Recreate what is missing (a deleted SuperNode pod, a Service), never the submitter Job.
+    # Create the SuperNodes once the submitter runs; recreate what is missing (a deleted
+    # SuperNode pod, a Service); never the submitter Job.
     pods = {_meta(p)["name"]: p for p in observed.pods}
+    supernodes_due = submitter_started(observed.pods) or any(
+        _component(p) == rf.SUPERNODE for p in observed.pods)
     for child in children:
         name = child["metadata"]["name"]
-        if child["kind"] == "Job":
+        if child["kind"] == "Job" or (_is_supernode(child) and not supernodes_due):
             continue
         if child["kind"] == "Pod":
             if name not in pods:
