@@ -17,7 +17,7 @@ from fed_harness import (
 
 from ppml_runtime.federated import flwr_cli
 from ppml_runtime.federated.contract import TlsFiles
-from ppml_runtime.federated.roles import FLOWER_EXIT_CONNECTION_FAILED, submit
+from ppml_runtime.federated.roles import submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -58,12 +58,14 @@ def test_fedavg_over_tls_with_authentication_completes_and_impostors_are_refused
     assert report.status == "Completed", report.error
     assert report.rounds_completed == 2
     assert [r.round for r in report.rounds] == [1, 2]
-    assert all(r.clients == 2 and r.failures == 0 for r in report.rounds)
+    assert all(r.clients == 2 and r.failures == 0 for r in report.rounds), report.rounds
     assert report.final_accuracy is not None and report.final_accuracy > 0.5
-    # Both impostors give up with Flower's connection-failure exit code, and the SuperLink
+    # Both impostors give up (Flower's connection-failure code 305), and the SuperLink
     # only ever activated the two genuine SuperNodes.
-    assert rogue_ca.returncode == FLOWER_EXIT_CONNECTION_FAILED
-    assert unregistered.returncode == FLOWER_EXIT_CONNECTION_FAILED
+    assert rogue_ca.returncode != 0
+    assert unregistered.returncode != 0
     assert fed.activated() == 2
+    for log in ("rogue-ca.log", "unregistered.log"):
+        assert "Exit Code: 305" in (tmp_path / log).read_text(errors="replace")
     assert "CERTIFICATE_VERIFY_FAILED" in (tmp_path / "rogue-ca.log").read_text(errors="replace")
     assert "Failed to activate" in (tmp_path / "unregistered.log").read_text(errors="replace")

@@ -7,17 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from ppml_runtime.federated.roles import FLOWER_EXIT_CONNECTION_FAILED, supervise_supernode
+from ppml_runtime.federated.roles import supervise_supernode
 
 
 def _flaky(counter: Path, failures: int, final: int) -> list[str]:
-    # Exits with Flower's connection-failure code `failures` times, then with `final`.
+    # Fails like a refused SuperNode (prints Flower's code 305, exits 1) `failures` times, then
+    # exits with `final` (a crash prints something else).
     script = (
         "import pathlib, sys\n"
         f"p = pathlib.Path({str(counter)!r})\n"
         "n = int(p.read_text()) if p.exists() else 0\n"
         "p.write_text(str(n + 1))\n"
-        f"sys.exit({FLOWER_EXIT_CONNECTION_FAILED} if n < {failures} else {final})\n"
+        f"refused = n < {failures}\n"
+        "print('ERROR : Exit Code: 305' if refused else 'Traceback: boom', flush=True)\n"
+        f"sys.exit(1 if refused else {final})\n"
     )
     return [sys.executable, "-c", script]
 
@@ -41,5 +44,5 @@ def test_retrying_stops_at_the_deadline(tmp_path):
     code = supervise_supernode(
         _flaky(counter, 10_000, 0), "silo-0", deadline_seconds=0.2, backoff_seconds=0.05
     )
-    assert code == FLOWER_EXIT_CONNECTION_FAILED
+    assert code == 1
     assert 1 <= int(counter.read_text()) < 50

@@ -56,7 +56,7 @@ class StrategyConfig(ContractModel):
     """How the server aggregates: ``name`` and its hyper-parameters.
 
     ``weighting`` is ``Examples`` (FedAvg's weighted mean) or ``Uniform`` (every client counts
-    the same); central DP needs ``Uniform``, so it is the default there.
+    the same); central DP needs ``Uniform``, the default under DP.
     """
 
     name: StrategyName = "FedAvg"
@@ -239,10 +239,14 @@ class FederationConfig(ContractModel):
 
     @property
     def weighting(self) -> Weighting:
-        """The effective weighting: explicit, else ``Uniform`` under central DP."""
+        """The effective weighting: explicit, else ``Uniform`` under DP, ``Examples`` without.
+
+        Central DP requires ``Uniform`` (its sensitivity assumes equal weights); under local DP
+        weighting is post-processing, so ``Examples`` is allowed when asked for.
+        """
         if self.strategy.weighting is not None:
             return self.strategy.weighting
-        return "Uniform" if self.privacy.mode == "Central" else "Examples"
+        return "Examples" if self.privacy.mode == "None" else "Uniform"
 
     @property
     def clipping_side(self) -> ClippingSide | None:

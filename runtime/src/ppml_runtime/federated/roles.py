@@ -47,9 +47,9 @@ from ppml_runtime.federated.contract import (
 )
 
 LOG = logging.getLogger("ppml_runtime.federated")
-#: Exit status of a SuperNode that cannot connect to (or be activated by) its SuperLink: Flower
-#: exits with its code 305, which the operating system reports modulo 256.
-FLOWER_EXIT_CONNECTION_FAILED = 305 % 256
+#: What a SuperNode prints when it cannot connect to (or be activated by) its SuperLink; it then
+#: exits with status 1, like any other failure, so the printed code is what tells them apart.
+FLOWER_CONNECTION_FAILED = b"Exit Code: 305"
 
 
 def _config(args: argparse.Namespace) -> FederationConfig:
@@ -96,9 +96,9 @@ def supervise_supernode(
 ) -> int:
     """Run ``flower-supernode``, restarting it while it cannot connect, until the deadline.
 
-    A SuperNode exits (Flower exit code 305, status 49) when the SuperLink is not up yet or has not yet
-    registered its public key (the submitter registers the keys just before it submits the
-    run). Restarting here takes seconds; letting the pod crash-loop would wait for the
+    A SuperNode exits (printing Flower's exit code 305) when the SuperLink is not up yet or
+    has not yet registered its public key (the submitter registers the keys just before it
+    submits the run). Restarting here takes seconds; letting the pod crash-loop would wait for the
     kubelet's growing back-off. SIGTERM and SIGINT are passed on to the running SuperNode.
     Any other exit status is returned as is.
     """
@@ -120,11 +120,30 @@ def supervise_supernode(
             attempt += 1
             # Its own process group: a SuperNode that gives up leaves its SuperExec retrying
             # forever, so each attempt's whole group is stopped before the next one starts.
-            proc = subprocess.Popen(cmd, env=flwr_cli.flower_path_env(), start_new_session=True)
+            proc = subprocess.Popen(  # output passed through, and watched for the 305 code
+                cmd,
+                env=flwr_cli.flower_path_env(),
+                start_new_session=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             current["proc"] = proc
-            code = proc.wait()
+            refused = False
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                refused = refused or FLOWER_CONNECTION_FAILED in line
+                sys.stdout.buffer.write(line)
+                sys.stdout.buffer.flush()
+                if refused:
+                    break  # its SuperExec keeps the pipe open; the process is done
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # seen hanging in threading._shutdown on exit
+                _signal_group(proc, signal.SIGKILL)
+                code = proc.wait()
             _signal_group(proc, signal.SIGKILL)
-            if stopping or code != FLOWER_EXIT_CONNECTION_FAILED:
+            proc.stdout.close()
+            if stopping or not refused or code == 0:
                 return code
             if time.monotonic() - started > deadline_seconds:
                 LOG.warning("SuperNode %s could not connect within %.0f s", name, deadline_seconds)
@@ -150,6 +169,28 @@ def _cli(cmd: Sequence[str], env: dict[str, str], timeout: float = 120) -> str:
             f"{' '.join(cmd[:2])} exited {done.returncode}: {(done.stderr or done.stdout)[-800:]}"
         )
     return done.stdout
+
+
+def _cli_until_reachable(
+    cmd: Sequence[str], env: dict[str, str], *, deadline_seconds: float, ok_if: str = ""
+) -> str:
+    """Run a Flower CLI command, retrying while the SuperLink cannot be reached yet.
+
+    ``ok_if`` names an error text that means the work is already done (e.g. a key registered by
+    an earlier attempt of this submitter), which counts as success.
+    """
+    started = time.monotonic()
+    while True:
+        try:
+            return _cli(cmd, env)
+        except RuntimeError as err:
+            text = str(err)
+            if ok_if and ok_if in text.lower():
+                return text
+            unreachable = "unavailable" in text.lower() or "connect" in text.lower()
+            if not unreachable or time.monotonic() - started > deadline_seconds:
+                raise
+            time.sleep(2.0)
 
 
 def submit(
@@ -183,16 +224,22 @@ def submit(
     flwr_home.mkdir(parents=True, exist_ok=True)
     (flwr_home / "config.toml").write_text(flwr_cli.flower_config_toml(config), encoding="utf-8")
     env = {**flwr_cli.flower_path_env(), "FLWR_HOME": str(flwr_home)}
+    reach = float(config.round_timeout_seconds)
     if config.auth is not None:
         for key in config.auth.public_key_files:
-            _cli([flwr_cli.flower_binary("flwr"), "supernode", "register", key,
-                  flwr_cli.CONNECTION_NAME], env)
+            register = [flwr_cli.flower_binary("flwr"), "supernode", "register", key,
+                        flwr_cli.CONNECTION_NAME]
+            _cli_until_reachable(register, env, deadline_seconds=reach, ok_if="already")
     work = Path(tempfile.mkdtemp(prefix="ppml-fab-", dir=flwr_home))
     app_dir = work / "app"
     shutil.copytree(flwr_cli.APP_DIR, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
     run_config = work / "run-config.toml"
     run_config.write_text(flwr_cli.run_config_toml(config), encoding="utf-8")
-    run_id = flwr_cli.parse_run_id(_cli(flwr_cli.run_command(str(app_dir), str(run_config)), env))
+    run_id = flwr_cli.parse_run_id(
+        _cli_until_reachable(
+            flwr_cli.run_command(str(app_dir), str(run_config)), env, deadline_seconds=reach
+        )
+    )
     LOG.info("Submitted run %s of federation %s", run_id, config.job.name)
     limit = deadline_seconds or config.rounds * config.round_timeout_seconds + 300
     state = flwr_cli.RunState("pending", "")
