@@ -311,6 +311,8 @@ class RoundMetrics(ContractModel):
     round: int = Field(ge=1)
     clients: int = 0
     failures: int = 0
+    #: Optimizer steps all clients took this round (DP-SGD steps under local DP).
+    steps: int | None = None
     train_loss: float | None = None
     eval_loss: float | None = None
     accuracy: float | None = None

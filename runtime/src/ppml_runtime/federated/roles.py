@@ -42,6 +42,7 @@ from ppml_runtime.federated.contract import (
     ENV_DATA_DIR,
     FederationConfig,
     FederationReport,
+    RoundMetrics,
     dump_federation_report,
     load_federation_config,
 )
@@ -250,10 +251,7 @@ def submit(
         time.sleep(poll_seconds)
     if not state.finished:
         _cli([flwr_cli.flower_binary("flwr"), "stop", str(run_id), flwr_cli.CONNECTION_NAME], env)
-    try:
-        rounds = flwr_cli.parse_round_metrics(_cli(flwr_cli.log_command(run_id), env))
-    except (RuntimeError, subprocess.TimeoutExpired):
-        rounds = []
+    rounds = _round_metrics(run_id, env, expected=config.rounds if state.succeeded else 0)
     completed = len(rounds)
     ok = state.succeeded and completed >= config.rounds
     error = None
@@ -275,6 +273,24 @@ def submit(
         wall_seconds=round(time.monotonic() - started, 3),
         error=error,
     )
+
+
+def _round_metrics(
+    run_id: int, env: dict[str, str], *, expected: int, wait_seconds: float = 20.0
+) -> list[RoundMetrics]:
+    """Read the rounds the ServerApp logged, waiting briefly for logs still in flight.
+
+    The ServerApp's logs reach the SuperLink in batches, so right after a run finishes its last
+    lines may not be there yet: ask again until ``expected`` rounds are seen or time runs out.
+    """
+    started = time.monotonic()
+    rounds: list[RoundMetrics] = []
+    while True:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            rounds = flwr_cli.parse_round_metrics(_cli(flwr_cli.log_command(run_id), env))
+        if len(rounds) >= expected or time.monotonic() - started > wait_seconds:
+            return rounds
+        time.sleep(1.0)
 
 
 def run_submit(args: argparse.Namespace) -> int:

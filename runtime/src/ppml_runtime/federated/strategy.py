@@ -61,7 +61,11 @@ def _weighted(values: list[tuple[int, dict[str, Scalar]]], key: str) -> float | 
 
 def _fit_metrics(values: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
     loss = _weighted([(int(m.get("records", n)), m) for n, m in values], "train_loss")
-    return {} if loss is None else {"train_loss": loss}
+    out: dict[str, Scalar] = {} if loss is None else {"train_loss": loss}
+    steps = [int(m["steps"]) for _, m in values if "steps" in m]  # type: ignore[call-overload]
+    if steps:
+        out["steps"] = sum(steps)
+    return out
 
 
 def _eval_metrics(values: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
@@ -179,11 +183,12 @@ class RoundRecorder(_Delegate):
                 self.audit_dir / f"round-{server_round}-aggregate.npz",
                 *[np.asarray(a) for a in arrays],
             )
-        loss = metrics.get("train_loss")
+        loss, steps = metrics.get("train_loss"), metrics.get("steps")
         self.current = {
             "round": server_round,
             "clients": len(results),
             "failures": len(failures),
+            "steps": int(steps) if isinstance(steps, int | float) else None,
             "train_loss": float(loss) if isinstance(loss, int | float) else None,
         }
         if not self.evaluate_rounds:
