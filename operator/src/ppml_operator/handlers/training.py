@@ -8,7 +8,6 @@ lost compare-and-swap re-observes at once; other failures are retried by kopf.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import threading
@@ -21,8 +20,9 @@ from typing import Any
 from ppml_operator import k8s, metrics
 from ppml_operator.api import GROUP
 from ppml_operator.api import conditions as c
-from ppml_operator.handlers.act import EventSink, PlanAborted, act, write_budget
+from ppml_operator.handlers.act import EventSink, PlanAborted, act
 from ppml_operator.handlers.config import Settings
+from ppml_operator.handlers.ledger_writer import write_ledger
 from ppml_operator.reconcile import ledger, training
 from ppml_operator.reconcile.plan import Plan
 from ppml_operator.render.common import LABEL_JOB_UID
@@ -35,8 +35,6 @@ CHILD_KINDS = ("ServiceAccount", "ConfigMap", "NetworkPolicy", "Service", "Job")
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
-_budget_locks: dict[tuple[str, str], threading.Lock] = {}
-_last_written: dict[tuple[str, str], Obj] = {}
 _prices: dict[tuple[str, int], training.Price | training.InvalidSpec] = {}
 
 
@@ -190,48 +188,6 @@ def _record(job: Obj, plan: Plan, before: Obj) -> None:
     metrics.set_job_condition(KIND, ns, meta["uid"], _main_condition(job, plan))
 
 
-def _budget_lock(namespace: str, name: str) -> threading.Lock:
-    with _locks_guard:
-        return _budget_locks.setdefault((namespace, name), threading.Lock())
-
-
-def _write_ledger(
-    client: k8s.Client,
-    observed: training.TrainingObserved,
-    plan: Plan,
-    decide: Callable[[training.TrainingObserved, datetime], Plan],
-    now: Callable[[], datetime],
-    logger: logging.Logger,
-) -> Plan:
-    """Do a plan's budget writes, one job of this process at a time per budget.
-
-    The compare-and-swap keeps the ledger right against any writer; serialising this process's
-    own writers per budget keeps them from wasting round trips on each other's conflicts (a
-    burst of jobs on one budget otherwise turns into a thundering herd of 409s). Under the lock,
-    if this process wrote the budget since the pass observed it, the plan is decided again from
-    the version it wrote.
-    """
-    assert observed.budget is not None
-    meta = observed.budget["metadata"]
-    key = (meta["namespace"], meta["name"])
-    with _budget_lock(*key):
-        # What this process wrote last is the likeliest current version (the one it would GET);
-        # if anybody wrote since, the compare-and-swap fails and the next pass reads afresh.
-        last = _last_written.get(key)
-        if last is not None and last["metadata"].get("uid") == meta.get("uid") and (
-            last["metadata"].get("resourceVersion") != meta.get("resourceVersion")
-        ):
-            observed = dataclasses.replace(observed, budget=last)
-            plan = decide(observed, now())
-        try:
-            for write in plan.budget_writes:
-                _last_written[key] = write_budget(client, write, logger)
-        except k8s.ConflictError:
-            _last_written.pop(key, None)
-            raise
-    return dataclasses.replace(plan, budget_writes=[])
-
-
 def reconcile(
     client: k8s.Client,
     namespace: str,
@@ -271,7 +227,7 @@ def reconcile(
             plan = decide(observed, now())
             try:
                 if plan.budget_writes and observed.budget is not None:
-                    plan = _write_ledger(client, observed, plan, decide, now, logger)
+                    plan = write_ledger(client, observed, plan, decide, now, logger)
                 act(client, KIND, observed.job, plan, logger, emit)
             except (k8s.ConflictError, PlanAborted) as err:
                 last_error = err
