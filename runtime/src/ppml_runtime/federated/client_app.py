@@ -13,7 +13,7 @@ evaluate message froze the SuperNode, so local DP lives inside ``fit``, not in a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.client import NumPyClient
@@ -158,7 +158,7 @@ def secagg_when_asked_mod(msg: Message, ctxt: Context, call_next: Any) -> Messag
     """Run Flower's ``secaggplus_mod`` on train messages that carry a SecAgg+ stage."""
     if _is_train(msg) and _SECAGG_CONFIGS in msg.content.config_records:
         return secaggplus_mod(msg, ctxt, call_next)
-    return call_next(msg, ctxt)
+    return cast(Message, call_next(msg, ctxt))
 
 
 def clipping_when_asked_mod(msg: Message, ctxt: Context, call_next: Any) -> Message:
@@ -167,7 +167,7 @@ def clipping_when_asked_mod(msg: Message, ctxt: Context, call_next: Any) -> Mess
         for record in msg.content.config_records.values():
             if _KEY_CLIPPING_NORM in record:
                 return fixedclipping_mod(msg, ctxt, call_next)
-    return call_next(msg, ctxt)
+    return cast(Message, call_next(msg, ctxt))
 
 
 # Order matters: clipping acts on the client's update first, then SecAgg+ masks the clipped one.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from ppml_runtime.contract import BUILTIN_DATASET_SHAPES, DataConfig, ModelConfi
 
 if TYPE_CHECKING:
     from torch import nn
+    from torch.utils.data import Dataset
 
     from ppml_runtime.contract import PrivacyParams
     from ppml_runtime.federated.silo_data import SiloData
@@ -232,7 +233,7 @@ def train_local_dp(
         seed=training.seed + server_round,
     )
     dataset = ArrayDataset(torch.from_numpy(data.x_train), torch.from_numpy(data.y_train))
-    result = train_private(model, dataset, params)
+    result = train_private(model, cast("Dataset[Any]", dataset), params)
     loss = result.last_loss if result.last_loss is not None else math.nan
     return RoundResult(get_parameters(result.model), int(data.y_train.shape[0]), loss, steps)
 

@@ -120,5 +120,5 @@ def load_silo_data(path: str | Path) -> SiloData:
             x_test=npz["x_test"],
             y_test=npz["y_test"],
             num_classes=int(npz["num_classes"]),
-            image_shape=shape if len(shape) == 3 else None,  # type: ignore[arg-type]
+            image_shape=shape if len(shape) == 3 else None,
         )

@@ -54,7 +54,7 @@ class FederationAbortedError(RuntimeError):
 
 
 def _weighted(values: list[tuple[int, dict[str, Scalar]]], key: str) -> float | None:
-    pairs = [(n, float(m[key])) for n, m in values if key in m]  # type: ignore[arg-type]
+    pairs = [(n, float(m[key])) for n, m in values if key in m]
     total = sum(n for n, _ in pairs)
     return sum(n * v for n, v in pairs) / total if total else None
 
@@ -62,7 +62,7 @@ def _weighted(values: list[tuple[int, dict[str, Scalar]]], key: str) -> float | 
 def _fit_metrics(values: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
     loss = _weighted([(int(m.get("records", n)), m) for n, m in values], "train_loss")
     out: dict[str, Scalar] = {} if loss is None else {"train_loss": loss}
-    steps = [int(m["steps"]) for _, m in values if "steps" in m]  # type: ignore[call-overload]
+    steps = [int(m["steps"]) for _, m in values if "steps" in m]
     if steps:
         out["steps"] = sum(steps)
     return out
