@@ -18,331 +18,80 @@ Children (deterministic names from the job's and the silos' names):
   that waits for the SuperLink, registers the SuperNodes' public keys, runs the Flower app and
   writes the ``FederationReport`` as its termination message.
 
-Every pod meets the ``restricted`` Pod Security Standard.
+Every pod meets the ``restricted`` Pod Security Standard. This module assembles the children
+and renders the non-pod ones; names and paths live in :mod:`ppml_operator.render.federation`,
+the contract config in :mod:`ppml_operator.render.federation_config`, the pods in
+:mod:`ppml_operator.render.flower_pods` (re-exported here for callers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from ppml_operator.api.errors import InvalidSpecError
-from ppml_operator.api.v1alpha1 import DataSpec, FederatedJob
-from ppml_operator.api.v1alpha1.federated import (
-    ClippingKind,
-    ClippingSide,
-    FederatedClient,
-    PrivacyMode,
-    Weighting,
-)
+from ppml_operator.api.v1alpha1 import FederatedJob
 from ppml_operator.render import tls
-from ppml_operator.render.common import (
-    container_security_context,
-    metadata,
-    pod_security_context,
-    selector,
-    service_account,
-    truncate_name,
+from ppml_operator.render.common import metadata, selector, service_account
+from ppml_operator.render.federation import (
+    AUTH_DIR,
+    FEDERATION,
+    FLWR_HOME,
+    PUBLIC_KEYS_DIR,
+    ROLE_COMMAND,
+    SILO_DATA_DIR,
+    SUBMITTER,
+    SUPERLINK,
+    SUPERNODE,
+    TLS_DIR,
+    FederationPaid,
+    client_names,
+    names,
+    superlink_address,
+    superlink_dns_names,
 )
-from ppml_operator.render.trainer import DATA_MOUNT, Paid, RenderSettings
+from ppml_operator.render.federation_config import federation_config
+from ppml_operator.render.flower_pods import (
+    WAIT_FOR_SUPERLINK,
+    render_submit_job,
+    render_superlink_pod,
+    render_supernode_pod,
+)
+from ppml_operator.render.trainer import RenderSettings
 from ppml_runtime import contract as rc
 from ppml_runtime.federated import contract as fc
 
 Obj = dict[str, Any]
 
-SUPERLINK = "superlink"
-SUPERNODE = "supernode"
-SUBMITTER = "submitter"
-FEDERATION = "federation"
-"""The ``app.kubernetes.io/component`` values of a federation's children."""
-
-ROLE_COMMAND = ("python", "-m", "ppml_runtime")
-"""The runtime entry point of the federation's roles (``superlink``, ``supernode``, ``submit``)."""
-
-TLS_DIR = "/etc/ppml-tls"
-AUTH_DIR = "/etc/ppml-auth"
-PUBLIC_KEYS_DIR = "/etc/ppml-auth-public"
-FLWR_HOME = "/tmp/flwr"
-SILO_DATA_DIR = "/tmp/silo-data"
-
-WAIT_FOR_SUPERLINK = """
-import socket, sys, time
-host, port, limit = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
-while True:
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-        break
-    except OSError as err:
-        if time.monotonic() > limit:
-            sys.exit(f"SuperLink {host}:{port} did not accept connections: {err}")
-        time.sleep(0.5)
-"""
-"""The submitter's init container: wait until the SuperLink's port accepts connections."""
-
-SUPERLINK_WAIT_SECONDS = 600
-
-
-@dataclass(frozen=True)
-class FederationPaid:
-    """What the budgets paid for: the runtime must use exactly these.
-
-    Attributes
-    ----------
-    central
-        Central DP: noise multiplier, client sampling rate, rounds (as ``steps``), delta and
-        the epsilon charged; None otherwise.
-    clients
-        Local DP: ``(client name, its DP-SGD parameters)`` per silo; empty otherwise.
-
-    """
-
-    central: Paid | None = None
-    clients: tuple[tuple[str, Paid], ...] = field(default_factory=tuple)
-
-
-def names(job_name: str, clients: Sequence[str] = ()) -> dict[str, str]:
-    """Return the name of each child of the job (``supernode/NAME`` and ``auth/NAME`` per silo)."""
-    out = {
-        "serviceAccount": truncate_name(job_name, FEDERATION, 253),
-        "configMap": truncate_name(job_name, FEDERATION, 253),
-        "tlsSecret": truncate_name(job_name, "tls", 253),
-        "service": truncate_name(job_name, SUPERLINK),
-        "superlink": truncate_name(job_name, SUPERLINK),
-        "submit": truncate_name(job_name, "submit", 52),  # room for the pod name suffix
-        "superlinkPolicy": truncate_name(job_name, SUPERLINK, 253),
-        "supernodePolicy": truncate_name(job_name, SUPERNODE, 253),
-        "submitterPolicy": truncate_name(job_name, SUBMITTER, 253),
-    }
-    for client in clients:
-        out[f"supernode/{client}"] = truncate_name(job_name, f"{SUPERNODE}-{client}")
-        out[f"auth/{client}"] = truncate_name(job_name, f"{SUPERNODE}-{client}-auth", 253)
-    return out
-
-
-def client_names(fj: FederatedJob) -> list[str]:
-    """Return the silos' names, in spec order."""
-    return [c.name for c in fj.spec.clients]
-
-
-def superlink_address(job: Obj) -> str:
-    """Return ``host:port`` the SuperNodes and the submitter dial (a name in the certificate)."""
-    meta = job["metadata"]
-    service = names(meta["name"])["service"]
-    return f"{service}.{meta['namespace']}.svc.cluster.local:{rc.SUPERLINK_PORT}"
-
-
-def superlink_dns_names(job: Obj) -> list[str]:
-    """Return the SuperLink certificate's subject alternative names."""
-    meta = job["metadata"]
-    return tls.service_dns_names(names(meta["name"])["service"], meta["namespace"])
-
-
-# ---------------------------------------------------------------------------------------------
-# The contract config
-# ---------------------------------------------------------------------------------------------
-
-
-def _data_config(data: DataSpec) -> Obj:
-    train_records, _ = data.split_sizes()
-    cfg: Obj = {
-        "source": str(data.source),
-        "numRecords": train_records,
-        "testFraction": data.test_fraction,
-        "splitSeed": data.split_seed,
-    }
-    if data.builtin is not None:
-        cfg["builtin"] = {"name": str(data.builtin.name)}
-    if data.synthetic is not None:
-        cfg["synthetic"] = {
-            "numFeatures": data.synthetic.num_features,
-            "numClasses": data.synthetic.num_classes,
-            "seed": data.synthetic.seed,
-        }
-    if data.volume is not None:
-        volume: Obj = {
-            "path": f"{DATA_MOUNT}/{data.volume.path}",
-            "format": str(data.volume.format),
-        }
-        if data.volume.label_column:
-            volume["labelColumn"] = data.volume.label_column
-        cfg["volume"] = volume
-    return cfg
-
-
-def _strategy(fj: FederatedJob) -> Obj:
-    spec = fj.spec
-    strategy = spec.strategy
-    weighting = strategy.weighting or (
-        Weighting.UNIFORM if spec.privacy.mode != PrivacyMode.NONE else Weighting.NUM_EXAMPLES
-    )
-    out: Obj = {
-        "name": str(strategy.name),
-        "weighting": "Uniform" if weighting == Weighting.UNIFORM else "Examples",
-        "proximalMu": strategy.proximal_mu or "0.1",
-        "serverLearningRate": strategy.server_learning_rate or "0.1",
-    }
-    return out
-
-
-def _accountant(paid: Paid) -> str:
-    return {"RDP": "rdp", "PLD": "prv"}[paid.accountant]
-
-
-def _privacy(fj: FederatedJob, paid: FederationPaid) -> Obj:
-    privacy = fj.spec.privacy
-    if privacy.mode == PrivacyMode.NONE:
-        return {"mode": "None"}
-    if privacy.mode == PrivacyMode.LOCAL:
-        return {"mode": "Local"}
-    if privacy.clipping == ClippingKind.ADAPTIVE:
-        raise InvalidSpecError(
-            "spec.privacy.clipping",
-            "clipping Adaptive is not supported by the federation runtime yet; use Fixed",
-        )
-    if paid.central is None:
-        raise InvalidSpecError("spec.privacy", "privacy mode Central has no paid parameters")
-    central: Obj = {
-        "noiseMultiplier": paid.central.noise_multiplier,
-        "clippingNorm": privacy.clipping_norm,
-        "clientsPerRound": fj.spec.clients_per_round or len(fj.spec.clients),
-        "delta": paid.central.delta,
-        "chargedEpsilon": paid.central.epsilon,
-    }
-    side = {ClippingSide.CLIENT: "ClientSide", ClippingSide.SERVER: "ServerSide"}.get(
-        privacy.clipping_side
-    )
-    if side is not None:
-        central["clipping"] = side
-    return {"mode": "Central", "central": central}
-
-
-def _client_entry(client: FederatedClient, fj: FederatedJob, paid: FederationPaid) -> Obj:
-    entry: Obj = {"name": client.name, "data": _data_config(client.data)}
-    if fj.spec.privacy.mode == PrivacyMode.LOCAL:
-        local = dict(paid.clients).get(client.name)
-        if local is None:
-            raise InvalidSpecError(
-                "spec.clients", f"client {client.name} has no paid DP-SGD parameters"
-            )
-        entry["privacy"] = {
-            "noiseMultiplier": local.noise_multiplier,
-            "sampleRate": local.sample_rate,
-            "maxGradNorm": fj.spec.privacy.clipping_norm,
-            "steps": local.steps,
-            "delta": local.delta,
-            "accountant": _accountant(local),
-            "chargedEpsilon": local.epsilon,
-        }
-    return entry
-
-
-def _secure_aggregation(fj: FederatedJob) -> Obj | None:
-    sa = fj.spec.secure_aggregation
-    if sa is None:
-        return None
-    if sa.modulus_range != fc.MODULUS_RANGE:
-        raise InvalidSpecError(
-            "spec.secureAggregation.modulusRange",
-            f"modulusRange {sa.modulus_range} is not supported: the federation runtime "
-            f"(Flower's SecAgg+) uses {fc.MODULUS_RANGE}",
-        )
-    return {
-        "numShares": sa.num_shares,
-        "reconstructionThreshold": sa.reconstruction_threshold,
-        "clippingRange": sa.clipping_range,
-        "quantizationRange": sa.quantization_range,
-    }
-
-
-def federation_config(job: Obj, fj: FederatedJob, paid: FederationPaid) -> fc.FederationConfig:
-    """Build the runtime contract config of the federation.
-
-    Parameters
-    ----------
-    job
-        The FederatedJob object (its metadata names the job).
-    fj
-        The parsed job.
-    paid
-        What the budgets paid for.
-
-    Returns
-    -------
-    FederationConfig
-        The config every role of the federation reads.
-
-    Raises
-    ------
-    InvalidSpecError
-        When the spec asks for something the runtime cannot run (the field is named).
-
-    """
-    from pydantic import ValidationError
-
-    spec = fj.spec
-    meta = job["metadata"]
-    names_ = client_names(fj)
-    training: Obj = {
-        "epochs": spec.training.local_epochs,
-        "batchSize": spec.training.batch_size,
-        "learningRate": spec.training.learning_rate,
-        "optimizer": str(spec.training.optimizer),
-    }
-    if spec.training.momentum is not None:
-        training["momentum"] = spec.training.momentum
-    if spec.training.seed is not None:
-        training["seed"] = spec.training.seed
-    model: Obj = {"architecture": str(spec.model.architecture)}
-    if spec.model.hidden_units is not None:
-        model["hiddenUnits"] = list(spec.model.hidden_units)
-    if spec.model.import_path is not None:
-        model["importPath"] = spec.model.import_path
-    raw: Obj = {
-        "job": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
-        "rounds": spec.rounds,
-        "strategy": _strategy(fj),
-        "clients": [_client_entry(c, fj, paid) for c in spec.clients],
-        "privacy": _privacy(fj, paid),
-        "model": model,
-        "training": training,
-        "superlinkAddress": superlink_address(job),
-    }
-    if spec.min_clients is not None:
-        raw["minClients"] = spec.min_clients
-    secagg = _secure_aggregation(fj)
-    if secagg is not None:
-        raw["secureAggregation"] = secagg
-    if spec.authentication.enabled and not spec.tls.enabled:
-        raise InvalidSpecError(
-            "spec.authentication.enabled",
-            "SuperNode authentication needs TLS: set spec.tls.enabled to true, or turn "
-            "authentication off",
-        )
-    if spec.tls.enabled:
-        raw["tls"] = {
-            "caFile": f"{TLS_DIR}/{tls.CA_FILE}",
-            "certFile": f"{TLS_DIR}/{tls.CERT_FILE}",
-            "keyFile": f"{TLS_DIR}/{tls.KEY_FILE}",
-        }
-    if spec.authentication.enabled:
-        raw["auth"] = {
-            "privateKeyFile": f"{AUTH_DIR}/{tls.AUTH_PRIVATE_FILE}",
-            "publicKeyFiles": [f"{PUBLIC_KEYS_DIR}/{n}.pub" for n in names_],
-        }
-    try:
-        return fc.FederationConfig.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise InvalidSpecError(
-            "spec", f"the federation runtime refuses the spec: {message}"
-        ) from err
-
-
-# ---------------------------------------------------------------------------------------------
-# Objects
-# ---------------------------------------------------------------------------------------------
+__all__ = [
+    "AUTH_DIR",
+    "FEDERATION",
+    "FLWR_HOME",
+    "PUBLIC_KEYS_DIR",
+    "ROLE_COMMAND",
+    "SILO_DATA_DIR",
+    "SUBMITTER",
+    "SUPERLINK",
+    "SUPERNODE",
+    "TLS_DIR",
+    "WAIT_FOR_SUPERLINK",
+    "FederationPaid",
+    "client_names",
+    "federation_config",
+    "generate_secrets",
+    "names",
+    "render_auth_secret",
+    "render_children",
+    "render_config_map",
+    "render_network_policies",
+    "render_service",
+    "render_submit_job",
+    "render_superlink_pod",
+    "render_supernode_pod",
+    "render_tls_secret",
+    "required_secrets",
+    "superlink_address",
+    "superlink_dns_names",
+]
 
 
 def render_config_map(job: Obj, config: fc.FederationConfig) -> Obj:
@@ -468,237 +217,6 @@ def render_service(job: Obj) -> Obj:
         },
     }
 
-
-def _env(job: Obj, settings: RenderSettings) -> list[Obj]:
-    meta = job["metadata"]
-    env: list[Obj] = [
-        {"name": rc.ENV_CONFIG, "value": rc.CONFIG_PATH},
-        {"name": rc.ENV_JOB_NAME, "value": meta["name"]},
-        {"name": rc.ENV_JOB_NAMESPACE, "value": meta["namespace"]},
-        {"name": rc.ENV_JOB_UID, "value": meta["uid"]},
-        {"name": rc.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "FLWR_HOME", "value": FLWR_HOME},
-    ]
-    env.extend({"name": k, "value": v} for k, v in settings.extra_env)
-    return env
-
-
-def _config_volume(job: Obj) -> tuple[Obj, Obj]:
-    n = names(job["metadata"]["name"])
-    return (
-        {"name": "config", "configMap": {"name": n["configMap"]}},
-        {"name": "config", "mountPath": rc.CONFIG_DIR, "readOnly": True},
-    )
-
-
-def _ca_volume(job: Obj, fj: FederatedJob, *, full: bool) -> list[tuple[Obj, Obj]]:
-    if not fj.spec.tls.enabled:
-        return []
-    secret: Obj = {"secretName": names(job["metadata"]["name"])["tlsSecret"]}
-    if not full:  # SuperNodes and the submitter see the CA certificate only, never the keys
-        secret["items"] = [{"key": tls.CA_FILE, "path": tls.CA_FILE}]
-    return [
-        (
-            {"name": "tls", "secret": secret},
-            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
-        )
-    ]
-
-
-def _container(
-    job: Obj,
-    name: str,
-    args: list[str],
-    settings: RenderSettings,
-    image: str | None,
-    mounts: list[Obj],
-    resources: Obj | None,
-) -> Obj:
-    container: Obj = {
-        "name": name,
-        "image": image or settings.image,
-        "command": [*ROLE_COMMAND, *args],
-        "env": _env(job, settings),
-        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
-        "securityContext": container_security_context(),
-        "terminationMessagePath": rc.TERMINATION_MESSAGE_PATH,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    if resources:
-        container["resources"] = resources
-    return container
-
-
-def _pod_spec(
-    job: Obj,
-    containers: list[Obj],
-    volumes: list[Obj],
-    *,
-    restart: str,
-    node_selector: Mapping[str, str] | None,
-    tolerations: list[Obj] | None,
-) -> Obj:
-    spec: Obj = {
-        "restartPolicy": restart,
-        "serviceAccountName": names(job["metadata"]["name"])["serviceAccount"],
-        "automountServiceAccountToken": False,
-        "securityContext": pod_security_context(),
-        "containers": containers,
-        "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
-    }
-    if node_selector:
-        spec["nodeSelector"] = dict(node_selector)
-    if tolerations:
-        spec["tolerations"] = tolerations
-    return spec
-
-
-def render_superlink_pod(job: Obj, fj: FederatedJob, settings: RenderSettings) -> Obj:
-    """Render the SuperLink pod: Fleet, Control and ServerApp APIs on one port, over TLS."""
-    n = names(job["metadata"]["name"])
-    runtime = fj.spec.runtime
-    pairs = [_config_volume(job), *_ca_volume(job, fj, full=True)]
-    container = _container(
-        job,
-        SUPERLINK,
-        ["superlink", "--config", rc.CONFIG_PATH, "--host", "0.0.0.0",
-         "--port", str(rc.SUPERLINK_PORT)],
-        settings,
-        runtime.image,
-        [m for _, m in pairs],
-        runtime.resources.to_dict() if runtime.resources else None,
-    )
-    container["ports"] = [
-        {"name": "superlink", "containerPort": rc.SUPERLINK_PORT, "protocol": "TCP"}
-    ]
-    container["readinessProbe"] = {
-        "tcpSocket": {"port": rc.SUPERLINK_PORT},
-        "periodSeconds": 1,
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata(job, n["superlink"], SUPERLINK),
-        "spec": _pod_spec(
-            job, [container], [v for v, _ in pairs], restart="Always",
-            node_selector=runtime.node_selector,
-            tolerations=[t.to_dict() for t in runtime.tolerations] if runtime.tolerations
-            else None,
-        ),
-    }
-
-
-def render_supernode_pod(
-    job: Obj, fj: FederatedJob, client: FederatedClient, settings: RenderSettings
-) -> Obj:
-    """Render one silo's SuperNode pod: its own data, placement and resources, its own key."""
-    n = names(job["metadata"]["name"], [client.name])
-    pairs = [_config_volume(job), *_ca_volume(job, fj, full=False)]
-    if fj.spec.authentication.enabled:
-        pairs.append(
-            (
-                {"name": "auth", "secret": {"secretName": n[f"auth/{client.name}"],
-                                            "items": [{"key": tls.AUTH_PRIVATE_FILE,
-                                                       "path": tls.AUTH_PRIVATE_FILE}]}},
-                {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
-            )
-        )
-    if client.data.volume is not None:
-        pairs.append(
-            (
-                {"name": "data", "persistentVolumeClaim": {
-                    "claimName": client.data.volume.claim_name, "readOnly": True}},
-                {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True},
-            )
-        )
-    container = _container(
-        job,
-        SUPERNODE,
-        ["supernode", "--config", rc.CONFIG_PATH, "--client", client.name,
-         "--data-dir", SILO_DATA_DIR],
-        settings,
-        fj.spec.runtime.image,
-        [m for _, m in pairs],
-        client.resources.to_dict() if client.resources else None,
-    )
-    meta = metadata(job, n[f"supernode/{client.name}"], SUPERNODE)
-    meta["labels"]["ppml.dev/client"] = client.name
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": meta,
-        "spec": _pod_spec(
-            job, [container], [v for v, _ in pairs], restart="Always",
-            node_selector=client.node_selector,
-            tolerations=[t.to_dict() for t in client.tolerations] if client.tolerations
-            else None,
-        ),
-    }
-
-
-def render_submit_job(job: Obj, fj: FederatedJob, settings: RenderSettings) -> Obj:
-    """Render the submitter: one attempt of ``flwr run``, its report as termination message."""
-    meta = job["metadata"]
-    clients = client_names(fj)
-    n = names(meta["name"], clients)
-    runtime = fj.spec.runtime
-    pairs = [_config_volume(job), *_ca_volume(job, fj, full=False)]
-    if fj.spec.authentication.enabled:
-        sources = [
-            {"secret": {"name": n[f"auth/{c}"],
-                        "items": [{"key": tls.AUTH_PUBLIC_FILE, "path": f"{c}.pub"}]}}
-            for c in clients
-        ]
-        pairs.append(
-            (
-                {"name": "public-keys", "projected": {"sources": sources}},
-                {"name": "public-keys", "mountPath": PUBLIC_KEYS_DIR, "readOnly": True},
-            )
-        )
-    container = _container(
-        job,
-        SUBMITTER,
-        ["submit", "--config", rc.CONFIG_PATH, "--flwr-home", FLWR_HOME],
-        settings,
-        runtime.image,
-        [m for _, m in pairs],
-        runtime.resources.to_dict() if runtime.resources else None,
-    )
-    container["terminationMessagePolicy"] = "File"  # the report, never a log tail
-    host = superlink_address(job).rsplit(":", 1)[0]
-    wait = {
-        "name": "wait-superlink",
-        "image": runtime.image or settings.image,
-        "command": ["python", "-c", WAIT_FOR_SUPERLINK, host, str(rc.SUPERLINK_PORT),
-                    str(SUPERLINK_WAIT_SECONDS)],
-        "securityContext": container_security_context(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    pod_spec = _pod_spec(
-        job, [container], [v for v, _ in pairs], restart="Never",
-        node_selector=runtime.node_selector,
-        tolerations=[t.to_dict() for t in runtime.tolerations] if runtime.tolerations else None,
-    )
-    pod_spec["initContainers"] = [wait]
-    job_spec: Obj = {
-        "backoffLimit": 0,  # a second attempt would run the federation (and spend) again
-        "completions": 1,
-        "parallelism": 1,
-        "suspend": bool(fj.spec.suspend),
-        "template": {
-            "metadata": {"labels": metadata(job, n["submit"], SUBMITTER)["labels"]},
-            "spec": pod_spec,
-        },
-    }
-    if fj.spec.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = fj.spec.active_deadline_seconds
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": metadata(job, n["submit"], SUBMITTER),
-        "spec": job_spec,
-    }
 
 
 def render_children(

@@ -1,0 +1,290 @@
+"""The pods of a FederatedJob: the SuperLink, one SuperNode per silo, and the submitter Job.
+
+Each runs ``python -m ppml_runtime <role>`` with the mounted ``FederationConfig``, meets the
+``restricted`` Pod Security Standard and mounts no ServiceAccount token. The SuperLink sees the
+whole TLS Secret; a SuperNode only the CA certificate and its own private key; the submitter the
+CA certificate and every SuperNode's public key (to register them). The submitter runs once
+(a retried federation would spend privacy again), after an init container waited for the
+SuperLink's port, and writes the ``FederationReport`` as its termination message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ppml_operator.api.v1alpha1 import FederatedJob
+from ppml_operator.api.v1alpha1.federated import FederatedClient
+from ppml_operator.render import tls
+from ppml_operator.render.common import (
+    container_security_context,
+    metadata,
+    pod_security_context,
+)
+from ppml_operator.render.federation import (
+    AUTH_DIR,
+    FLWR_HOME,
+    PUBLIC_KEYS_DIR,
+    ROLE_COMMAND,
+    SILO_DATA_DIR,
+    SUBMITTER,
+    SUPERLINK,
+    SUPERNODE,
+    TLS_DIR,
+    client_names,
+    names,
+    superlink_address,
+)
+from ppml_operator.render.trainer import DATA_MOUNT, RenderSettings
+from ppml_runtime import contract as rc
+
+Obj = dict[str, Any]
+
+WAIT_FOR_SUPERLINK = """
+import socket, sys, time
+host, port, limit = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+while True:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        break
+    except OSError as err:
+        if time.monotonic() > limit:
+            sys.exit(f"SuperLink {host}:{port} did not accept connections: {err}")
+        time.sleep(0.5)
+"""
+"""The submitter's init container: wait until the SuperLink's port accepts connections."""
+
+SUPERLINK_WAIT_SECONDS = 600
+
+
+def _env(job: Obj, settings: RenderSettings) -> list[Obj]:
+    meta = job["metadata"]
+    env: list[Obj] = [
+        {"name": rc.ENV_CONFIG, "value": rc.CONFIG_PATH},
+        {"name": rc.ENV_JOB_NAME, "value": meta["name"]},
+        {"name": rc.ENV_JOB_NAMESPACE, "value": meta["namespace"]},
+        {"name": rc.ENV_JOB_UID, "value": meta["uid"]},
+        {"name": rc.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "FLWR_HOME", "value": FLWR_HOME},
+    ]
+    env.extend({"name": k, "value": v} for k, v in settings.extra_env)
+    return env
+
+
+def _config_volume(job: Obj) -> tuple[Obj, Obj]:
+    n = names(job["metadata"]["name"])
+    return (
+        {"name": "config", "configMap": {"name": n["configMap"]}},
+        {"name": "config", "mountPath": rc.CONFIG_DIR, "readOnly": True},
+    )
+
+
+def _ca_volume(job: Obj, fj: FederatedJob, *, full: bool) -> list[tuple[Obj, Obj]]:
+    if not fj.spec.tls.enabled:
+        return []
+    secret: Obj = {"secretName": names(job["metadata"]["name"])["tlsSecret"]}
+    if not full:  # SuperNodes and the submitter see the CA certificate only, never the keys
+        secret["items"] = [{"key": tls.CA_FILE, "path": tls.CA_FILE}]
+    return [
+        (
+            {"name": "tls", "secret": secret},
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+        )
+    ]
+
+
+def _container(
+    job: Obj,
+    name: str,
+    args: list[str],
+    settings: RenderSettings,
+    image: str | None,
+    mounts: list[Obj],
+    resources: Obj | None,
+) -> Obj:
+    container: Obj = {
+        "name": name,
+        "image": image or settings.image,
+        "command": [*ROLE_COMMAND, *args],
+        "env": _env(job, settings),
+        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": container_security_context(),
+        "terminationMessagePath": rc.TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _pod_spec(
+    job: Obj,
+    containers: list[Obj],
+    volumes: list[Obj],
+    *,
+    restart: str,
+    node_selector: Mapping[str, str] | None,
+    tolerations: list[Obj] | None,
+) -> Obj:
+    spec: Obj = {
+        "restartPolicy": restart,
+        "serviceAccountName": names(job["metadata"]["name"])["serviceAccount"],
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": containers,
+        "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
+    }
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        spec["tolerations"] = tolerations
+    return spec
+
+
+def render_superlink_pod(job: Obj, fj: FederatedJob, settings: RenderSettings) -> Obj:
+    """Render the SuperLink pod: Fleet, Control and ServerApp APIs on one port, over TLS."""
+    n = names(job["metadata"]["name"])
+    runtime = fj.spec.runtime
+    pairs = [_config_volume(job), *_ca_volume(job, fj, full=True)]
+    container = _container(
+        job,
+        SUPERLINK,
+        ["superlink", "--config", rc.CONFIG_PATH, "--host", "0.0.0.0",
+         "--port", str(rc.SUPERLINK_PORT)],
+        settings,
+        runtime.image,
+        [m for _, m in pairs],
+        runtime.resources.to_dict() if runtime.resources else None,
+    )
+    container["ports"] = [
+        {"name": "superlink", "containerPort": rc.SUPERLINK_PORT, "protocol": "TCP"}
+    ]
+    container["readinessProbe"] = {
+        "tcpSocket": {"port": rc.SUPERLINK_PORT},
+        "periodSeconds": 1,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata(job, n["superlink"], SUPERLINK),
+        "spec": _pod_spec(
+            job, [container], [v for v, _ in pairs], restart="Always",
+            node_selector=runtime.node_selector,
+            tolerations=[t.to_dict() for t in runtime.tolerations] if runtime.tolerations
+            else None,
+        ),
+    }
+
+
+def render_supernode_pod(
+    job: Obj, fj: FederatedJob, client: FederatedClient, settings: RenderSettings
+) -> Obj:
+    """Render one silo's SuperNode pod: its own data, placement and resources, its own key."""
+    n = names(job["metadata"]["name"], [client.name])
+    pairs = [_config_volume(job), *_ca_volume(job, fj, full=False)]
+    if fj.spec.authentication.enabled:
+        pairs.append(
+            (
+                {"name": "auth", "secret": {"secretName": n[f"auth/{client.name}"],
+                                            "items": [{"key": tls.AUTH_PRIVATE_FILE,
+                                                       "path": tls.AUTH_PRIVATE_FILE}]}},
+                {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
+            )
+        )
+    if client.data.volume is not None:
+        pairs.append(
+            (
+                {"name": "data", "persistentVolumeClaim": {
+                    "claimName": client.data.volume.claim_name, "readOnly": True}},
+                {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True},
+            )
+        )
+    container = _container(
+        job,
+        SUPERNODE,
+        ["supernode", "--config", rc.CONFIG_PATH, "--client", client.name,
+         "--data-dir", SILO_DATA_DIR],
+        settings,
+        fj.spec.runtime.image,
+        [m for _, m in pairs],
+        client.resources.to_dict() if client.resources else None,
+    )
+    meta = metadata(job, n[f"supernode/{client.name}"], SUPERNODE)
+    meta["labels"]["ppml.dev/client"] = client.name
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": _pod_spec(
+            job, [container], [v for v, _ in pairs], restart="Always",
+            node_selector=client.node_selector,
+            tolerations=[t.to_dict() for t in client.tolerations] if client.tolerations
+            else None,
+        ),
+    }
+
+
+def render_submit_job(job: Obj, fj: FederatedJob, settings: RenderSettings) -> Obj:
+    """Render the submitter: one attempt of ``flwr run``, its report as termination message."""
+    meta = job["metadata"]
+    clients = client_names(fj)
+    n = names(meta["name"], clients)
+    runtime = fj.spec.runtime
+    pairs = [_config_volume(job), *_ca_volume(job, fj, full=False)]
+    if fj.spec.authentication.enabled:
+        sources = [
+            {"secret": {"name": n[f"auth/{c}"],
+                        "items": [{"key": tls.AUTH_PUBLIC_FILE, "path": f"{c}.pub"}]}}
+            for c in clients
+        ]
+        pairs.append(
+            (
+                {"name": "public-keys", "projected": {"sources": sources}},
+                {"name": "public-keys", "mountPath": PUBLIC_KEYS_DIR, "readOnly": True},
+            )
+        )
+    container = _container(
+        job,
+        SUBMITTER,
+        ["submit", "--config", rc.CONFIG_PATH, "--flwr-home", FLWR_HOME],
+        settings,
+        runtime.image,
+        [m for _, m in pairs],
+        runtime.resources.to_dict() if runtime.resources else None,
+    )
+    container["terminationMessagePolicy"] = "File"  # the report, never a log tail
+    host = superlink_address(job).rsplit(":", 1)[0]
+    wait = {
+        "name": "wait-superlink",
+        "image": runtime.image or settings.image,
+        "command": ["python", "-c", WAIT_FOR_SUPERLINK, host, str(rc.SUPERLINK_PORT),
+                    str(SUPERLINK_WAIT_SECONDS)],
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod_spec = _pod_spec(
+        job, [container], [v for v, _ in pairs], restart="Never",
+        node_selector=runtime.node_selector,
+        tolerations=[t.to_dict() for t in runtime.tolerations] if runtime.tolerations else None,
+    )
+    pod_spec["initContainers"] = [wait]
+    job_spec: Obj = {
+        "backoffLimit": 0,  # a second attempt would run the federation (and spend) again
+        "completions": 1,
+        "parallelism": 1,
+        "suspend": bool(fj.spec.suspend),
+        "template": {
+            "metadata": {"labels": metadata(job, n["submit"], SUBMITTER)["labels"]},
+            "spec": pod_spec,
+        },
+    }
+    if fj.spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = fj.spec.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(job, n["submit"], SUBMITTER),
+        "spec": job_spec,
+    }
+
