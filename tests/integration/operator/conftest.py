@@ -1,8 +1,17 @@
-"""Fixtures for the operator's integration tests: CRDs installed, the operator as a subprocess."""
+"""Fixtures for the operator's integration tests: CRDs installed, the operator as a subprocess.
+
+Most tests share one operator for the whole session (``python -m ppml_operator --namespace
+'ppmlop-*'``), each in a fresh ``ppmlop-...`` namespace. Tests that need an operator of their
+own (crash points, injected faults, restarts, two operators) ask for the ``operator`` or
+``operator_factory`` fixture and get a ``ppmlopx-...`` namespace that the shared one does not
+watch.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +34,45 @@ def crds(devcluster: Any) -> None:
         )
 
 
+SHARED = "ppmlop-"
+OWN = "ppmlopx-"
+
+
+def _log_root() -> Path:
+    return Path(os.environ.get("PPML_TEST_LOG_DIR", "/tmp/ppml-operator-test-logs"))
+
+
+@pytest.fixture(scope="session")
+def shared_operator(devcluster: Any, crds: None) -> Iterator[Operator]:
+    log = _log_root() / f"shared-{os.getpid()}"
+    log.mkdir(parents=True, exist_ok=True)
+    handle = Operator(f"{SHARED}*", Path(devcluster.kubeconfig), log).start()
+    yield handle
+    handle.stop()
+    client = k8s.Client(k8s.load_configuration(str(devcluster.kubeconfig)))
+    try:
+        for item in client.request("GET", "/api/v1/namespaces").get("items", []):
+            name = item["metadata"]["name"]
+            if name.startswith(SHARED):
+                drop_finalizers(client, name)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def namespace(devcluster: Any, crds: None, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace: served by the shared operator unless the test runs its own."""
+    own = bool({"operator", "operator_factory"} & set(request.fixturenames))
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_"))
+    name = f"{OWN if own else SHARED}{slug[:40].strip('-')}-{secrets.token_hex(3)}"
+    result = devcluster.kubectl("create", "namespace", name)
+    assert result.returncode == 0, result.stderr
+    if not own:
+        request.getfixturevalue("shared_operator")
+    yield name
+    devcluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
 @pytest.fixture
 def kube(devcluster: Any, crds: None, namespace: str) -> Iterator[Kube]:
     client = k8s.Client(k8s.load_configuration(str(devcluster.kubeconfig)))
@@ -40,8 +88,7 @@ def kube(devcluster: Any, crds: None, namespace: str) -> Iterator[Kube]:
 @pytest.fixture
 def log_dir(namespace: str) -> Path:
     """Where the operator's logs go: outside pytest's rotating temporary directories."""
-    root = Path(os.environ.get("PPML_TEST_LOG_DIR", "/tmp/ppml-operator-test-logs"))
-    path = root / namespace
+    path = _log_root() / namespace
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
-from op_helpers import NOWHERE, Kube, Operator, budget, condition, is_true, job, wait_for
+from op_helpers import NOWHERE, Kube, budget, condition, is_true, job, wait_for
 
 from ppml_operator.reconcile import ledger
 
@@ -16,11 +16,10 @@ def _charges(kube: Kube, name: str = "clinic") -> list[dict]:
 
 
 def test_a_job_is_admitted_runs_restricted_pods_and_commits_its_charge(
-    kube: Kube, operator: Operator
+    kube: Kube
 ) -> None:
     kube.apply(budget("clinic", epsilon="3"))
     kube.apply(job("digits"))
-    operator.start()
     done = kube.job_when("digits", "Complete")
     ptj_uid = done["metadata"]["uid"]
     charged = done["status"]["privacy"]["epsilon"]
@@ -45,14 +44,13 @@ def test_a_job_is_admitted_runs_restricted_pods_and_commits_its_charge(
 
 
 def test_a_job_that_cannot_be_paid_waits_and_is_admitted_when_budget_is_released(
-    kube: Kube, operator: Operator
+    kube: Kube
 ) -> None:
     # One job at noise 1.1 costs 1.89; two compose to 2.27, more than the budget's 2: the
     # second waits while the first holds its reservation. The first never starts (no node
     # matches), so deleting it releases.
     kube.apply(budget("clinic", epsilon="2"))
     kube.apply(job("holder", node_selector=NOWHERE))
-    operator.start()
     kube.job_when("holder", "Admitted")
     kube.apply(job("waiter"))
     waiting = wait_for(
@@ -70,10 +68,9 @@ def test_a_job_that_cannot_be_paid_waits_and_is_admitted_when_budget_is_released
     assert states == ["Committed", "Released"]
 
 
-def test_a_job_that_can_never_fit_is_refused(kube: Kube, operator: Operator) -> None:
+def test_a_job_that_can_never_fit_is_refused(kube: Kube) -> None:
     kube.apply(budget("clinic", epsilon="1"))
     kube.apply(job("greedy", noise="0.6"))
-    operator.start()
     failed = kube.job_when("greedy", "Failed")
     cond = condition(failed, "Failed")
     assert cond["reason"] == "BudgetNeverFits"
@@ -83,10 +80,9 @@ def test_a_job_that_can_never_fit_is_refused(kube: Kube, operator: Operator) -> 
 
 
 def test_a_missing_budget_is_a_condition_and_the_job_runs_once_it_exists(
-    kube: Kube, operator: Operator
+    kube: Kube
 ) -> None:
     kube.apply(job("orphan", budget_name="later"))
-    operator.start()
     waiting = wait_for(
         "BudgetNotFound",
         lambda: (j := kube.get("PrivateTrainingJob", "orphan"))
@@ -99,11 +95,10 @@ def test_a_missing_budget_is_a_condition_and_the_job_runs_once_it_exists(
 
 
 def test_reapplying_a_completed_jobs_manifest_charges_nothing(
-    kube: Kube, operator: Operator
+    kube: Kube
 ) -> None:
     kube.apply(budget("clinic", epsilon="3"))
     kube.apply(job("gitops"))
-    operator.start()
     kube.job_when("gitops", "Complete")
     before = kube.get("PrivacyBudget", "clinic")["status"]
     for _ in range(3):
@@ -117,12 +112,11 @@ def test_reapplying_a_completed_jobs_manifest_charges_nothing(
 
 
 def test_budget_totals_equal_a_recompute_from_the_ledger_entries(
-    kube: Kube, operator: Operator
+    kube: Kube
 ) -> None:
     kube.apply(budget("clinic", epsilon="10"))
     for i in range(3):
         kube.apply(job(f"j{i}"))
-    operator.start()
     for i in range(3):
         kube.job_when(f"j{i}", "Complete", timeout=90)
     b = kube.get("PrivacyBudget", "clinic")

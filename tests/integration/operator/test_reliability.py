@@ -67,10 +67,9 @@ def test_many_jobs_racing_two_operators_admit_exactly_as_many_as_fit(
 
 
 def test_an_older_waiting_job_is_not_overtaken_by_a_cheaper_newer_one(
-    kube: Kube, operator: Operator
+    kube: Kube
 ) -> None:
     kube.apply(budget("clinic", epsilon="2"))
-    operator.start()
     kube.apply(job("holder", node_selector=NOWHERE))
     kube.job_when("holder", "Admitted")
     kube.apply(job("older"))  # needs 1.89 more: waits
@@ -133,11 +132,10 @@ def test_a_budget_write_applied_but_its_answer_lost_is_not_charged_twice(
 
 
 def test_deleting_a_reserved_job_whose_pods_never_started_releases_its_charge(
-    kube: Kube, operator: Operator
+    kube: Kube
 ) -> None:
     kube.apply(budget("clinic"))
     kube.apply(job("pending", node_selector=NOWHERE))
-    operator.start()
     uid = kube.job_when("pending", "Admitted")["metadata"]["uid"]
     wait_for("a pending pod", lambda: kube.list("Pod", f"ppml.dev/job-uid={uid}"))
     kube.delete("PrivateTrainingJob", "pending")
@@ -149,11 +147,10 @@ def test_deleting_a_reserved_job_whose_pods_never_started_releases_its_charge(
 
 
 def test_deleting_a_running_job_commits_its_charge_and_stops_its_pods(
-    kube: Kube, operator: Operator
+    kube: Kube
 ) -> None:
     kube.apply(budget("clinic"))
     kube.apply(job("slow-run"))
-    operator.start()
     running = kube.job_when("slow-run", "Running", timeout=90)
     uid = running["metadata"]["uid"]
     kube.delete("PrivateTrainingJob", "slow-run")
@@ -206,11 +203,10 @@ def test_a_crash_while_releasing_still_releases_exactly_once(
 
 
 def test_a_job_deleted_and_recreated_under_the_same_name_is_charged_again(
-    kube: Kube, operator: Operator
+    kube: Kube
 ) -> None:
     kube.apply(budget("clinic", epsilon="3"))
     kube.apply(job("again"))
-    operator.start()
     first = kube.job_when("again", "Complete")["metadata"]["uid"]
     kube.delete("PrivateTrainingJob", "again")
     kube.gone("PrivateTrainingJob", "again")
@@ -249,8 +245,13 @@ def test_a_restart_after_many_completed_jobs_admits_nothing_again(
     assert len(kube.list("Job")) == 6 and len(kube.list("Pod")) == 6
 
 
-def test_two_writers_from_one_stale_read_conflict_and_the_loser_retries(kube: Kube) -> None:
-    """The compare-and-swap itself: a write based on a stale resourceVersion is refused (409)."""
+def test_two_writers_from_one_stale_read_conflict_and_the_loser_retries(
+    kube: Kube, operator: Operator
+) -> None:
+    """The compare-and-swap itself: a write based on a stale resourceVersion is refused (409).
+
+    ``operator`` is never started: this namespace is one no operator writes to.
+    """
     from ppml_operator import k8s
     from ppml_operator.privacy import DpSgdEvent
     from ppml_operator.reconcile.ledger import ChargeRequest, canonical_events, reserve
