@@ -125,3 +125,43 @@ def test_budget_totals_equal_a_recompute_from_the_ledger_entries(
     # Composition beats summation: three charges cost less than three times one.
     one = Decimal(b["status"]["charges"][0]["epsilon"])
     assert totals.spent < 3 * one
+
+
+def test_a_finished_job_is_deleted_after_its_ttl_and_its_charge_stays(kube: Kube) -> None:
+    kube.apply(budget("clinic", epsilon="3"))
+    kube.apply(job("brief", ttlSecondsAfterFinished=2))
+    uid = kube.job_when("brief", "Complete")["metadata"]["uid"]
+    kube.gone("PrivateTrainingJob", "brief", timeout=60)
+    [charge] = _charges(kube)
+    assert charge["jobUID"] == uid and charge["state"] == "Committed"
+
+
+def test_a_suspended_job_reserves_nothing_until_resumed(kube: Kube) -> None:
+    kube.apply(budget("clinic", epsilon="3"))
+    kube.apply(job("paused", suspend=True))
+    wait_for("Suspended", lambda: is_true(kube.get("PrivateTrainingJob", "paused"), "Suspended"))
+    time.sleep(2)
+    assert _charges(kube) == []
+    kube.apply(job("paused", suspend=False))
+    kube.job_when("paused", "Complete", timeout=90)
+    assert [c["state"] for c in _charges(kube)] == ["Committed"]
+
+
+def test_a_job_past_its_deadline_fails_and_its_charge_is_committed(kube: Kube) -> None:
+    kube.apply(budget("clinic", epsilon="3"))
+    kube.apply(job("slow-deadline", activeDeadlineSeconds=3))
+    failed = kube.job_when("slow-deadline", "Failed", timeout=90)
+    assert condition(failed, "Failed")["reason"] == "DeadlineExceeded"
+    assert [c["state"] for c in _charges(kube)] == ["Committed"]
+
+
+def test_retries_run_at_most_backoff_limit_plus_one_attempts_all_charged(kube: Kube) -> None:
+    kube.apply(budget("clinic", epsilon="5"))
+    kube.apply(job("fail-twice", backoffLimit=1))
+    failed = kube.job_when("fail-twice", "Failed", timeout=120)
+    assert condition(failed, "Failed")["reason"] == "BackoffLimitExceeded"
+    uid = failed["metadata"]["uid"]
+    assert len(kube.list("Pod", f"ppml.dev/job-uid={uid}")) == 2
+    [charge] = _charges(kube)
+    assert charge["state"] == "Committed" and charge["attempts"] == 2
+    assert charge["events"][0]["steps"] == 2 * failed["status"]["privacy"]["steps"]
