@@ -34,6 +34,12 @@ def test_a_job_is_admitted_runs_restricted_pods_and_commits_its_charge(
     # the restricted Pod Security Standard, so the pod exists only because it meets it.
     pods = kube.list("Pod", f"ppml.dev/job-uid={ptj_uid}")
     assert len(pods) == 1 and pods[0]["status"]["phase"] == "Succeeded"
+    # Every transition is an event on the job.
+    reasons = wait_for("events", lambda: {
+        e.get("reason") for e in kube.list("Event")
+        if (e.get("involvedObject") or {}).get("uid") == ptj_uid
+    } >= {"Reserved", "Admitted", "Succeeded"} and True)
+    assert reasons
     for kind in ("ConfigMap", "ServiceAccount", "NetworkPolicy", "Job"):
         [child] = kube.list(kind, f"ppml.dev/job-uid={ptj_uid}")
         labels = child["metadata"]["labels"]

@@ -281,13 +281,18 @@ def test_the_operator_serves_prometheus_metrics(kube: Kube, operator: Operator) 
     import socket
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    port, liveness = ports
     kube.apply(budget("clinic", epsilon="3"))
     kube.apply(job("metered"))
-    operator.start("--metrics-port", str(port))
+    operator.start("--metrics-port", str(port), "--liveness-port", str(liveness))
     kube.job_when("metered", "Complete")
+    with urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=5) as r:
+        assert r.status == 200
 
     def scrape() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
