@@ -145,6 +145,9 @@ def kube(devcluster: Any, crds: None, namespace: str) -> Cluster:
 def operator(devcluster: Any, kube: Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
     handle = OperatorProcess(Path(devcluster.kubeconfig), kube.ns, tmp_path / "operator.log")
     yield handle
+    # Delete the test's objects while the operator still runs: it holds finalizers on them, and
+    # a namespace would otherwise stay Terminating for good once the operator is gone.
+    kube.run("delete", "fedjob,pbudget", "--all", "--wait=true", "--timeout=180s")
     handle.stop()
     print(f"----- operator log (tail)\n{handle.log.read_text(errors='replace')[-4000:]}")
 
