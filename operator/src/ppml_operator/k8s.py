@@ -86,6 +86,7 @@ RESOURCES: dict[str, Resource] = {
     "Service": Resource("/api/v1", "services"),
     "ServiceAccount": Resource("/api/v1", "serviceaccounts"),
     "Pod": Resource("/api/v1", "pods"),
+    "Secret": Resource("/api/v1", "secrets"),
     "Event": Resource("/api/v1", "events"),
     "Job": Resource("/apis/batch/v1", "jobs"),
     "NetworkPolicy": Resource("/apis/networking.k8s.io/v1", "networkpolicies"),

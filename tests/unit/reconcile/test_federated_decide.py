@@ -59,9 +59,10 @@ def cond(plan_or_status: Plan | Obj, type_: str) -> Obj | None:
     return None
 
 
-def applied(job: Obj, budgets: dict[str, Obj | None], plan: Plan
+def applied(job: Obj, budgets: dict[str, Obj | None], plan: Plan, *, patches: bool = True
             ) -> tuple[Obj, dict[str, Obj | None]]:
-    """The job and budgets after ``act`` carried out the plan's writes."""
+    """The job and budgets after ``act`` carried out the plan's writes (and, after the
+    creations, its patches of the job: the key Secret's record)."""
     out = dict(budgets)
     for write in [*plan.budget_writes, *plan.late_budget_writes]:
         name = write.budget["metadata"]["name"]
@@ -69,19 +70,28 @@ def applied(job: Obj, budgets: dict[str, Obj | None], plan: Plan
         stored["status"] = write.status
         out[name] = stored
     job = {**job, "status": plan.status} if plan.status is not None else job
+    for kind, name, patch in plan.patches if patches else []:
+        assert (kind, name) == ("FederatedJob", job["metadata"]["name"])
+        meta = copy.deepcopy(job["metadata"])
+        meta.setdefault("annotations", {}).update(patch["metadata"]["annotations"])
+        job = {**job, "metadata": meta}
     return job, out
 
 
-def secrets_for(job: Obj) -> dict[str, Obj]:
-    fj = FederatedJob.model_validate(job)
-    return rf.generate_secrets(job, fj, rf.required_secrets(job, fj), NOW)
+def secret_for(job: Obj) -> Obj | None:
+    """What the handler generates while the job does not record its key Secret."""
+    return rf.generate_key_secret(job, FederatedJob.model_validate(job), NOW)
+
+
+RECORD = ("FederatedJob", "digits", {"metadata": {"annotations": {
+    "ppml.dev/keys-secret": "digits-tls"}}})
 
 
 def admit(job: Obj, budgets: dict[str, Obj | None] | None = None
           ) -> tuple[Obj, dict[str, Obj | None], list[Obj]]:
     """Admit a job: return it as stored, the budgets as stored and the children created."""
     budgets = budgets or {}
-    plan = federated.decide(observe(job, budgets, new_secrets=secrets_for(job)), NOW)
+    plan = federated.decide(observe(job, budgets, new_key_secret=secret_for(job)), NOW)
     assert cond(plan, "Admitted")["status"] == "True", plan.status
     stored, budgets = applied(job, budgets, plan)
     return stored, budgets, plan.create
@@ -124,8 +134,9 @@ def report(status: str = "Completed", rounds: int = 2, error: str | None = None)
 
 
 def running_children(created: list[Obj], job_obj: Obj | None = None) -> list[Obj]:
-    """What the API server holds after the admission's children were created (no pods)."""
-    out = [c for c in created if c["kind"] != "Pod"]
+    """What the operator observes after the admission's children were created (no pods, and
+    never a Secret: it may not read them)."""
+    out = [c for c in created if c["kind"] not in ("Pod", "Secret")]
     return [job_obj if (c["kind"] == "Job" and job_obj) else c for c in out]
 
 
@@ -159,7 +170,7 @@ def test_a_new_federation_reserves_on_every_budget_then_admits_and_creates_its_c
     situation: str, builder: Any, budgets: list[str], events: list[str]
 ) -> None:
     job = builder.obj()
-    plan = federated.decide(observe(job, budgets_for(job), new_secrets=secrets_for(job)), NOW)
+    plan = federated.decide(observe(job, budgets_for(job), new_key_secret=secret_for(job)), NOW)
     assert [w.budget["metadata"]["name"] for w in plan.budget_writes] == budgets
     for write in plan.budget_writes:
         assert write.operation == "reserve" and write.job_uid == UID
@@ -172,7 +183,10 @@ def test_a_new_federation_reserves_on_every_budget_then_admits_and_creates_its_c
     assert [b["name"] for b in plan.status["privacy"]["budgets"]] == budgets
     assert plan.status["federation"] == {"roundsCompleted": 0, "clientsConnected": 0}
     kinds = [c["kind"] for c in plan.create]
-    assert kinds.count("Secret") == 4 and kinds[-1] == "Job"
+    # One key Secret, before everything that mounts it; recorded on the job after creation.
+    assert kinds.count("Secret") == 1 and kinds[-1] == "Job"
+    assert kinds.index("Secret") < kinds.index("ConfigMap") < kinds.index("Pod")
+    assert plan.patches == [RECORD]
     # The SuperLink now; the SuperNodes once the submitter has started (see below).
     assert [c["metadata"]["name"] for c in plan.create if c["kind"] == "Pod"] == [
         "digits-superlink"]
@@ -314,12 +328,34 @@ def test_supernodes_are_created_once_the_submitter_has_started(
 
 
 def test_a_crash_between_admission_and_creation_creates_the_children_next_pass() -> None:
-    stored, budgets, created = admit(make_fedjob().obj())
     job = make_fedjob().obj()
-    plan = federated.decide(observe(stored, budgets, new_secrets=secrets_for(job)), NOW)
+    first = federated.decide(observe(job, {}, new_key_secret=secret_for(job)), NOW)
+    stored, budgets = applied(job, {}, first, patches=False)  # the status only
+    plan = federated.decide(observe(stored, budgets, new_key_secret=secret_for(job)), NOW)
     assert [c["metadata"]["name"] for c in plan.create] == [
-        c["metadata"]["name"] for c in created]
+        c["metadata"]["name"] for c in first.create]
+    assert plan.patches == [RECORD]
     assert plan.budget_writes == []
+
+
+@pytest.mark.parametrize(("situation", "recorded", "created", "patches"), [
+    ("a crash after the Secret's creation, before its record: created again (a 409 is as good "
+     "as done) and recorded", False, [("Secret", "digits-tls")], [RECORD]),
+    ("a recorded Secret is neither generated nor created again", True, [], []),
+])
+def test_the_key_secret_is_created_until_the_job_records_it(
+    situation: str, recorded: bool, created: list[tuple[str, str]], patches: list[Any]
+) -> None:
+    job = make_fedjob().obj()
+    first = federated.decide(observe(job, {}, new_key_secret=secret_for(job)), NOW)
+    stored, budgets = applied(job, {}, first, patches=recorded)
+    assert rf.key_secret_recorded(stored) is recorded
+    secret = None if recorded else secret_for(stored)  # as the handler does
+    children = running_children(first.create, submit_job())
+    plan = federated.decide(observe(stored, budgets, children=children, new_key_secret=secret,
+                                    pods=[pod("digits-superlink", "superlink")]), NOW)
+    assert [(c["kind"], c["metadata"]["name"]) for c in plan.create] == created
+    assert plan.patches == patches
 
 
 def test_a_deleted_supernode_pod_is_recreated_but_never_the_submitter() -> None:
@@ -374,8 +410,7 @@ def test_a_completed_run_commits_every_charge_records_its_rounds_and_tears_down(
     deleted = sorted((d.kind, d.name) for d in plan.deletions)
     assert deleted == sorted(
         [("Pod", "digits-superlink")] + [("Pod", f"digits-supernode-silo-{i}") for i in range(3)]
-        + [("Secret", "digits-tls")]
-        + [("Secret", f"digits-supernode-silo-{i}-auth") for i in range(3)])
+        + [("Secret", "digits-tls")])  # by name: the operator never lists Secrets
     assert plan.requeue_after is None
 
 
@@ -463,7 +498,7 @@ def test_every_federated_example_is_planned_and_admitted_on_its_budgets(path: Pa
     p = price_of(job)
     assert isinstance(p, federated.FederatedPrice), p
     assert {ch.budget for ch in p.charges} == set(budgets)  # every budget shipped is charged
-    plan = federated.decide(observe(job, budgets, new_secrets=secrets_for(job)), NOW)
+    plan = federated.decide(observe(job, budgets, new_key_secret=secret_for(job)), NOW)
     assert cond(plan, "Admitted")["status"] == "True", plan.status
     assert len(plan.budget_writes) == len(budgets)
     assert [c["kind"] for c in plan.create].count("Pod") == 1  # SuperNodes come later

@@ -39,7 +39,7 @@ def local_paid(n: int = 3) -> rf.FederationPaid:
 def render(job: dict[str, Any], paid: rf.FederationPaid | None = None,
            secrets: bool = True) -> list[dict[str, Any]]:
     fj = FederatedJob.model_validate(job)
-    made = rf.generate_secrets(job, fj, rf.required_secrets(job, fj), NOW) if secrets else {}
+    made = rf.generate_key_secret(job, fj, NOW) if secrets else None
     return rf.render_children(job, fj, paid or rf.FederationPaid(), SETTINGS, made)
 
 
@@ -75,9 +75,6 @@ def test_a_three_silo_federation_renders_its_children_in_creation_order() -> Non
     assert [(c["kind"], c["metadata"]["name"]) for c in children] == [
         ("ServiceAccount", "digits-federation"),
         ("Secret", "digits-tls"),
-        ("Secret", "digits-supernode-silo-0-auth"),
-        ("Secret", "digits-supernode-silo-1-auth"),
-        ("Secret", "digits-supernode-silo-2-auth"),
         ("ConfigMap", "digits-federation"),
         ("NetworkPolicy", "digits-superlink"),
         ("NetworkPolicy", "digits-supernode"),
@@ -178,23 +175,34 @@ def test_each_silo_gets_its_own_data_volume_placement_and_resources() -> None:
     assert cfg.data.num_records == 400  # the training split: 500 minus ceil(500 * 0.2)
 
 
-def test_a_supernode_sees_the_ca_and_its_own_key_only_and_the_submitter_every_public_key() -> None:
+def items(pod_spec: dict[str, Any], name: str) -> dict[str, str]:
+    """The ``{Secret key: file}`` a pod's secret volume mounts from the job's key Secret."""
+    secret = volume(pod_spec, name)["secret"]
+    assert secret["secretName"] == "digits-tls"
+    return {i["key"]: i["path"] for i in secret["items"]}
+
+
+def test_each_pod_mounts_only_its_own_keys_from_the_one_key_secret() -> None:
     specs = pod_specs(render(make_fedjob().obj()))
     link = specs["digits-superlink"]
-    assert volume(link, "tls")["secret"] == {"secretName": "digits-tls"}  # CA, cert and key
+    assert items(link, "tls") == {"ca.crt": "ca.crt", "tls.crt": "tls.crt", "tls.key": "tls.key"}
+    assert {v["name"] for v in link["volumes"]} == {"config", "tls", "tmp"}
     for i in range(3):
         node = specs[f"digits-supernode-silo-{i}"]
-        assert volume(node, "tls")["secret"] == {
-            "secretName": "digits-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
-        assert volume(node, "auth")["secret"] == {
-            "secretName": f"digits-supernode-silo-{i}-auth",
-            "items": [{"key": "auth.key", "path": "auth.key"}]}
+        assert items(node, "tls") == {"ca.crt": "ca.crt"}
+        assert items(node, "auth") == {f"supernode-silo-{i}.key": "auth.key"}
+        assert mounts(node)["/etc/ppml-auth"] == "auth"
     submit = specs["digits-submit"]
-    assert volume(submit, "tls")["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
-    sources = volume(submit, "public-keys")["projected"]["sources"]
-    assert [s["secret"] for s in sources] == [
-        {"name": f"digits-supernode-silo-{i}-auth",
-         "items": [{"key": "auth.pub", "path": f"silo-{i}.pub"}]} for i in range(3)]
+    assert items(submit, "tls") == {"ca.crt": "ca.crt"}
+    assert items(submit, "public-keys") == {
+        f"supernode-silo-{i}.pub": f"silo-{i}.pub" for i in range(3)}
+    assert mounts(submit)["/etc/ppml-auth-public"] == "public-keys"
+    # Every key a pod mounts is in the Secret.
+    [secret] = by_name(render(make_fedjob().obj()), "Secret").values()
+    for spec in specs.values():
+        for v in spec["volumes"]:
+            if "secret" in v:
+                assert {i["key"] for i in v["secret"]["items"]} <= set(secret["data"])
 
 
 def test_the_submitter_runs_once_waits_for_the_superlink_and_reports_in_its_termination_message(
@@ -318,36 +326,63 @@ def test_the_superlink_certificate_is_signed_by_the_jobs_ca_for_the_service_name
 
 
 def test_supernode_keys_are_openssh_ec_keys_flower_accepts_and_distinct_per_silo() -> None:
-    secrets = by_name(render(make_fedjob().obj()), "Secret")
+    [secret] = by_name(render(make_fedjob().obj()), "Secret").values()
+    files = _secret_files(secret)
     publics = set()
     for i in range(3):
-        files = _secret_files(secrets[f"digits-supernode-silo-{i}-auth"])
-        private = serialization.load_ssh_private_key(files["auth.key"], None)
-        public = serialization.load_ssh_public_key(files["auth.pub"])
+        private = serialization.load_ssh_private_key(files[f"supernode-silo-{i}.key"], None)
+        public = serialization.load_ssh_public_key(files[f"supernode-silo-{i}.pub"])
         assert isinstance(private, ec.EllipticCurvePrivateKey)
         assert isinstance(public, ec.EllipticCurvePublicKey)
         assert private.public_key() == public
-        publics.add(files["auth.pub"])
+        publics.add(files[f"supernode-silo-{i}.pub"])
     assert len(publics) == 3
+
+
+def test_all_key_material_is_in_one_immutable_secret_and_nothing_else() -> None:
+    [secret] = by_name(render(make_fedjob().obj()), "Secret").values()
+    assert secret["metadata"]["name"] == "digits-tls"
+    assert secret["immutable"] is True
+    assert sorted(secret["data"]) == sorted(
+        ["ca.crt", "tls.crt", "tls.key"]
+        + [f"supernode-silo-{i}.{ext}" for i in range(3) for ext in ("key", "pub")])
+
+
+def test_tls_without_authentication_holds_only_the_ca_and_the_superlink_pair() -> None:
+    children = render(make_fedjob().auth(False).obj())
+    [secret] = by_name(children, "Secret").values()
+    assert sorted(secret["data"]) == ["ca.crt", "tls.crt", "tls.key"]
+    node = pod_specs(children)["digits-supernode-silo-0"]
+    assert {v["name"] for v in node["volumes"]} == {"config", "tls", "tmp"}
 
 
 def test_every_job_gets_its_own_ca() -> None:
     job = make_fedjob().obj()
     fj = FederatedJob.model_validate(job)
-    first = rf.generate_secrets(job, fj, ["digits-tls"], NOW)["digits-tls"]
-    second = rf.generate_secrets(job, fj, ["digits-tls"], NOW)["digits-tls"]
+    first = rf.generate_key_secret(job, fj, NOW)
+    second = rf.generate_key_secret(job, fj, NOW)
+    assert first is not None and second is not None
     assert first["data"]["ca.crt"] != second["data"]["ca.crt"]
-    assert rf.generate_secrets(job, fj, [], NOW) == {}
-
-
-def test_only_the_missing_secrets_are_generated() -> None:
-    job = make_fedjob().obj()
-    fj = FederatedJob.model_validate(job)
-    made = rf.generate_secrets(job, fj, ["digits-supernode-silo-2-auth"], NOW)
-    assert list(made) == ["digits-supernode-silo-2-auth"]
-    assert made["digits-supernode-silo-2-auth"]["metadata"]["labels"]["ppml.dev/client"] == \
-        "silo-2"
+    off = make_fedjob().tls(False).auth(False).obj()
+    assert rf.generate_key_secret(off, FederatedJob.model_validate(off), NOW) is None
     assert tls.service_dns_names("s", "n")[-1] == "s.n.svc.cluster.local"
+
+
+@pytest.mark.parametrize(("situation", "annotations", "recorded"), [
+    ("no annotation", None, False),
+    ("the annotation names the job's key Secret", {"ppml.dev/keys-secret": "digits-tls"}, True),
+    ("the annotation names another Secret", {"ppml.dev/keys-secret": "other-tls"}, False),
+])
+def test_the_job_records_its_key_secret_in_an_annotation(
+    situation: str, annotations: dict[str, str] | None, recorded: bool
+) -> None:
+    job = make_fedjob().obj()
+    if annotations is not None:
+        job["metadata"]["annotations"] = annotations
+    assert rf.key_secret_recorded(job) is recorded
+    patched = {**job, "metadata": {**job["metadata"], **rf.key_secret_recorded_patch(job)[
+        "metadata"]}}
+    assert rf.key_secret_recorded(patched)
 
 
 # --- the examples -------------------------------------------------------------------------------

@@ -25,6 +25,13 @@ Obj = dict[str, Any]
 EventSink = Callable[[str, str, str], None]
 
 
+WRITE_ONLY_KINDS = frozenset({"Secret"})
+"""Kinds created with create-only semantics: 201 is done, 409 means an earlier pass created it.
+
+The operator may not read these back (no get: RBAC grants Secrets create and delete only), and
+what an earlier pass wrote is consistent by construction, so a 409 needs no look at it."""
+
+
 class PlanAborted(Exception):
     """A step of the plan could not be done; re-observe and decide again."""
 
@@ -86,6 +93,18 @@ def _write_late(client: k8s.Client, write: BudgetWrite, logger: logging.Logger) 
     raise k8s.ConflictError(409, "Conflict", f"budget {meta['name']} kept changing")
 
 
+def _create(client: k8s.Client, child: Obj) -> bool:
+    """Create a child unless it exists; return whether this call created it."""
+    if child["kind"] in WRITE_ONLY_KINDS:
+        try:
+            client.create(child)
+        except k8s.ConflictError:
+            return False
+        return True
+    _, created = client.ensure(child)
+    return created
+
+
 def act(
     client: k8s.Client,
     kind: str,
@@ -131,7 +150,7 @@ def act(
         if _finishes(obj, plan.status):
             crashpoint("after-complete")
     for child in plan.create:
-        _, created = client.ensure(child)
+        created = _create(client, child)
         if created:
             logger.info("Created %s %s/%s", child["kind"], ns, child["metadata"]["name"])
             crashpoint(f"after-create-{child['kind']}")

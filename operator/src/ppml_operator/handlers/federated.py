@@ -1,10 +1,12 @@
 """FederatedJob: observe → decide → act, behind one level-triggered entry point, and its kopf edges.
 
 :func:`reconcile` is what create, update, resume, the timer and the delete handler call. It reads
-the job, every budget it charges and its children fresh from the API server, generates the key
-material of any missing TLS or SuperNode-key Secret (random, so here and not in ``decide``),
-calls the pure :mod:`ppml_operator.reconcile.federated` and carries out the plan with the same
-``act`` as PrivateTrainingJob. A lost compare-and-swap on any budget re-observes at once.
+the job, every budget it charges and its children fresh from the API server (never a Secret:
+the operator may only create and delete them), generates all of the job's key material in one
+pass while the job does not record its key Secret as created (random, so here and not in
+``decide``), calls the pure :mod:`ppml_operator.reconcile.federated` and carries out the plan
+with the same ``act`` as PrivateTrainingJob. A lost compare-and-swap on any budget re-observes
+at once.
 """
 
 from __future__ import annotations
@@ -35,11 +37,8 @@ from ppml_operator.render.common import LABEL_JOB_UID
 Obj = dict[str, Any]
 KIND = "FederatedJob"
 PLURAL = "federatedjobs"
-CHILD_KINDS = ("ServiceAccount", "Secret", "ConfigMap", "NetworkPolicy", "Service", "Job")
-
-# Secrets are a kind only the federation writes; registered here so that the client module's
-# generic get/list/create/delete reach them (the lead may move this line into k8s.RESOURCES).
-k8s.RESOURCES.setdefault("Secret", k8s.Resource("/api/v1", "secrets"))
+CHILD_KINDS = ("ServiceAccount", "ConfigMap", "NetworkPolicy", "Service", "Job")
+"""The non-pod children observed by label. Never Secret: the operator may not read Secrets."""
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -59,16 +58,17 @@ def _price(job: Obj) -> federated.FederatedPrice | InvalidSpec:
     return _prices[key]
 
 
-def _new_secrets(job: Obj, existing: list[Obj], now: datetime) -> dict[str, Obj]:
+def _new_key_secret(job: Obj, now: datetime) -> Obj | None:
+    """Generate the job's key Secret unless the job records it as created (or is over)."""
     if is_finished(job) or job["metadata"].get("deletionTimestamp"):
-        return {}
+        return None
+    if rf.key_secret_recorded(job):
+        return None
     try:
         fj = FederatedJob.model_validate({k: v for k, v in job.items() if k != "status"})
     except ValidationError:
-        return {}  # the price reports the invalid spec
-    have = {o["metadata"]["name"] for o in existing if o.get("kind") == "Secret"}
-    missing = [n for n in rf.required_secrets(job, fj) if n not in have]
-    return rf.generate_secrets(job, fj, missing, now) if missing else {}
+        return None  # the price reports the invalid spec
+    return rf.generate_key_secret(job, fj, now)
 
 
 def observe(
@@ -102,7 +102,7 @@ def observe(
         price=price,
         children=children,
         pods=pods,
-        new_secrets=_new_secrets(job, children, now),
+        new_key_secret=_new_key_secret(job, now),
         settings=settings.render,
     )
 

@@ -6,7 +6,13 @@ federation charges, all or none (a budget that cannot pay makes the job release 
 and wait) → admit and create the SuperLink and the submitter, then the SuperNodes once the
 submitter has started (the SuperLink is up and their keys are being registered) → track the
 submitter Job and the pods → commit every charge when it ends, then tear the federation down
-(SuperLink and SuperNode pods, key Secrets). ``decide_deletion`` settles the ledger of a
+(SuperLink and SuperNode pods, the key Secret).
+
+Key material lives in one Secret that the operator creates and never reads (no get, list or
+watch on Secrets): the caller generates it while the job does not record it (the
+``ppml.dev/keys-secret`` annotation); ``decide`` creates it before anything that mounts it and
+then patches the job to record it; a create that finds it already there (an earlier pass that
+stopped before the patch) is as good as done. ``decide_deletion`` settles the ledger of a
 deleted job: release only when no pod can have started, commit otherwise.
 
 Central DP charges ``spec.budgetRef`` with the client-level event; local DP charges each silo's
@@ -98,12 +104,13 @@ class FederatedObserved:
     price
         The federation's cost, or :class:`InvalidSpec` when it cannot be computed.
     children
-        The job's existing non-pod children (by the job-uid label), any kind.
+        The job's existing non-pod children (by the job-uid label), any kind but Secret (the
+        operator never reads Secrets).
     pods
         The job's pods: SuperLink, SuperNodes and the submitter's.
-    new_secrets
-        Rendered Secrets with freshly generated keys, by name, for the required Secrets that do
-        not exist yet (generation is random, so the caller does it, not ``decide``).
+    new_key_secret
+        The rendered key Secret with freshly generated keys, when the job does not record it as
+        created yet (generation is random, so the caller does it, not ``decide``); None otherwise.
     settings
         Rendering settings.
 
@@ -114,7 +121,7 @@ class FederatedObserved:
     price: FederatedPrice | InvalidSpec
     children: Sequence[Obj] = ()
     pods: Sequence[Obj] = ()
-    new_secrets: Mapping[str, Obj] = field(default_factory=dict)
+    new_key_secret: Obj | None = None
     settings: RenderSettings = field(default_factory=RenderSettings)
 
     def child(self, kind: str, name: str) -> Obj | None:
@@ -235,7 +242,7 @@ def _children(observed: FederatedObserved, price: FederatedPrice) -> list[Obj]:
         {k: v for k, v in observed.job.items() if k != "status"}
     )
     return rf.render_children(observed.job, fj, price.paid, observed.settings,
-                              observed.new_secrets)
+                              observed.new_key_secret)
 
 
 def _commit_all(plan: Plan, observed: FederatedObserved, now: datetime) -> None:
@@ -264,14 +271,29 @@ def _release_held(plan: Plan, observed: FederatedObserved, now: datetime, *,
 
 
 def _teardown(plan: Plan, observed: FederatedObserved) -> None:
-    """Delete what keeps running or holds keys once the federation is over."""
+    """Delete what keeps running or holds keys once the federation is over.
+
+    The key Secret is deleted by name whenever the job records it (it is never read, so never
+    known to be gone; a second delete answers 404, which is fine).
+    """
     for pod in observed.pods:
         if _component(pod) in (rf.SUPERLINK, rf.SUPERNODE) and not _meta(pod).get(
                 "deletionTimestamp"):
             plan.deletions.append(Deletion("Pod", _meta(pod)["name"], uid=_meta(pod).get("uid")))
-    for child in observed.children:
-        if child.get("kind") == "Secret":
-            plan.deletions.append(Deletion("Secret", _meta(child)["name"]))
+    if rf.key_secret_recorded(observed.job):
+        plan.deletions.append(Deletion("Secret", rf.names(_meta(observed.job)["name"])[
+            "tlsSecret"]))
+
+
+def _record_key_secret(plan: Plan, job: Obj) -> Plan:
+    """Record on the job that its key Secret exists, once a plan creates it.
+
+    ``act`` patches after every creation succeeded (a 409 counts: the Secret is there), so the
+    record never precedes the Secret.
+    """
+    if any(child["kind"] == "Secret" for child in plan.create):
+        plan.patches.append((KIND, _meta(job)["name"], rf.key_secret_recorded_patch(job)))
+    return plan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,8 +340,10 @@ def decide(observed: FederatedObserved, now: datetime) -> Plan:
                        job, status)
 
     if not was_admitted(job):
-        return _finish(_admission(observed, price, children, status, plan, now), job, status)
-    return _finish(_running(observed, price, children, status, plan, now), job, status)
+        plan = _admission(observed, price, children, status, plan, now)
+    else:
+        plan = _running(observed, price, children, status, plan, now)
+    return _finish(_record_key_secret(plan, job), job, status)
 
 
 def _invalid(plan: Plan, status: Obj, invalid: InvalidSpec, now: datetime,
@@ -474,7 +498,9 @@ def _running(
         name = child["metadata"]["name"]
         if child["kind"] == "Job" or (_is_supernode(child) and not supernodes_due):
             continue
-        if child["kind"] == "Pod":
+        if child["kind"] == "Secret":
+            plan.create.append(child)  # rendered only while the job does not record it
+        elif child["kind"] == "Pod":
             if name not in pods:
                 plan.create.append(child)
         elif observed.child(child["kind"], name) is None:

@@ -32,6 +32,11 @@ TLS_DIR = "/etc/ppml-tls"
 AUTH_DIR = "/etc/ppml-auth"
 PUBLIC_KEYS_DIR = "/etc/ppml-auth-public"
 FLWR_HOME = "/tmp/flwr"
+KEYS_SECRET_ANNOTATION = "ppml.dev/keys-secret"
+"""Set on the FederatedJob, to the name of its key Secret, once that Secret was created.
+
+The operator never reads Secrets back, so this is how a pass knows the keys exist (and need not
+be generated again): ``decide`` adds it with a patch that ``act`` applies after the creations."""
 SILO_DATA_DIR = "/tmp/silo-data"
 
 
@@ -54,7 +59,7 @@ class FederationPaid:
 
 
 def names(job_name: str, clients: Sequence[str] = ()) -> dict[str, str]:
-    """Return the name of each child of the job (``supernode/NAME`` and ``auth/NAME`` per silo)."""
+    """Return the name of each child of the job (``supernode/NAME`` per silo)."""
     out = {
         "serviceAccount": truncate_name(job_name, FEDERATION, 253),
         "configMap": truncate_name(job_name, FEDERATION, 253),
@@ -68,7 +73,6 @@ def names(job_name: str, clients: Sequence[str] = ()) -> dict[str, str]:
     }
     for client in clients:
         out[f"supernode/{client}"] = truncate_name(job_name, f"{SUPERNODE}-{client}")
-        out[f"auth/{client}"] = truncate_name(job_name, f"{SUPERNODE}-{client}-auth", 253)
     return out
 
 

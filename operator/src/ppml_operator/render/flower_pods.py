@@ -1,9 +1,11 @@
 """The pods of a FederatedJob: the SuperLink, one SuperNode per silo, and the submitter Job.
 
 Each runs ``python -m ppml_runtime <role>`` with the mounted ``FederationConfig``, meets the
-``restricted`` Pod Security Standard and mounts no ServiceAccount token. The SuperLink sees the
-whole TLS Secret; a SuperNode only the CA certificate and its own private key; the submitter the
-CA certificate and every SuperNode's public key (to register them). The submitter runs once
+``restricted`` Pod Security Standard and mounts no ServiceAccount token. All key material is in
+one Secret; each pod mounts only the keys it needs from it (secret volume ``items``): the
+SuperLink the CA certificate and its own certificate and key; a SuperNode the CA certificate and
+its own private key; the submitter the CA certificate and every SuperNode's public key (to
+register them). The submitter runs once
 (a retried federation would spend privacy again), after an init container waited for the
 SuperLink's port, and writes the ``FederationReport`` as its termination message.
 """
@@ -80,18 +82,24 @@ def _config_volume(job: Obj) -> tuple[Obj, Obj]:
     )
 
 
-def _ca_volume(job: Obj, fj: FederatedJob, *, full: bool) -> list[tuple[Obj, Obj]]:
+def _key_volume(job: Obj, name: str, mount_path: str, items: list[tuple[str, str]]) -> tuple[
+        Obj, Obj]:
+    """Mount the listed ``(Secret key, file)`` pairs of the job's key Secret, nothing else."""
+    secret = {
+        "secretName": names(job["metadata"]["name"])["tlsSecret"],
+        "items": [{"key": key, "path": path} for key, path in items],
+    }
+    return (
+        {"name": name, "secret": secret},
+        {"name": name, "mountPath": mount_path, "readOnly": True},
+    )
+
+
+def _tls_volume(job: Obj, fj: FederatedJob, *, serving: bool) -> list[tuple[Obj, Obj]]:
     if not fj.spec.tls.enabled:
         return []
-    secret: Obj = {"secretName": names(job["metadata"]["name"])["tlsSecret"]}
-    if not full:  # SuperNodes and the submitter see the CA certificate only, never the keys
-        secret["items"] = [{"key": tls.CA_FILE, "path": tls.CA_FILE}]
-    return [
-        (
-            {"name": "tls", "secret": secret},
-            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
-        )
-    ]
+    files = [tls.CA_FILE, tls.CERT_FILE, tls.KEY_FILE] if serving else [tls.CA_FILE]
+    return [_key_volume(job, "tls", TLS_DIR, [(f, f) for f in files])]
 
 
 def _container(
@@ -146,7 +154,7 @@ def render_superlink_pod(job: Obj, fj: FederatedJob, settings: RenderSettings) -
     """Render the SuperLink pod: Fleet, Control and ServerApp APIs on one port, over TLS."""
     n = names(job["metadata"]["name"])
     runtime = fj.spec.runtime
-    pairs = [_config_volume(job), *_ca_volume(job, fj, full=True)]
+    pairs = [_config_volume(job), *_tls_volume(job, fj, serving=True)]
     container = _container(
         job,
         SUPERLINK,
@@ -182,16 +190,10 @@ def render_supernode_pod(
 ) -> Obj:
     """Render one silo's SuperNode pod: its own data, placement and resources, its own key."""
     n = names(job["metadata"]["name"], [client.name])
-    pairs = [_config_volume(job), *_ca_volume(job, fj, full=False)]
+    pairs = [_config_volume(job), *_tls_volume(job, fj, serving=False)]
     if fj.spec.authentication.enabled:
-        pairs.append(
-            (
-                {"name": "auth", "secret": {"secretName": n[f"auth/{client.name}"],
-                                            "items": [{"key": tls.AUTH_PRIVATE_FILE,
-                                                       "path": tls.AUTH_PRIVATE_FILE}]}},
-                {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
-            )
-        )
+        pairs.append(_key_volume(job, "auth", AUTH_DIR, [
+            (tls.supernode_private_key(client.name), tls.AUTH_PRIVATE_FILE)]))
     if client.data.volume is not None:
         pairs.append(
             (
@@ -231,19 +233,10 @@ def render_submit_job(job: Obj, fj: FederatedJob, settings: RenderSettings) -> O
     clients = client_names(fj)
     n = names(meta["name"], clients)
     runtime = fj.spec.runtime
-    pairs = [_config_volume(job), *_ca_volume(job, fj, full=False)]
+    pairs = [_config_volume(job), *_tls_volume(job, fj, serving=False)]
     if fj.spec.authentication.enabled:
-        sources = [
-            {"secret": {"name": n[f"auth/{c}"],
-                        "items": [{"key": tls.AUTH_PUBLIC_FILE, "path": f"{c}.pub"}]}}
-            for c in clients
-        ]
-        pairs.append(
-            (
-                {"name": "public-keys", "projected": {"sources": sources}},
-                {"name": "public-keys", "mountPath": PUBLIC_KEYS_DIR, "readOnly": True},
-            )
-        )
+        pairs.append(_key_volume(job, "public-keys", PUBLIC_KEYS_DIR, [
+            (tls.supernode_public_key(c), f"{c}.pub") for c in clients]))
     container = _container(
         job,
         SUBMITTER,

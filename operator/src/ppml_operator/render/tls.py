@@ -6,9 +6,12 @@ SuperLink whose subject alternative names are the DNS names of the ``{job}-super
 and one ECDSA key pair per SuperNode for Flower's SuperNode authentication (OpenSSH encoding, as
 ``flower-supernode --auth-supernode-private-key`` and ``flwr supernode register`` read them).
 
-Generation does no I/O: it needs only randomness from ``cryptography`` and the clock passed in.
-It is not deterministic, so ``decide`` never calls it; the handler generates the material of the
-Secrets that are missing and hands them to ``decide`` to create (see
+All of a job's material is generated in one pass (:func:`generate_key_material`) and stored in
+one Secret, written once and never read back: every pod mounts only the keys it needs, by name
+(:func:`supernode_private_key`, :func:`supernode_public_key`). Generation does no I/O: it needs
+only randomness from ``cryptography`` and the clock passed in. It is not deterministic, so
+``decide`` never calls it; the handler generates the material at its edge while the Secret is not
+known to exist and hands it to ``decide`` to create (see
 :mod:`ppml_operator.reconcile.federated`).
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,7 +38,17 @@ CA_FILE = "ca.crt"
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"
 AUTH_PRIVATE_FILE = "auth.key"
-AUTH_PUBLIC_FILE = "auth.pub"
+"""Where a SuperNode finds its own private key inside its auth volume."""
+
+
+def supernode_private_key(client: str) -> str:
+    """Return the Secret key holding one SuperNode's private key (OpenSSH)."""
+    return f"supernode-{client}.key"
+
+
+def supernode_public_key(client: str) -> str:
+    """Return the Secret key holding one SuperNode's public key (one OpenSSH line)."""
+    return f"supernode-{client}.pub"
 
 
 @dataclass(frozen=True)
@@ -61,12 +75,31 @@ class AuthKeyPair:
     private_openssh: bytes
     public_openssh: bytes
 
+
+@dataclass(frozen=True)
+class KeyMaterial:
+    """Everything secret of one federation, generated together and stored in one Secret.
+
+    Attributes
+    ----------
+    serving
+        The job's CA and the SuperLink's certificate and key; None when TLS is off.
+    supernodes
+        ``(client name, its authentication key pair)`` per silo, in spec order; empty when
+        SuperNode authentication is off.
+
+    """
+
+    serving: ServingBundle | None = None
+    supernodes: tuple[tuple[str, AuthKeyPair], ...] = ()
+
     def secret_data(self) -> dict[str, str]:
-        """Return the Secret ``data`` (base64) holding the key pair."""
-        return {
-            AUTH_PRIVATE_FILE: _b64(self.private_openssh),
-            AUTH_PUBLIC_FILE: _b64(self.public_openssh),
-        }
+        """Return the Secret ``data`` (base64): CA, SuperLink pair, each SuperNode's pair."""
+        data = self.serving.secret_data() if self.serving is not None else {}
+        for client, keys in self.supernodes:
+            data[supernode_private_key(client)] = _b64(keys.private_openssh)
+            data[supernode_public_key(client)] = _b64(keys.public_openssh)
+        return data
 
 
 def _b64(data: bytes) -> str:
@@ -195,3 +228,36 @@ def generate_auth_key_pair() -> AuthKeyPair:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
     return AuthKeyPair(private_openssh=private, public_openssh=public + b"\n")
+
+
+def generate_key_material(
+    job_name: str,
+    dns_names: list[str] | None,
+    clients: Sequence[str],
+    now: datetime,
+) -> KeyMaterial:
+    """Generate all of one federation's key material in one pass.
+
+    Parameters
+    ----------
+    job_name
+        Names the CA.
+    dns_names
+        The SuperLink certificate's DNS names; None when TLS is off (no CA, no certificate).
+    clients
+        The silos that get an authentication key pair (empty when authentication is off).
+    now
+        The clock, for the certificates' validity.
+
+    Returns
+    -------
+    KeyMaterial
+        Consistent by construction: the certificate is signed by this CA, and the public keys
+        are those of these private keys.
+
+    """
+    serving = issue_serving_bundle(job_name, dns_names, now) if dns_names is not None else None
+    return KeyMaterial(
+        serving=serving,
+        supernodes=tuple((c, generate_auth_key_pair()) for c in clients),
+    )
