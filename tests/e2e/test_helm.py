@@ -306,6 +306,7 @@ def test_operator_service_account_can_do_what_it_needs_and_nothing_more(env: Env
         ("watch", "privatetrainingjobs.ppml.dev", ns, None),
         ("create", "jobs.batch", ns, None),
         ("delete", "pods", ns, None),
+        ("create", "pods", ns, None),  # a FederatedJob's SuperLink and SuperNodes
         ("create", "secrets", ns, None),
         ("delete", "secrets", ns, None),
         ("list", "namespaces", None, None),  # watching listed namespaces only
@@ -315,7 +316,8 @@ def test_operator_service_account_can_do_what_it_needs_and_nothing_more(env: Env
     refused = [
         ("get", "secrets", ns, None),
         ("list", "secrets", ns, None),
-        ("create", "pods", ns, None),
+        ("patch", "pods", ns, None),
+        ("update", "pods", ns, None),
         ("create", "pods", ns, "exec"),
         ("update", "privacybudgets.ppml.dev", ns, None),
         ("delete", "privacybudgets.ppml.dev", ns, None),
