@@ -45,6 +45,7 @@ def _finished(obj: dict[str, Any]) -> bool:
 
 
 def main() -> int:
+    """Run the command line; the exit status answers --done."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--progress", action="store_true")
@@ -61,7 +62,8 @@ def main() -> int:
             where = (
                 f"round {rounds}/{job['spec'].get('rounds')}" if rounds is not None
                 else f"step {progress.get('step', 0)}/{progress.get('totalSteps', '?')}"
-                f" loss {progress.get('loss', '-')} epsilon so far {progress.get('epsilonSoFar', '-')}"
+                f" loss {progress.get('loss', '-')}"
+                f" epsilon so far {progress.get('epsilonSoFar', '-')}"
             )
             print(f"  {job['kind']}/{job['metadata']['name']}: {_state(job)}, {where}")
         return 0
@@ -79,7 +81,10 @@ def main() -> int:
         if cond.get("status") == "True" and cond.get("message"):
             print(f"    {cond['message']}")
     print()
-    print(f"{'BUDGET':24} {'EPSILON':>8} {'DELTA':>8} {'SPENT':>10} {'RESERVED':>10} {'REMAINING':>10}")
+    print(
+        f"{'BUDGET':24} {'EPSILON':>8} {'DELTA':>8} {'SPENT':>10} {'RESERVED':>10} "
+        f"{'REMAINING':>10}"
+    )
     for budget in _get("privacybudgets.ppml.dev", args.namespace):
         spec, status = budget["spec"], budget.get("status") or {}
         print(
