@@ -91,6 +91,11 @@ class Charge(ApiModel):
     epsilon: Annotated[str, StringConstraints(max_length=64)] = Field(
         description="epsilon is the charge's standalone ε at the budget's delta."
     )
+    delta: BudgetDelta | None = Field(
+        default=None,
+        description="delta is the δ this charge spends; under Basic composition the deltas of "
+        "all charges add up and must stay within spec.delta.",
+    )
     attempts: int | None = Field(
         default=None,
         ge=0,
