@@ -45,6 +45,8 @@ from ppml_runtime.federated.silo_data import build_silo_data, save_silo_data
 
 RESULTS = Path(__file__).resolve().parent / "results" / "federated.json"
 DIGITS = 1797
+#: Ray's raylet has been seen dying under heavy load, leaving the simulation hanging.
+SIMULATION_TIMEOUT = 480
 
 
 def free_port() -> int:
@@ -254,7 +256,7 @@ def run_simulation_engine(config: FederationConfig, workdir: Path) -> dict[str, 
         [sys.executable, __file__, "--_simulate", str(cfg)],
         env={**flwr_cli.flower_path_env(), "PPML_FEDERATION_DATA_DIR": str(workdir / "data"),
              "RAY_DEDUP_LOGS": "0"},
-        capture_output=True, text=True, timeout=900, check=False,
+        capture_output=True, text=True, timeout=SIMULATION_TIMEOUT, check=False,
     )
     (workdir / "simulation.log").write_text(out.stdout + out.stderr)
     rounds = flwr_cli.parse_round_metrics(out.stdout + out.stderr)
@@ -304,11 +306,16 @@ def main() -> None:
             continue
         print(f"running {name} ({len(config.clients)} clients, {config.rounds} rounds)...",
               flush=True)
-        results[name] = runner(config, work / name)
+        try:
+            results[name] = runner(config, work / name)
+        except (RuntimeError, TimeoutError, subprocess.SubprocessError) as err:
+            print(f"  {name} failed: {err}", flush=True)
+            results[name] = {"error": str(err)[:500]}
+            continue
         results[name]["per_round_seconds"] = round(_per_round(results[name]), 3)
         print(f"  per round {results[name]['per_round_seconds']} s "
               f"(rounds {results[name]['round_seconds']})", flush=True)
-    per = {k: v["per_round_seconds"] for k, v in results.items()}
+    per = {k: v["per_round_seconds"] for k, v in results.items() if "per_round_seconds" in v}
     plain_for_secagg = per.get("roles-secagg-size", per.get("roles"))
     ratios = {
         "roles_over_by_hand": per["roles"] / per["by-hand"] if {"roles", "by-hand"} <= per.keys()
