@@ -23,14 +23,17 @@ def events(noise: str = "1.1", rate: str = "0.04", steps: int = 25) -> tuple[dic
 
 
 @functools.cache
-def standalone(noise: str, steps: int) -> str:
-    return format_cost(epsilon_of([event_from_dict(e) for e in events(noise, steps=steps)], DELTA))
+def standalone(noise: str, steps: int, delta: Decimal = DELTA) -> str:
+    return format_cost(epsilon_of([event_from_dict(e) for e in events(noise, steps=steps)], delta))
 
 
-def request(uid: str, noise: str = "1.1", steps: int = 25) -> ChargeRequest:
+def request(uid: str, noise: str = "1.1", steps: int = 25, delta: str | None = None
+            ) -> ChargeRequest:
+    """A job's charge; its epsilon is computed at its own delta (the budget's when None)."""
     evs = events(noise, steps=steps)
+    at = DELTA if delta is None else Decimal(delta)
     return ChargeRequest(uid, "PrivateTrainingJob", f"job-{uid}", "ns", evs,
-                         standalone(noise, steps))
+                         standalone(noise, steps, at), delta=delta)
 
 
 def budget(epsilon: str = "3", composition: str = "RDP", status: dict | None = None) -> dict:
@@ -114,9 +117,10 @@ def test_a_released_charge_can_be_reserved_again_by_the_same_job() -> None:
 def test_basic_composition_sums_the_standalone_epsilons() -> None:
     b = budget("10", composition="Basic")
     for uid in "abc":
-        b = apply(b, ledger.reserve(b, request(uid), now=NOW))
-    one = Decimal(request("a").epsilon)
+        b = apply(b, ledger.reserve(b, request(uid, delta="0.000003"), now=NOW))
+    one = Decimal(request("a", delta="0.000003").epsilon)
     assert Decimal(b["status"]["reservedEpsilon"]) == 3 * one
+    assert [c["delta"] for c in b["status"]["charges"]] == ["0.000003"] * 3
 
 
 def test_rdp_composition_fits_more_than_basic_summation() -> None:
@@ -160,6 +164,10 @@ def test_spent_never_decreases_whatever_the_sequence(ops: list[tuple[str, int]],
     committed: set[str] = set()
     for op, n in ops:
         uid = f"u{n}"
+        if op == "reserve" and uid in committed and ledger.find_charge(b, uid) is None:
+            # A finished job's own status stops it from reserving again once its charge is
+            # folded (docs/ledger.md, "Keeping the object small"); the ledger cannot.
+            continue
         if op == "reserve":
             out = ledger.reserve(b, request(uid, steps=10 + n), now=NOW)
         elif op == "commit":
@@ -185,3 +193,109 @@ def test_spent_never_decreases_whatever_the_sequence(ops: list[tuple[str, int]],
 def test_repeat_events_charges_every_attempt() -> None:
     evs = events(steps=25)
     assert ledger.repeat_events(evs, 3)[0]["steps"] == 75
+
+
+# Basic composition spends (sum of epsilons, sum of deltas): each job's delta adds up, and a
+# charge fits only if both sums stay within the budget (as LedgerAccount and `ppml budget plan`
+# decide). Each case: budget epsilon, composition, the jobs' deltas (None: the budget's),
+# then the results of reserving them one after the other.
+BASIC_CASES = [
+    pytest.param("10", "Basic", ["0.00001", "0.00001"], [Result.RESERVED, Result.EXHAUSTED],
+                 id="two-jobs-at-the-budget-delta-under-basic-the-second-waits"),
+    pytest.param("10", "Basic", [None, None], [Result.RESERVED, Result.EXHAUSTED],
+                 id="jobs-without-a-delta-spend-the-budget-delta-under-basic"),
+    pytest.param("10", "Basic", ["0.000005", "0.000005", "0.000005"],
+                 [Result.RESERVED, Result.RESERVED, Result.EXHAUSTED],
+                 id="two-jobs-at-half-the-delta-fit-under-basic-a-third-waits"),
+    pytest.param("2", "Basic", ["0.000005", "0.000005"], [Result.RESERVED, Result.EXHAUSTED],
+                 id="half-the-delta-each-still-waits-when-epsilon-runs-out"),
+    pytest.param("10", "Basic", ["0.00002"], [Result.NEVER_FITS],
+                 id="a-job-whose-delta-exceeds-the-budget-delta-never-fits-under-basic"),
+    pytest.param("10", "RDP", ["0.00001", "0.00001", "0.00001"],
+                 [Result.RESERVED, Result.RESERVED, Result.RESERVED],
+                 id="rdp-is-unchanged-deltas-do-not-add-up"),
+]
+
+
+@pytest.mark.parametrize(("epsilon", "composition", "deltas", "results"), BASIC_CASES)
+def test_basic_composition_adds_up_the_deltas_too(
+    epsilon: str, composition: str, deltas: list[str | None], results: list[Result]
+) -> None:
+    b = budget(epsilon, composition=composition)
+    seen = []
+    for i, delta in enumerate(deltas):
+        out = ledger.reserve(b, request(f"j{i}", delta=delta), now=NOW)
+        seen.append(out.result)
+        if out.status is not None:
+            b = apply(b, out)
+    assert seen == results
+
+
+def test_a_basic_charge_waiting_on_delta_says_which_limit_is_hit() -> None:
+    b = budget("10", composition="Basic")
+    b = apply(b, ledger.reserve(b, request("a", delta="0.00001"), now=NOW))
+    out = ledger.reserve(b, request("b", delta="0.00001"), now=NOW)
+    assert out.result is Result.EXHAUSTED
+    assert out.message == ("budget clinic has delta 0 left of 0.00001 under Basic composition; "
+                           "this job needs 0.00001")
+    # Released charges spend no delta; committed ones spend it for good.
+    released = apply(b, ledger.release(b, "a", now=NOW))
+    assert ledger.reserve(released, request("b", delta="0.00001"), now=NOW).result is (
+        Result.RESERVED)
+    committed = apply(b, ledger.commit(b, "a", now=NOW))
+    never = ledger.reserve(committed, request("b", delta="0.00001"), now=NOW)
+    assert never.result is Result.NEVER_FITS
+    assert never.message.endswith("this job needs 0.00001, so it can never be admitted")
+    assert "has delta 0 left unspent of 0.00001 under Basic composition" in never.message
+
+
+def test_a_basic_charge_waiting_on_epsilon_still_names_epsilon() -> None:
+    b = budget("3", composition="Basic")
+    b = apply(b, ledger.reserve(b, request("a", delta="0.000001"), now=NOW))
+    out = ledger.reserve(b, request("b", delta="0.000001"), now=NOW)
+    assert out.result is Result.EXHAUSTED
+    assert out.message.startswith("budget clinic has epsilon ")
+
+
+def test_an_old_charge_without_a_delta_counts_the_whole_budget_delta() -> None:
+    b = budget("10", composition="Basic")
+    b = apply(b, ledger.reserve(b, request("a", delta="0.000001"), now=NOW))
+    del b["status"]["charges"][0]["delta"]  # as written before charges recorded their delta
+    out = ledger.reserve(b, request("b", delta="0.000001"), now=NOW)
+    assert out.result is Result.EXHAUSTED and "has delta 0 left" in out.message
+
+
+def test_folding_keeps_the_delta_sum_of_basic_charges() -> None:
+    b = budget("50", composition="Basic")
+    for i in range(6):
+        b = apply(b, ledger.reserve(b, request(f"j{i}", delta="0.000001"), now=NOW))
+        b = apply(b, ledger.commit(b, f"j{i}", now=f"2026-12-01T10:00:{i:02d}Z", keep=1000))
+    folded_status = ledger.fold(b, b["status"], keep=2)
+    assert folded_status["folded"]["count"] == 4
+    assert Decimal(folded_status["folded"]["basicDelta"]) == Decimal("0.000004")
+    assert ledger.totals(b, folded_status) == ledger.totals(b)
+    b = {**b, "status": folded_status}
+    # 6e-6 spent (4e-6 folded, 2e-6 itemised): four more at 1e-6 fit, the fifth waits on delta.
+    seen = []
+    for i in range(6, 11):
+        out = ledger.reserve(b, request(f"j{i}", delta="0.000001"), now=NOW)
+        seen.append(out.result)
+        if out.status is not None:
+            b = apply(b, out)
+    assert seen == [Result.RESERVED] * 4 + [Result.EXHAUSTED]
+    # Folded again, the delta sum carries over the earlier aggregate.
+    for i in range(6, 10):
+        b = apply(b, ledger.commit(b, f"j{i}", now=f"2026-12-01T10:01:{i:02d}Z", keep=1000))
+    refolded = ledger.fold(b, b["status"], keep=0)
+    assert Decimal(refolded["folded"]["basicDelta"]) == Decimal("0.00001")
+    assert refolded["folded"]["count"] == 10
+
+
+def test_folded_charges_without_a_delta_sum_spend_the_whole_basic_delta() -> None:
+    b = budget("50", composition="Basic")
+    b = apply(b, ledger.reserve(b, request("a", delta="0.000001"), now=NOW))
+    b = apply(b, ledger.commit(b, "a", now=NOW, keep=0))
+    assert b["status"]["folded"]["basicDelta"] == "0.000001"
+    del b["status"]["folded"]["basicDelta"]  # as folded before the delta sum was kept
+    out = ledger.reserve(b, request("b", delta="0.000001"), now=NOW)
+    assert out.result is Result.NEVER_FITS and "has delta 0 left unspent" in out.message

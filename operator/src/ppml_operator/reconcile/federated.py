@@ -203,11 +203,12 @@ def submitter_report(pods: Sequence[Obj]) -> fc.FederationReport | None:
     return best[1] if best else None
 
 
-def _charge_request(job: Obj, charge: BudgetCharge) -> ledger.ChargeRequest:
+def _charge_request(job: Obj, charge: BudgetCharge, delta: str | None) -> ledger.ChargeRequest:
     meta = _meta(job)
     return ledger.ChargeRequest(
         job_uid=meta["uid"], job_kind=KIND, job_name=meta["name"],
         job_namespace=meta["namespace"], events=charge.events, epsilon=charge.epsilon,
+        delta=delta,
     )
 
 
@@ -395,7 +396,9 @@ def _admission(
     for charge in price.charges:
         budget = observed.budgets[charge.budget]
         assert budget is not None
-        outcome = ledger.reserve(budget, _charge_request(job, charge), now=c.format_time(now))
+        outcome = ledger.reserve(
+            budget, _charge_request(job, charge, price.delta), now=c.format_time(now)
+        )
         if outcome.result == ledger.Result.ALREADY_COMMITTED:
             message = f"budget {charge.budget} already holds a committed charge for this job"
             _set(status, c.FAILED, True, c.BUDGET_EXHAUSTED, message, now=now, gen=gen)

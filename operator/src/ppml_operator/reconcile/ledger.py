@@ -12,7 +12,12 @@ Invariants (see ``docs/ledger.md``):
 - spent never decreases: ``Committed`` is final, only ``Reserved`` can become ``Released``;
 - totals are a function of the multiset of events, so folding old committed charges into
   ``status.folded`` changes no total (identical events are merged before composing, in a
-  canonical order, whether they are folded or not).
+  canonical order, whether they are folded or not);
+- under ``Basic`` composition a charge fits only if both the sum of the epsilons and the sum
+  of the deltas (each charge's own, ``status.charges[].delta``) stay within the budget, exactly
+  as :class:`ppml_operator.privacy.LedgerAccount` (and ``ppml budget plan``) decide; a charge
+  recorded without a delta counts the budget's whole delta. ``PLD`` budgets compose with RDP
+  here, a sound upper bound.
 """
 
 from __future__ import annotations
@@ -24,8 +29,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from ppml_operator.privacy.decimals import format_cost, format_remaining, remaining
+from ppml_operator.privacy.decimals import (
+    format_cost,
+    format_decimal,
+    format_remaining,
+    remaining,
+)
 from ppml_operator.privacy.events import PrivacyEvent, event_from_dict, event_to_dict
+from ppml_operator.privacy.ledger import Composition, LedgerAccount
 from ppml_operator.privacy.rdp import RdpCurve
 
 Obj = dict[str, Any]
@@ -75,9 +86,12 @@ class ChargeRequest:
     events
         The serialised privacy events (``event_to_dict`` form) covering every attempt.
     epsilon
-        The charge's standalone epsilon at the budget's delta (a decimal string).
+        The charge's standalone epsilon at ``delta`` (a decimal string).
     attempts
         How many attempts of the job the events cover.
+    delta
+        The job's delta (a decimal string), the delta the charge spends under ``Basic``
+        composition; the budget's delta when not given.
 
     """
 
@@ -88,6 +102,7 @@ class ChargeRequest:
     events: tuple[Obj, ...]
     epsilon: str
     attempts: int = 1
+    delta: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,17 +212,16 @@ def _charges(status: Obj) -> list[Obj]:
 
 
 def _compose(
-    budget: Obj, status: Obj, *, states: frozenset[str], extra: Sequence[Obj] = (),
-    extra_epsilon: Decimal = Decimal(0),
+    budget: Obj, status: Obj, *, states: frozenset[str], extra: Sequence[Obj] = ()
 ) -> Decimal:
-    """Compose the folded aggregate, the charges in ``states`` and ``extra`` at the delta."""
+    """Compose the folded aggregate, the charges in ``states`` and ``extra`` (RDP, PLD) at delta."""
     _, delta, composition = _spec(budget)
     folded = status.get("folded") or {}
     charges = [c for c in _charges(status) if c.get("state") in states]
     if composition == "Basic":
         total = Decimal(folded.get("basicEpsilon") or 0) if COMMITTED in states else Decimal(0)
         total += sum((Decimal(c["epsilon"]) for c in charges), Decimal(0))
-        return total + extra_epsilon
+        return total
     events: list[Obj] = []
     if COMMITTED in states:
         events.extend(folded.get("events") or [])
@@ -220,6 +234,37 @@ def _compose(
 
 _SPENT = frozenset({COMMITTED})
 _LIVE = frozenset({COMMITTED, RESERVED})
+
+
+def _charge_delta(charge: Obj, budget_delta: Decimal) -> Decimal:
+    """Return a charge's delta; one recorded without (an older object) spends the whole budget's."""
+    value = charge.get("delta")
+    return Decimal(str(value)) if value else budget_delta
+
+
+def _folded_delta(folded: Obj, budget_delta: Decimal) -> Decimal:
+    """Return the folded charges' delta sum; folded without one, they spend the whole delta."""
+    value = folded.get("basicDelta")
+    if value:
+        return Decimal(str(value))
+    return budget_delta if int(folded.get("count") or 0) else Decimal(0)
+
+
+def _basic_account(budget: Obj, status: Obj, *, states: frozenset[str]) -> LedgerAccount:
+    """Return the Basic ledger of the folded aggregate and the charges in ``states``."""
+    _, delta, _ = _spec(budget)
+    account = LedgerAccount(Composition.BASIC, delta)
+    folded = status.get("folded") or {}
+    if COMMITTED in states and int(folded.get("count") or 0):
+        account.add_basic(
+            folded.get("basicEpsilon") or "0", _folded_delta(folded, delta), key="folded"
+        )
+    for index, charge in enumerate(_charges(status)):
+        if charge.get("state") in states:
+            account.add_basic(
+                charge["epsilon"], _charge_delta(charge, delta), key=f"charge-{index}"
+            )
+    return account
 
 
 def totals(budget: Obj, status: Obj | None = None) -> Totals:
@@ -302,17 +347,16 @@ def reserve(budget: Obj, request: ChargeRequest, *, now: str) -> Outcome:
     if existing is not None and existing.get("state") == COMMITTED:
         return Outcome(Result.ALREADY_COMMITTED, None, "The charge is committed already.")
     needed = Decimal(request.epsilon)
-    extra_eps = needed if composition == "Basic" else Decimal(0)
+    charge_delta = Decimal(request.delta) if request.delta is not None else delta
     live = _compose(budget, status, states=_LIVE)
     left = remaining(epsilon, live)
-    after_all = _compose(
-        budget, status, states=_LIVE, extra=request.events, extra_epsilon=extra_eps
-    )
     name = _describe(budget)
-    if after_all > epsilon:
-        after_spent = _compose(
-            budget, status, states=_SPENT, extra=request.events, extra_epsilon=extra_eps
-        )
+    if composition == "Basic":
+        blocked = _basic_blocked(budget, status, needed, charge_delta, left=left)
+        if blocked is not None:
+            return blocked
+    elif _compose(budget, status, states=_LIVE, extra=request.events) > epsilon:
+        after_spent = _compose(budget, status, states=_SPENT, extra=request.events)
         spent_left = remaining(epsilon, _compose(budget, status, states=_SPENT))
         if after_spent > epsilon:
             return Outcome(
@@ -340,6 +384,7 @@ def reserve(budget: Obj, request: ChargeRequest, *, now: str) -> Outcome:
         "state": RESERVED,
         "events": [dict(e) for e in request.events],
         "epsilon": request.epsilon,
+        "delta": format_decimal(charge_delta),
         "attempts": request.attempts,
         "reservedAt": now,
     }
@@ -351,6 +396,63 @@ def reserve(budget: Obj, request: ChargeRequest, *, now: str) -> Outcome:
         _with_totals(budget, status),
         f"Reserved epsilon {format_cost(needed)} on budget {name} for "
         f"{request.job_kind} {request.job_name}",
+        remaining=left,
+        needed=needed,
+    )
+
+
+def _basic_blocked(
+    budget: Obj, status: Obj, needed: Decimal, charge_delta: Decimal, *, left: Decimal
+) -> Outcome | None:
+    """Decide a Basic reservation: None if it fits, else ``EXHAUSTED`` or ``NEVER_FITS``.
+
+    The charge fits when, with it, both the epsilon sum and the delta sum of the live charges
+    (reserved, committed and folded) stay within the budget; it can never fit when the
+    committed charges alone leave no room for it.
+    """
+    epsilon, delta, _ = _spec(budget)
+    name = _describe(budget)
+    verdicts: list[tuple[bool, bool, Decimal]] = []
+    for states in (_LIVE, _SPENT):
+        account = _basic_account(budget, status, states=states)
+        spent_delta = account.spent_delta()
+        account.add_basic(needed, charge_delta, key="candidate")
+        verdicts.append(
+            (account.spent_epsilon() <= epsilon, account.spent_delta() <= delta, spent_delta)
+        )
+    (live_eps, live_delta, live_spent_delta), (spent_eps, spent_delta_ok, committed_delta) = (
+        verdicts
+    )
+    if live_eps and live_delta:
+        return None
+    never = not (spent_eps and spent_delta_ok)
+    eps_hit = not spent_eps if never else not live_eps
+    if eps_hit:
+        if never:
+            spent_left = remaining(epsilon, _compose(budget, status, states=_SPENT))
+            message = (
+                f"budget {name} has epsilon {format_remaining(spent_left)} left unspent of "
+                f"{format_cost(epsilon)} at delta {delta}; this job needs "
+                f"{format_cost(needed)}, so it can never be admitted"
+            )
+        else:
+            message = (
+                f"budget {name} has epsilon {format_remaining(left)} left at delta {delta}; "
+                f"this job needs {format_cost(needed)}"
+            )
+    else:
+        used = committed_delta if never else live_spent_delta
+        delta_left = format_remaining(max(delta - used, Decimal(0)))
+        message = (
+            f"budget {name} has delta {delta_left} left{' unspent' if never else ''} of "
+            f"{format_decimal(delta)} under Basic composition; this job needs "
+            f"{format_decimal(charge_delta)}"
+            + (", so it can never be admitted" if never else "")
+        )
+    return Outcome(
+        Result.NEVER_FITS if never else Result.EXHAUSTED,
+        None,
+        message,
         remaining=left,
         needed=needed,
     )
@@ -469,9 +571,13 @@ def fold(budget: Obj, status: Obj, *, keep: int = DEFAULT_KEEP_COMMITTED) -> Obj
         basic = Decimal(folded.get("basicEpsilon") or 0) + sum(
             (Decimal(c["epsilon"]) for c in to_fold), Decimal(0)
         )
+        basic_delta = _folded_delta(folded, delta) + sum(
+            (_charge_delta(c, delta) for c in to_fold), Decimal(0)
+        )
         folded["count"] = int(folded.get("count") or 0) + len(to_fold)
         folded["events"] = merged
         folded["basicEpsilon"] = str(basic)
+        folded["basicDelta"] = format_decimal(basic_delta)
         folded["epsilon"] = format_cost(_rdp_epsilon(merged, delta)) if merged else "0"
         status["folded"] = folded
     return status

@@ -240,6 +240,7 @@ def _charge_request(job: Obj, price: Price) -> ledger.ChargeRequest:
         events=price.events,
         epsilon=price.epsilon,
         attempts=price.attempts,
+        delta=price.delta,
     )
 
 
