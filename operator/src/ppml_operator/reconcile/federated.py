@@ -203,7 +203,9 @@ def submitter_report(pods: Sequence[Obj]) -> fc.FederationReport | None:
     return best[1] if best else None
 
 
-def _charge_request(job: Obj, charge: BudgetCharge, delta: str | None) -> ledger.ChargeRequest:
+def _charge_request(
+    job: Obj, charge: BudgetCharge, delta: str | None = None
+) -> ledger.ChargeRequest:
     meta = _meta(job)
     return ledger.ChargeRequest(
         job_uid=meta["uid"], job_kind=KIND, job_name=meta["name"],
