@@ -3,7 +3,7 @@
 #
 # Starts devcluster (idempotent), installs the CRDs, runs the operator on the host against the
 # devcluster kubeconfig (watching the demo namespace), applies the DP-SGD example (and the SecAgg+
-# federation when PPML_DEMO_FEDERATED=1 or it is cheap enough on this machine), shows progress
+# federation unless PPML_DEMO_FEDERATED=0), shows progress
 # while they run, and ends with a summary: job, condition, accuracy, epsilon charged and
 # measured, budget remaining. devcluster keeps running afterwards (`make devcluster-down`).
 set -euo pipefail
@@ -31,7 +31,7 @@ operator_pid=$!
 trap 'kill $operator_pid 2>/dev/null || true; wait $operator_pid 2>/dev/null || true' EXIT
 
 manifests=(examples/private-training/digits-dp-sgd.yaml)
-if [[ "${PPML_DEMO_FEDERATED:-0}" == 1 && -f examples/federated/digits-secagg.yaml ]]; then
+if [[ "${PPML_DEMO_FEDERATED:-1}" == 1 && -f examples/federated/digits-secagg.yaml ]]; then
   manifests+=(examples/federated/digits-secagg.yaml)
 fi
 for m in "${manifests[@]}"; do
