@@ -89,7 +89,8 @@ class Charge(ApiModel):
         "serialised form; they compose with every other charge on the budget.",
     )
     epsilon: Annotated[str, StringConstraints(max_length=64)] = Field(
-        description="epsilon is the charge's standalone ε at the budget's delta."
+        description="epsilon is the charge's standalone ε at its delta (the job's; the "
+        "budget's when delta is unset)."
     )
     delta: BudgetDelta | None = Field(
         default=None,
