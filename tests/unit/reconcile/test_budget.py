@@ -48,3 +48,22 @@ def test_totals_are_recomputed_when_spec_epsilon_changes() -> None:
     assert low["reservedEpsilon"] == high["reservedEpsilon"]
     gained = Decimal(high["remainingEpsilon"]) - Decimal(low["remainingEpsilon"])
     assert abs(gained - 27) < Decimal("0.001")
+
+
+@pytest.mark.parametrize(("situation", "job_delta", "exhausted"), [
+    ("a Basic charge at the budget's whole delta leaves nothing", "0.00001", "True"),
+    ("a Basic charge at half the delta leaves room", "0.000005", "False"),
+])
+def test_a_basic_budget_whose_delta_is_spent_is_exhausted(
+    situation: str, job_delta: str, exhausted: str
+) -> None:
+    b = {"kind": "PrivacyBudget",
+         "metadata": {"name": "clinic", "namespace": "ns", "generation": 1},
+         "spec": {"epsilon": "30", "delta": "1e-5", "composition": "Basic"}}
+    evs = ledger.canonical_events([DpSgdEvent(Decimal("1.1"), Decimal("0.04"), 25)])
+    req = ledger.ChargeRequest("u", "PrivateTrainingJob", "j", "ns", evs, "1", delta=job_delta)
+    b["status"] = ledger.reserve(b, req, now="t").status
+    [cond] = desired_status(b, NOW)["conditions"]
+    assert cond["status"] == exhausted
+    if exhausted == "True":
+        assert cond["reason"] == "BudgetSpent" and "under Basic composition" in cond["message"]

@@ -42,6 +42,7 @@ def desired_status(budget: Obj, now: datetime) -> Obj:
     conds: list[Obj] = status.setdefault("conditions", [])
     used = totals.spent + totals.reserved
     delta = (budget.get("spec") or {}).get("delta")
+    delta_left = ledger.basic_delta_left(budget, status)
     if used > totals.budget:
         c.set_condition(conds, {
             "type": c.EXHAUSTED, "status": True, "reason": c.EPSILON_BELOW_SPENT,
@@ -52,6 +53,12 @@ def desired_status(budget: Obj, now: datetime) -> Obj:
         c.set_condition(conds, {
             "type": c.EXHAUSTED, "status": True, "reason": c.BUDGET_SPENT,
             "message": f"epsilon {totals.budget} at delta {delta} is spent or reserved",
+        }, now=now, generation=gen)
+    elif delta_left is not None and delta_left <= Decimal(0):
+        c.set_condition(conds, {
+            "type": c.EXHAUSTED, "status": True, "reason": c.BUDGET_SPENT,
+            "message": f"delta {delta} is spent or reserved under Basic composition "
+            "(the deltas of its charges add up)",
         }, now=now, generation=gen)
     else:
         c.set_condition(conds, {

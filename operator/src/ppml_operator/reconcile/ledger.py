@@ -296,6 +296,30 @@ def totals(budget: Obj, status: Obj | None = None) -> Totals:
     )
 
 
+def basic_delta_left(budget: Obj, status: Obj | None = None) -> Decimal | None:
+    """Return the delta a ``Basic`` budget has left (never below zero), None for RDP and PLD.
+
+    Parameters
+    ----------
+    budget
+        The PrivacyBudget object.
+    status
+        The status to total; ``budget["status"]`` when not given.
+
+    Returns
+    -------
+    Decimal or None
+        ``spec.delta`` minus the deltas of the reserved, committed and folded charges.
+
+    """
+    status = budget.get("status") or {} if status is None else status
+    _, delta, composition = _spec(budget)
+    if composition != "Basic":
+        return None
+    spent = _basic_account(budget, status, states=_LIVE).spent_delta()
+    return max(delta - spent, Decimal(0))
+
+
 # ---------------------------------------------------------------------------------------------
 # Operations
 # ---------------------------------------------------------------------------------------------
@@ -607,6 +631,7 @@ __all__ = [
     "Outcome",
     "Result",
     "Totals",
+    "basic_delta_left",
     "canonical_events",
     "commit",
     "find_charge",
