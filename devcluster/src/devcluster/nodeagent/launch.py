@@ -17,7 +17,7 @@ from devcluster.nodeagent import volumes
 from devcluster.nodeagent.container import Container, now_iso
 from devcluster.nodeagent.env import ConfigError, build_env, expand, getter
 from devcluster.nodeagent.podbase import PodBase
-from devcluster.paths import APISERVER_PORT, BRIDGE_IP
+from devcluster.paths import APISERVER_PORT, BRIDGE_IP, REPO_ROOT
 
 log = logging.getLogger("devcluster.nodeagent")
 
@@ -156,6 +156,7 @@ class Launcher(PodBase):
             {"src": str(term), "dst": c.spec.get("terminationMessagePath", "/dev/termination-log")},
         ]
         mounts += self._identity_files(uid, gid)
+        mounts += _host_code_under_tmp()
         mounts.sort(key=lambda m: m["dst"].rstrip("/").count("/"))
         spec = {
             "argv": cmd + args, "env": env, "mounts": mounts,
@@ -208,3 +209,17 @@ class Launcher(PodBase):
     def _reap_waiter(self, proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
         self._wake()
+
+
+def _host_code_under_tmp() -> list[dict[str, str]]:
+    """Bind the repository and the Python environment back in when they live under ``/tmp``.
+
+    Every pod gets a private ``/tmp``; a checkout under ``/tmp`` (CI clones often are) would
+    otherwise vanish inside the pod, and with it the venv's ``python`` on PATH and the source
+    folders its ``.pth`` names. Mounts sort by depth, so these land on top of the pod's ``/tmp``.
+    """
+    out: list[dict[str, str]] = []
+    for p in sorted({str(REPO_ROOT), sys.prefix, os.path.realpath(sys.prefix)}):
+        if p.startswith("/tmp/") and not any(p.startswith(m["dst"] + "/") for m in out):
+            out.append({"src": p, "dst": p})
+    return out
