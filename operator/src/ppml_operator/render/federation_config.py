@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ppml_operator.api.errors import InvalidSpecError
-from ppml_operator.api.v1alpha1 import DataSpec, FederatedJob
+from ppml_operator.api.v1alpha1 import FederatedJob
 from ppml_operator.api.v1alpha1.federated import (
     ClippingKind,
     ClippingSide,
@@ -28,37 +28,10 @@ from ppml_operator.render.federation import (
     client_names,
     superlink_address,
 )
-from ppml_operator.render.trainer import DATA_MOUNT, Paid
+from ppml_operator.render.trainer import Paid, data_config
 from ppml_runtime.federated import contract as fc
 
 Obj = dict[str, Any]
-
-
-def _data_config(data: DataSpec) -> Obj:
-    train_records, _ = data.split_sizes()
-    cfg: Obj = {
-        "source": str(data.source),
-        "numRecords": train_records,
-        "testFraction": data.test_fraction,
-        "splitSeed": data.split_seed,
-    }
-    if data.builtin is not None:
-        cfg["builtin"] = {"name": str(data.builtin.name)}
-    if data.synthetic is not None:
-        cfg["synthetic"] = {
-            "numFeatures": data.synthetic.num_features,
-            "numClasses": data.synthetic.num_classes,
-            "seed": data.synthetic.seed,
-        }
-    if data.volume is not None:
-        volume: Obj = {
-            "path": f"{DATA_MOUNT}/{data.volume.path}",
-            "format": str(data.volume.format),
-        }
-        if data.volume.label_column:
-            volume["labelColumn"] = data.volume.label_column
-        cfg["volume"] = volume
-    return cfg
 
 
 def _strategy(fj: FederatedJob) -> Obj:
@@ -109,7 +82,7 @@ def _privacy(fj: FederatedJob, paid: FederationPaid) -> Obj:
 
 
 def _client_entry(client: FederatedClient, fj: FederatedJob, paid: FederationPaid) -> Obj:
-    entry: Obj = {"name": client.name, "data": _data_config(client.data)}
+    entry: Obj = {"name": client.name, "data": data_config(client.data)}
     if fj.spec.privacy.mode == PrivacyMode.LOCAL:
         local = dict(paid.clients).get(client.name)
         if local is None:

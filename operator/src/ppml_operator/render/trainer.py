@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ppml_operator.api.v1alpha1 import PrivateTrainingJob
+from ppml_operator.api.v1alpha1 import DataSpec, PrivateTrainingJob
 from ppml_operator.render.common import (
     container_security_context,
     metadata,
@@ -77,22 +77,19 @@ def names(job_name: str) -> dict[str, str]:
     }
 
 
-def trainer_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid) -> rc.TrainerConfig:
-    """Build the runtime contract config: the data, model, training and what was paid for."""
-    spec = ptj.spec
-    meta = job["metadata"]
-    data = spec.data
+def data_config(data: DataSpec) -> Obj:
+    """Render the runtime contract's data section; ``numRecords`` is the training split's size."""
     train_records, _ = data.split_sizes()
-    data_cfg: Obj = {
+    cfg: Obj = {
         "source": str(data.source),
         "numRecords": train_records,
         "testFraction": data.test_fraction,
         "splitSeed": data.split_seed,
     }
     if data.builtin is not None:
-        data_cfg["builtin"] = {"name": str(data.builtin.name)}
+        cfg["builtin"] = {"name": str(data.builtin.name)}
     if data.synthetic is not None:
-        data_cfg["synthetic"] = {
+        cfg["synthetic"] = {
             "numFeatures": data.synthetic.num_features,
             "numClasses": data.synthetic.num_classes,
             "seed": data.synthetic.seed,
@@ -104,7 +101,16 @@ def trainer_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid) -> rc.TrainerC
         }
         if data.volume.label_column:
             volume["labelColumn"] = data.volume.label_column
-        data_cfg["volume"] = volume
+        cfg["volume"] = volume
+    return cfg
+
+
+def trainer_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid) -> rc.TrainerConfig:
+    """Build the runtime contract config: the data, model, training and what was paid for."""
+    spec = ptj.spec
+    meta = job["metadata"]
+    data = spec.data
+    data_cfg = data_config(data)
     model: Obj = {"architecture": str(spec.model.architecture)}
     if spec.model.hidden_units is not None:
         model["hiddenUnits"] = list(spec.model.hidden_units)
