@@ -495,19 +495,10 @@ def commit(
         when no pod ever started, so there is nothing to spend.
 
     """
-    existing = find_charge(budget, job_uid)
-    if existing is None:
-        return Outcome(Result.NOT_FOUND, None, "The budget holds no charge for the job.")
-    state = existing.get("state")
-    if state == COMMITTED:
-        return Outcome(Result.ALREADY_COMMITTED, None, "The charge is committed already.")
-    if state == RELEASED:
-        return Outcome(Result.ALREADY_RELEASED, None, "The charge was released.")
-    status = copy.deepcopy(budget["status"])
-    for charge in _charges(status):
-        if charge.get("jobUID") == job_uid:
-            charge["state"] = COMMITTED
-            charge["committedAt"] = now
+    settled = _settle(budget, job_uid, COMMITTED, now, released_says="The charge was released.")
+    if isinstance(settled, Outcome):
+        return settled
+    existing, status = settled
     status = fold(budget, status, keep=keep)
     return Outcome(
         Result.COMMITTED,
@@ -515,6 +506,30 @@ def commit(
         f"Committed epsilon {existing.get('epsilon')} on budget {_describe(budget)} for "
         f"{existing.get('jobKind')} {existing.get('jobName')}",
     )
+
+
+def _settle(
+    budget: Obj, job_uid: str, state: str, now: str, *, released_says: str
+) -> Outcome | tuple[Obj, Obj]:
+    """Move a Reserved charge to ``state`` (Committed or Released) in a copy of the status.
+
+    Returns the no-op ``Outcome`` when there is nothing to settle (no charge, or already
+    Committed or Released), else the charge as it was and the new status.
+    """
+    existing = find_charge(budget, job_uid)
+    if existing is None:
+        return Outcome(Result.NOT_FOUND, None, "The budget holds no charge for the job.")
+    if existing.get("state") == COMMITTED:
+        return Outcome(Result.ALREADY_COMMITTED, None, "The charge is committed already.")
+    if existing.get("state") == RELEASED:
+        return Outcome(Result.ALREADY_RELEASED, None, released_says)
+    status = copy.deepcopy(budget["status"])
+    stamp = "committedAt" if state == COMMITTED else "releasedAt"
+    for charge in _charges(status):
+        if charge.get("jobUID") == job_uid:
+            charge["state"] = state
+            charge[stamp] = now
+    return existing, status
 
 
 def release(budget: Obj, job_uid: str, *, now: str) -> Outcome:
@@ -527,19 +542,12 @@ def release(budget: Obj, job_uid: str, *, now: str) -> Outcome:
         ``ALREADY_COMMITTED`` (a committed charge is never released) without one.
 
     """
-    existing = find_charge(budget, job_uid)
-    if existing is None:
-        return Outcome(Result.NOT_FOUND, None, "The budget holds no charge for the job.")
-    state = existing.get("state")
-    if state == COMMITTED:
-        return Outcome(Result.ALREADY_COMMITTED, None, "The charge is committed already.")
-    if state == RELEASED:
-        return Outcome(Result.ALREADY_RELEASED, None, "The charge was released already.")
-    status = copy.deepcopy(budget["status"])
-    for charge in _charges(status):
-        if charge.get("jobUID") == job_uid:
-            charge["state"] = RELEASED
-            charge["releasedAt"] = now
+    settled = _settle(
+        budget, job_uid, RELEASED, now, released_says="The charge was released already."
+    )
+    if isinstance(settled, Outcome):
+        return settled
+    existing, status = settled
     return Outcome(
         Result.RELEASED,
         _with_totals(budget, status),
