@@ -30,12 +30,9 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 TIERS = ("unit", "integration", "e2e")
 
-# The repo folder ``devcluster/`` (and ``tests/integration/devcluster/``) would shadow the package
-# as a namespace portion when the working directory is on sys.path, because setuptools' editable
-# finder runs after the path finder. Putting the real source first makes the regular package win.
-_DEVCLUSTER_SRC = str(REPO / "devcluster" / "src")
-if _DEVCLUSTER_SRC not in sys.path:
-    sys.path.insert(0, _DEVCLUSTER_SRC)
+# The repository's devcluster/ folder would shadow the package as a namespace portion when the
+# working directory is on sys.path; pytest's ``pythonpath`` setting (pyproject.toml) puts
+# devcluster/src first, so the regular package wins (no sys.path edits here).
 RUN_ENV = "DEVCLUSTER_TEST_RUN"
 
 

@@ -130,8 +130,7 @@ def created(cluster, ns) -> dict[str, str]:
     """Create one object of each kind for the update tests; return kind -> name."""
     import sys
 
-    sys.path.insert(0, str(REPO / "tests" / "unit" / "api"))
-    from ppml_api_builders import budget, fedjob, ptj
+    from ppml_testing.manifests import budget, fedjob, ptj
 
     objs = {
         "privacybudget": budget("immutability"),
@@ -375,8 +374,7 @@ def test_the_models_and_the_api_server_agree_at_the_boundaries(cluster, ns, fiel
 
     from ppml_operator.api.v1alpha1 import PrivateTrainingJob
 
-    sys.path.insert(0, str(REPO / "tests" / "unit" / "api"))
-    from ppml_api_builders import edit, ptj
+    from ppml_testing.manifests import edit, ptj
 
     obj = edit(
         ptj(f"boundary-{secrets.token_hex(3)}"), **{"spec__" + field.replace(".", "__"): value}
@@ -400,8 +398,7 @@ def test_reapplying_the_same_manifest_passes_the_immutability_rules(cluster, ns,
     """GitOps re-syncs apply the same manifest again: defaults must not look like a change."""
     import sys
 
-    sys.path.insert(0, str(REPO / "tests" / "unit" / "api"))
-    from ppml_api_builders import fedjob, ptj
+    from ppml_testing.manifests import fedjob, ptj
 
     mode = ["--server-side"] if server_side else []
     suffix = "ssa" if server_side else "csa"

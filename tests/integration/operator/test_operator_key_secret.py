@@ -93,8 +93,9 @@ def _chart_operator_rules() -> list[dict[str, Any]]:
 def test_a_federation_is_admitted_and_started_under_exactly_the_charts_rules(
     kube: Kube, devcluster: Any, operator: Any
 ) -> None:
-    from ppml_operator.handlers import federated as hf
+    from ppml_operator.handlers import jobs
     from ppml_operator.handlers.config import Settings
+    from ppml_operator.reconcile.kinds import FEDERATED
 
     ns = kube.namespace
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
@@ -114,7 +115,8 @@ def test_a_federation_is_admitted_and_started_under_exactly_the_charts_rules(
     client = k8s.Client(k8s.load_configuration(str(devcluster.user_kubeconfig("tenant"))))
     try:
         for _ in range(3):  # admit and create; then observe (children, pods) with the record
-            hf.reconcile(client, ns, "digits-3-silos", uid, Settings.from_env(), LOG)
+            jobs.reconcile(client, FEDERATED, ns, "digits-3-silos", uid,
+                           Settings.from_env(), LOG)
         job = kube.get("FederatedJob", "digits-3-silos")
         assert job is not None
         assert job["metadata"]["annotations"]["ppml.dev/keys-secret"] == "digits-3-silos-tls"

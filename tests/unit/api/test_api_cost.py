@@ -6,7 +6,7 @@ import math
 from decimal import Decimal
 
 import pytest
-from ppml_api_builders import client, edit, fedjob, ptj
+from ppml_testing.manifests import client, edit, fedjob, ptj
 
 from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import PrivateTrainingJob

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ppml_api_builders import DELETE, budget, client, edit, fedjob, ptj
+from ppml_testing.manifests import DELETE, budget, client, edit, fedjob, ptj
 from pydantic import ValidationError
 
 from ppml_operator.api.v1alpha1 import (

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
-import json
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,16 +10,15 @@ from typing import Any
 import pytest
 import yaml
 
-# The FederatedJob builder lives beside the render tests (one builder for both tables).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "render"))
-from fedjob_builders import UID, make_fedjob
-
 from ppml_operator.api.v1alpha1 import FederatedJob
-from ppml_operator.reconcile import federated, ledger
+from ppml_operator.reconcile import federated, ledger, lifecycle
+from ppml_operator.reconcile.lifecycle import Observed
 from ppml_operator.reconcile.plan import Plan
-from ppml_operator.reconcile.training import InvalidSpec
 from ppml_operator.render import federated as rf
 from ppml_runtime.federated import contract as fc
+from ppml_testing.conditions import cond
+from ppml_testing.fedjobs import UID, make_fedjob
+from ppml_testing.objects import observed, price_of
 
 NOW = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 STAMP = "2026-12-01T10:00:00Z"
@@ -31,32 +27,17 @@ REPO = Path(__file__).resolve().parents[3]
 Obj = dict[str, Any]
 
 
-@functools.cache
-def _price(key: str) -> federated.FederatedPrice | InvalidSpec:
-    return federated.price(json.loads(key))
-
-
-def price_of(job: Obj) -> federated.FederatedPrice | InvalidSpec:
-    return _price(json.dumps({k: v for k, v in job.items() if k != "status"}, sort_keys=True))
-
-
 def make_budget(name: str, epsilon: str = "50", delta: str = "1e-3") -> Obj:
     return {"kind": "PrivacyBudget",
             "metadata": {"name": name, "namespace": "ns", "resourceVersion": "7"},
             "spec": {"epsilon": epsilon, "delta": delta}}
 
 
-def observe(job: Obj, budgets: dict[str, Obj | None] | None = None, **kw: Any
-            ) -> federated.FederatedObserved:
-    return federated.FederatedObserved(job=job, budgets=budgets or {}, price=price_of(job), **kw)
-
-
-def cond(plan_or_status: Plan | Obj, type_: str) -> Obj | None:
-    status = plan_or_status.status if isinstance(plan_or_status, Plan) else plan_or_status
-    for c in (status or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return None
+def observe(job: Obj, budgets: dict[str, Obj | None] | None = None, **kw: Any) -> Observed:
+    secret = kw.pop("new_key_secret", None)
+    if secret is not None:
+        kw["extras"] = {federated.KEY_SECRET: secret}
+    return observed(job, budgets or {}, **kw)
 
 
 def applied(job: Obj, budgets: dict[str, Obj | None], plan: Plan, *, patches: bool = True
@@ -222,7 +203,8 @@ def test_all_or_none_a_budget_that_cannot_pay_releases_what_the_others_hold_and_
     # An earlier pass reserved on silo-a before silo-c filled up (another job took it).
     p = price_of(job)
     assert isinstance(p, federated.FederatedPrice)
-    held = ledger.reserve(budgets["silo-a"], federated._charge_request(job, p.charges[0]),
+    held = ledger.reserve(budgets["silo-a"],
+                          lifecycle.charge_request(federated.FEDERATED, job, p.charges[0], p.delta),
                           now=STAMP)
     budgets["silo-a"] = {**budgets["silo-a"], "status": held.status}
     other = make_fedjob("other").local(budgets=["x", "y", "silo-c"]).obj()
@@ -231,7 +213,7 @@ def test_all_or_none_a_budget_that_cannot_pay_releases_what_the_others_hold_and_
     assert isinstance(op, federated.FederatedPrice)
     c_charge = next(ch for ch in op.charges if ch.budget == "silo-c")
     tight = make_budget("silo-c", epsilon=str(float(c_charge.epsilon) + 0.01), delta="1e-5")
-    taken = ledger.reserve(tight, federated._charge_request(other, c_charge), now=STAMP)
+    taken = ledger.reserve(tight, lifecycle.charge_request(federated.FEDERATED, other, c_charge, None), now=STAMP)
     budgets["silo-c"] = {**tight, "status": taken.status}
 
     plan = federated.decide(observe(job, budgets), NOW)
@@ -240,7 +222,7 @@ def test_all_or_none_a_budget_that_cannot_pay_releases_what_the_others_hold_and_
     admitted = cond(plan, "Admitted")
     assert admitted["status"] == "False" and admitted["reason"] == "BudgetExhausted"
     assert "budget silo-c has epsilon" in admitted["message"]
-    assert plan.create == [] and plan.requeue_after == federated.WAIT_REQUEUE_SECONDS
+    assert plan.create == []
     assert cond(plan, "Failed") is None
 
 
@@ -411,7 +393,6 @@ def test_a_completed_run_commits_every_charge_records_its_rounds_and_tears_down(
     assert deleted == sorted(
         [("Pod", "digits-superlink")] + [("Pod", f"digits-supernode-silo-{i}") for i in range(3)]
         + [("Secret", "digits-tls")])  # by name: the operator never lists Secrets
-    assert plan.requeue_after is None
 
 
 @pytest.mark.parametrize(("situation", "submit", "rep", "reason", "words"), [

@@ -3,108 +3,61 @@
 from __future__ import annotations
 
 import copy
-import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from ppml_operator.reconcile import ledger, training
-from ppml_operator.reconcile.plan import Plan
+from ppml_operator.reconcile import ledger, lifecycle, training
+from ppml_operator.reconcile.lifecycle import Observed
+from ppml_testing.conditions import cond
+from ppml_testing.objects import (
+    PTJ_UID,
+    STAMP,
+    batch_job,
+    budget,
+    observed,
+    price_of,
+    trainer_pod,
+    training_job,
+)
 
 NOW = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
-STAMP = "2026-12-01T10:00:00Z"
-UID = "11111111-2222-3333-4444-555555555555"
+UID = PTJ_UID
 
 
 def make_job(name: str = "digits", **spec: Any) -> dict:
-    return {
-        "apiVersion": "ppml.dev/v1alpha1", "kind": "PrivateTrainingJob",
-        "metadata": {"name": name, "namespace": "ns", "uid": UID, "generation": 1,
-                     "creationTimestamp": "2026-12-01T09:59:00Z"},
-        "spec": {
-            "budgetRef": {"name": "clinic"},
-            "privacy": {"noiseMultiplier": "1.1", "delta": "1e-5"},
-            "data": {"source": "Builtin", "builtin": {"name": "Digits"}, "numRecords": 1797},
-            "model": {"architecture": "LogisticRegression"},
-            "training": {"epochs": 1, "batchSize": 64, "learningRate": "0.1"},
-            **spec,
-        },
-    }
-
-
-@functools.cache
-def _price(spec_key: str) -> training.Price | training.InvalidSpec:
-    import json
-
-    return training.price(json.loads(spec_key))
-
-
-def price_of(job: dict) -> training.Price | training.InvalidSpec:
-    import json
-
-    return _price(json.dumps(job, sort_keys=True))
+    return training_job(name, **spec)
 
 
 def make_budget(epsilon: str = "3") -> dict:
-    return {
-        "kind": "PrivacyBudget",
-        "metadata": {"name": "clinic", "namespace": "ns", "resourceVersion": "5"},
-        "spec": {"epsilon": epsilon, "delta": "1e-5"},
-    }
+    return budget(epsilon=epsilon)
 
 
 def reserved(budget: dict, job: dict) -> dict:
     p = price_of(job)
     assert isinstance(p, training.Price)
-    out = ledger.reserve(budget, training._charge_request(job, p), now=STAMP)
+    [charge] = p.charges
+    out = ledger.reserve(budget, lifecycle.charge_request(training.TRAINING, job, charge, p.delta),
+                         now=STAMP)
     assert out.status is not None
     return {**budget, "status": out.status}
 
 
 def admitted(job: dict) -> dict:
     """The job after the plan that admitted it was applied."""
-    b = make_budget()
-    plan = training.decide(training.TrainingObserved(job, b, price_of(job)), NOW)
+    plan = training.decide(observe(job, make_budget()), NOW)
     assert plan.status is not None
     return {**job, "status": plan.status}
 
 
-def batch_job(*, conditions: tuple[str, ...] = (), active: int = 0, failed: int = 0,
-              succeeded: int = 0, suspend: bool = False, reason: str = "") -> dict:
-    return {
-        "kind": "Job", "metadata": {"name": "digits-trainer", "uid": "job-uid"},
-        "spec": {"suspend": suspend},
-        "status": {"active": active, "failed": failed, "succeeded": succeeded,
-                   "conditions": [{"type": t, "status": "True", "reason": reason,
-                                   "message": f"job {t.lower()}"} for t in conditions]},
-    }
+pod = trainer_pod
 
 
-def pod(phase: str = "Running", node: str | None = "devcluster-node", report: str | None = None,
-        rv: str = "42") -> dict:
-    p: dict = {"kind": "Pod",
-               "metadata": {"name": "digits-trainer-0-abc", "uid": "pod-uid", "resourceVersion": rv,
-                            "annotations": {"batch.kubernetes.io/job-completion-index": "0"}},
-               "spec": {}, "status": {"phase": phase}}
-    if node:
-        p["spec"]["nodeName"] = node
-    if report:
-        p["status"]["containerStatuses"] = [{"name": "trainer", "state": {"terminated": {
-            "exitCode": 0, "message": report, "finishedAt": STAMP}}}]
-    return p
-
-
-def cond(plan_or_status: Plan | dict, type_: str) -> dict | None:
-    status = plan_or_status.status if isinstance(plan_or_status, Plan) else plan_or_status
-    for c in (status or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return c
-    return None
-
-
-def observe(job: dict, budget: dict | None = None, **kw: Any) -> training.TrainingObserved:
-    return training.TrainingObserved(job, budget, price_of(job), **kw)
+def observe(job: dict, budget: dict | None = None, **kw: Any) -> Observed:
+    if budget is None:
+        return observed(job, {"clinic": None}, **kw)
+    return observed(job, budget, **kw)
 
 
 # --- admission --------------------------------------------------------------------------------
@@ -144,7 +97,6 @@ def test_a_job_that_cannot_be_admitted_waits_without_children(
     c = cond(plan, "Admitted")
     assert c["status"] == "False" and c["reason"] == reason and words in c["message"]
     assert plan.budget_writes == [] and plan.create == []
-    assert plan.requeue_after is not None
 
 
 def test_a_job_costing_more_than_the_budget_can_ever_pay_is_refused() -> None:
@@ -294,7 +246,7 @@ def test_a_finished_job_is_deleted_once_its_ttl_expires() -> None:
     job = _finished(make_job(ttlSecondsAfterFinished=60))
     b = make_budget()
     early = training.decide(observe(job, b), NOW + timedelta(seconds=30))
-    assert not early.delete_self and early.requeue_after == pytest.approx(30)
+    assert not early.delete_self
     late = training.decide(observe(job, b), NOW + timedelta(seconds=61))
     assert late.delete_self
 

@@ -13,7 +13,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from fedjob_builders import UID, make_fedjob
+from ppml_testing.fedjobs import UID, make_fedjob
 
 from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import FederatedJob

@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ppml_operator.render.trainer import DEFAULT_COMMAND, RenderSettings
+from ppml_operator.render.common import DEFAULT_COMMAND, RenderSettings
 
 
 @dataclass(frozen=True)

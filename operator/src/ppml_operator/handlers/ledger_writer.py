@@ -10,7 +10,11 @@ longer fits simply gets its waiting plan instead), and stores the result with a 
 was applied and every pass in it re-observes, exactly as a lone writer would.
 
 The compare-and-swap still guards against every other writer (another operator, the budget's
-own reconcile); the queue only stops this process's writers from racing each other.
+own reconcile); the queue only stops this process's writers from racing each other. Passes of
+every kind share the queue of a budget (a PrivateTrainingJob's reservation and a federation's
+commit on the same budget go out in one write). A plan writing several budgets (a federation
+whose silos charge different budgets) is not batched: its writes go out one by one, in the
+plan's order, each a compare-and-swap of its own.
 """
 
 from __future__ import annotations
@@ -24,16 +28,18 @@ from typing import Any
 
 from ppml_operator import k8s
 from ppml_operator.handlers.act import write_budget
-from ppml_operator.reconcile import training
+from ppml_operator.reconcile.lifecycle import Observed
 from ppml_operator.reconcile.plan import BudgetWrite, Plan
 
 Obj = dict[str, Any]
-Decide = Callable[[training.TrainingObserved, datetime], Plan]
+Decide = Callable[[Observed, datetime], Plan]
 
 
 @dataclasses.dataclass
 class _Pass:
-    observed: training.TrainingObserved
+    observed: Observed
+    budget: Obj
+    key: str
     plan: Plan
     decide: Decide
     now: Callable[[], datetime]
@@ -84,7 +90,7 @@ def _queue(namespace: str, name: str) -> _Queue:
 
 def write_ledger(
     client: k8s.Client,
-    observed: training.TrainingObserved,
+    observed: Observed,
     plan: Plan,
     decide: Decide,
     now: Callable[[], datetime],
@@ -104,17 +110,18 @@ def write_ledger(
         When the combined write lost its compare-and-swap (nothing of it was applied).
 
     """
-    assert observed.budget is not None
     targets = {(w.budget["metadata"]["namespace"], w.budget["metadata"]["name"])
                for w in plan.budget_writes}
-    meta = observed.budget["metadata"]
-    key = (meta["namespace"], meta["name"])
-    if targets != {key}:  # several budgets: no batching, in the plan's order
+    if len(targets) != 1:  # several budgets: no batching, in the plan's order
         for write in plan.budget_writes:
             write_budget(client, write, logger)
         return dataclasses.replace(plan, budget_writes=[])
+    [key] = targets
+    budget = observed.budgets.get(key[1])
+    if budget is None:  # the write's own base (cannot happen: decide writes what it read)
+        budget = plan.budget_writes[0].budget
     queue = _queue(*key)
-    mine = _Pass(observed, plan, decide, now, logger)
+    mine = _Pass(observed, budget, key[1], plan, decide, now, logger)
     with queue.lock:
         queue.waiting.append(mine)
         lead = not queue.leader
@@ -135,34 +142,68 @@ def write_ledger(
 
 
 def _flush(client: k8s.Client, queue: _Queue, batch: list[_Pass]) -> None:
-    first = batch[0]
+    """Store a batch in one write, or each pass alone when the write is refused.
+
+    A lost race (409) fails every pass of the batch (nothing was applied; each re-observes).
+    Any other failure of the combined write is retried pass by pass, so one member whose write
+    is refused (a 422 on its own entry) does not fail the others.
+    """
+    try:
+        _write_batch(client, queue, batch)
+    except k8s.ConflictError as err:  # nothing was applied: every pass re-observes
+        for item in batch:
+            item.error = err
+    except Exception as err:
+        if len(batch) == 1:
+            batch[0].error = err
+        else:
+            for item in batch:
+                item.error = item.result = None
+                try:
+                    _write_batch(client, queue, [item])
+                except Exception as alone:
+                    item.error = alone
+    finally:
+        for item in batch:
+            item.done.set()
+
+
+def _write_batch(client: k8s.Client, queue: _Queue, batch: list[_Pass]) -> None:
+    """Decide every pass again in order against the budget as the previous left it; write once.
+
+    A pass whose decision fails, or that now wants to write another budget too, gets its own
+    error (the latter a conflict: it re-observes) and is left out of the write.
+    """
     # Start from the newest version any pass of the batch has seen (passes observed at
     # different times); a wrong pick costs one 409, never a wrong ledger.
-    candidates = [queue.newest_after(item.observed.budget) for item in batch
-                  if item.observed.budget is not None]
+    candidates = [queue.newest_after(item.budget) for item in batch]
     unreplaced = [b for b in candidates
                   if str(b["metadata"].get("resourceVersion")) not in queue.successors]
     base = (unreplaced or candidates)[-1]
     current = base
     writes: list[BudgetWrite] = []
-    try:
-        for item in batch:
-            observed = dataclasses.replace(item.observed, budget=current)
+    members: list[_Pass] = []
+    for item in batch:
+        observed = dataclasses.replace(
+            item.observed, budgets={**item.observed.budgets, item.key: current})
+        try:
             plan = item.decide(observed, item.now())
-            for write in plan.budget_writes:
-                writes.append(write)
-                current = {**current, "status": write.status}
-            item.result = dataclasses.replace(plan, budget_writes=[])
-        if writes:
-            operation = "+".join(sorted({w.operation for w in writes}))
-            combined = BudgetWrite(
-                base, current["status"], operation, writes[0].job_uid,
-                "; ".join(w.message for w in writes),
-            )
-            queue.stored(base, write_budget(client, combined, first.logger))
-    except BaseException as err:  # every pass of the batch shares the outcome
-        for item in batch:
+        except Exception as err:
             item.error = err
-    finally:
-        for item in batch:
-            item.done.set()
+            continue
+        if any(w.budget["metadata"]["name"] != item.key for w in plan.budget_writes):
+            item.error = k8s.ConflictError(
+                409, "Conflict", f"the pass now writes budgets other than {item.key}")
+            continue
+        for write in plan.budget_writes:
+            writes.append(write)
+            current = {**current, "status": write.status}
+        item.result = dataclasses.replace(plan, budget_writes=[])
+        members.append(item)
+    if writes:
+        operation = "+".join(sorted({w.operation for w in writes}))
+        combined = BudgetWrite(
+            base, current["status"], operation, writes[0].job_uid,
+            "; ".join(w.message for w in writes),
+        )
+        queue.stored(base, write_budget(client, combined, members[0].logger))

@@ -1,4 +1,4 @@
-"""The kopf registrations: settings, login, and one level-triggered entry per kind.
+"""The kopf registrations: settings, login, and the same level-triggered entry for every kind.
 
 Every handler is a few lines: it hands the object's identity to the kind's ``reconcile`` and
 maps domain errors to kopf's temporary errors. Handlers return None (kopf would store return
@@ -8,6 +8,7 @@ values in status, which the structural schema prunes).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -15,12 +16,13 @@ import kopf
 from ppml_operator import k8s, metrics
 from ppml_operator.api import GROUP
 from ppml_operator.handlers import budget as budget_handler
-from ppml_operator.handlers import training as training_handler
+from ppml_operator.handlers import jobs
 from ppml_operator.handlers.act import EventSink
 from ppml_operator.handlers.config import Settings
+from ppml_operator.reconcile import kinds, lifecycle
+from ppml_operator.reconcile.lifecycle import JobKind
 
 VERSION = k8s.VERSION
-PTJ = "privatetrainingjobs"
 BUDGETS = "privacybudgets"
 FINALIZER = "ppml.dev/finalizer"
 
@@ -88,83 +90,100 @@ def _emitter(body: kopf.Body) -> EventSink:
     return emit
 
 
-# --- PrivateTrainingJob -----------------------------------------------------------------------
+# --- Jobs: one set of registrations per kind, all calling the one loop --------------------------
 # kopf passes its documented keyword arguments; the handlers take **kwargs so that their types
 # match kopf's handler protocols whatever subset they use.
 
 
-@kopf.index(GROUP, VERSION, PTJ)
-def waiting_jobs(**kwargs: Any) -> dict[tuple[str, str], tuple[str, str, str]] | None:
-    """Index the jobs waiting for budget, by (namespace, budget), for arrival order."""
-    body: kopf.Body = kwargs["body"]
-    spec = body.get("spec") or {}
+def _index_id(kind: JobKind) -> str:
+    return f"waiting_{kind.plural}"
+
+
+def _finished(body: kopf.Body) -> bool:
     conds = (body.get("status") or {}).get("conditions") or []
-    # Waiting means: tried, and the budget could not pay (a job not looked at yet does not hold
-    # back younger ones; a burst of new jobs is admitted as fast as the ledger allows).
-    waiting = any(
-        c.get("type") == "Admitted" and c.get("status") == "False"
-        and c.get("reason") == "BudgetExhausted" for c in conds
-    )
-    finished = any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conds
-    )
-    meta = body.get("metadata") or {}
-    if not waiting or finished or spec.get("suspend") or meta.get("deletionTimestamp"):
-        return None
-    budget = str((spec.get("budgetRef") or {}).get("name", ""))
-    key = (str(meta.get("namespace")), budget)
-    return {key: (str(meta.get("creationTimestamp", "")), str(meta.get("name")), str(meta["uid"]))}
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in conds)
 
 
-def _reconcile_ptj(kwargs: dict[str, Any], *, deleting: bool = False) -> None:
+def waiting_index(kind: JobKind) -> Callable[..., dict[tuple[str, str], Any] | None]:
+    """Return the index function of a kind's jobs waiting for budget, by (namespace, budget)."""
+
+    def index(**kwargs: Any) -> dict[tuple[str, str], tuple[str, str, str]] | None:
+        body: kopf.Body = kwargs["body"]
+        spec = body.get("spec") or {}
+        conds = (body.get("status") or {}).get("conditions") or []
+        # Waiting means: tried, and a budget could not pay (a job not looked at yet does not
+        # hold back younger ones; a burst of new jobs is admitted as fast as the ledger allows).
+        waiting = any(
+            c.get("type") == "Admitted" and c.get("status") == "False"
+            and c.get("reason") == "BudgetExhausted" for c in conds
+        )
+        meta = body.get("metadata") or {}
+        if not waiting or _finished(body) or spec.get("suspend") or meta.get("deletionTimestamp"):
+            return None
+        entry = (str(meta.get("creationTimestamp", "")), str(meta.get("name")), str(meta["uid"]))
+        return {(str(meta.get("namespace")), budget): entry
+                for budget in kind.budget_names(dict(spec))}
+
+    return index
+
+
+def _reconcile(kind: JobKind, kwargs: dict[str, Any], *, deleting: bool = False) -> None:
     body: kopf.Body = kwargs["body"]
     meta = body.get("metadata") or {}
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
-    index: kopf.Index[Any, Any] | None = kwargs.get("waiting_jobs")
-    budget = str(((body.get("spec") or {}).get("budgetRef") or {}).get("name", ""))
+    budgets = kind.budget_names(dict(body.get("spec") or {}))
 
-    def waiting() -> list[Any]:
-        return list(index.get((namespace, budget), [])) if index is not None else []
+    def waiting() -> list[tuple[str, str, str]]:
+        out: list[tuple[str, str, str]] = []
+        for other in lifecycle.kinds():  # arrival order holds across kinds on one budget
+            index: kopf.Index[Any, Any] | None = kwargs.get(_index_id(other))
+            if index is None:
+                continue
+            for budget in budgets:
+                out.extend(index.get((namespace, budget), []))
+        return out
 
     try:
-        plan = training_handler.reconcile(
-            client(), namespace, name, uid, SETTINGS, kwargs["logger"], _emitter(body),
-            waiting=waiting, deleting=deleting,
-        )
+        plan = jobs.reconcile(client(), kind, namespace, name, uid, SETTINGS, kwargs["logger"],
+                              _emitter(body), waiting, deleting=deleting)
     except (k8s.KubernetesError, OSError) as err:
-        metrics.RECONCILE_ERRORS.labels("PrivateTrainingJob", type(err).__name__).inc()
+        metrics.RECONCILE_ERRORS.labels(kind.kind, type(err).__name__).inc()
         message = f"Reconcile of {namespace}/{name} failed: {err}"
         raise kopf.TemporaryError(message, delay=1) from err
-    if deleting and plan is not None and not plan.done:
-        raise kopf.TemporaryError(f"Settling the charge of {namespace}/{name}", delay=1)
+    if deleting:
+        if plan is not None and not plan.done:
+            raise kopf.TemporaryError(f"Settling the charges of {namespace}/{name}", delay=1)
+        jobs.forget(uid)
 
 
-@kopf.on.create(GROUP, VERSION, PTJ)
-@kopf.on.update(GROUP, VERSION, PTJ)
-@kopf.on.resume(GROUP, VERSION, PTJ)
-def ptj_changed(**kwargs: Any) -> None:
-    """Reconcile a PrivateTrainingJob that was created, changed, or found at start-up."""
-    _reconcile_ptj(kwargs)
+def register_kind(kind: JobKind) -> None:
+    """Register the index, the level-triggered entry, the timer and the delete handler."""
+    plural = kind.plural
+
+    def changed(**kwargs: Any) -> None:
+        _reconcile(kind, kwargs)
+
+    def tick(**kwargs: Any) -> None:
+        body: kopf.Body = kwargs["body"]
+        if _finished(body) and (body.get("spec") or {}).get("ttlSecondsAfterFinished") is None:
+            return
+        _reconcile(kind, kwargs)
+
+    def deleted(**kwargs: Any) -> None:
+        _reconcile(kind, kwargs, deleting=True)
+
+    kopf.index(GROUP, VERSION, plural, id=_index_id(kind))(waiting_index(kind))
+    for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        on(GROUP, VERSION, plural, id=f"{plural}_changed")(changed)
+    # Pods and budgets are polled, not watched: the timer reconciles periodically.
+    kopf.timer(GROUP, VERSION, plural, interval=SETTINGS.interval, sharp=False,
+               id=f"{plural}_timer")(tick)
+    kopf.on.delete(GROUP, VERSION, plural, id=f"{plural}_deleted")(deleted)
 
 
-@kopf.timer(GROUP, VERSION, PTJ, interval=SETTINGS.interval, sharp=False)
-def ptj_timer(**kwargs: Any) -> None:
-    """Reconcile a PrivateTrainingJob periodically (pods and budgets are polled, not watched)."""
-    body: kopf.Body = kwargs["body"]
-    conds = (body.get("status") or {}).get("conditions") or []
-    finished = any(
-        cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"
-        for cond in conds
-    )
-    if finished and (body.get("spec") or {}).get("ttlSecondsAfterFinished") is None:
-        return
-    _reconcile_ptj(kwargs)
-
-
-@kopf.on.delete(GROUP, VERSION, PTJ)
-def ptj_deleted(**kwargs: Any) -> None:
-    """Settle a deleted job's charge (release or commit) before its finalizer goes."""
-    _reconcile_ptj(kwargs, deleting=True)
+for _kind in kinds.INSTALLED:
+    register_kind(_kind)
 
 
 # --- PrivacyBudget ----------------------------------------------------------------------------
@@ -184,7 +203,3 @@ def budget_changed(**kwargs: Any) -> None:
         metrics.RECONCILE_ERRORS.labels("PrivacyBudget", type(err).__name__).inc()
         message = f"Reconcile of budget {namespace}/{name} failed: {err}"
         raise kopf.TemporaryError(message, delay=1) from err
-
-
-# --- FederatedJob (its handlers live in their own module) ---------------------------------------
-from ppml_operator.handlers import federated as _federated  # noqa: E402,F401

@@ -83,8 +83,6 @@ class Plan:
         were deleted with preconditions).
     events
         Events to emit once the plan succeeded.
-    requeue_after
-        Seconds until the next pass is needed, None when only changes need one.
     delete_self
         Delete the reconciled object (ttlSecondsAfterFinished).
     done
@@ -99,6 +97,5 @@ class Plan:
     deletions: list[Deletion] = field(default_factory=list)
     late_budget_writes: list[BudgetWrite] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    requeue_after: float | None = None
     delete_self: bool = False
     done: bool = True

@@ -8,9 +8,24 @@ reference to its job, so the garbage collector removes it with the job.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+from ppml_runtime import contract as rc
+
 Obj = dict[str, Any]
+
+DEFAULT_COMMAND = ("python", "-m", "ppml_runtime", "train", "--config", rc.CONFIG_PATH)
+"""The trainer container's command (federation pods take their role's arguments instead)."""
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Operator-wide settings that shape the rendered children of every kind."""
+
+    image: str = "ghcr.io/ppml-dev/ppml-runtime:0.1.0"
+    command: tuple[str, ...] = DEFAULT_COMMAND
+    extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 MANAGED_BY = "ppml-operator"
 """The ``app.kubernetes.io/managed-by`` value of every child."""

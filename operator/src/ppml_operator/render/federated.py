@@ -32,7 +32,7 @@ from typing import Any
 
 from ppml_operator.api.v1alpha1 import FederatedJob
 from ppml_operator.render import tls
-from ppml_operator.render.common import metadata, selector, service_account
+from ppml_operator.render.common import RenderSettings, metadata, selector, service_account
 from ppml_operator.render.federation import (
     AUTH_DIR,
     FEDERATION,
@@ -58,7 +58,6 @@ from ppml_operator.render.flower_pods import (
     render_superlink_pod,
     render_supernode_pod,
 )
-from ppml_operator.render.trainer import RenderSettings
 from ppml_runtime import contract as rc
 from ppml_runtime.federated import contract as fc
 

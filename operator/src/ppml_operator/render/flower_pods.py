@@ -19,6 +19,7 @@ from ppml_operator.api.v1alpha1 import FederatedJob
 from ppml_operator.api.v1alpha1.federated import FederatedClient
 from ppml_operator.render import tls
 from ppml_operator.render.common import (
+    RenderSettings,
     container_security_context,
     metadata,
     pod_security_context,
@@ -37,7 +38,7 @@ from ppml_operator.render.federation import (
     names,
     superlink_address,
 )
-from ppml_operator.render.trainer import DATA_MOUNT, RenderSettings
+from ppml_operator.render.trainer import DATA_MOUNT
 from ppml_runtime import contract as rc
 
 Obj = dict[str, Any]

@@ -16,11 +16,12 @@ Children (deterministic names from the job's name):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ppml_operator.api.v1alpha1 import DataSpec, PrivateTrainingJob
 from ppml_operator.render.common import (
+    RenderSettings,
     container_security_context,
     metadata,
     pod_security_context,
@@ -35,8 +36,6 @@ Obj = dict[str, Any]
 COMPONENT = "trainer"
 """The ``app.kubernetes.io/component`` of the trainer's children."""
 
-DEFAULT_COMMAND = ("python", "-m", "ppml_runtime", "train", "--config", rc.CONFIG_PATH)
-"""The trainer container's command."""
 
 DATA_MOUNT = "/data"
 """Where a Volume data source's claim is mounted (read-only)."""
@@ -55,15 +54,6 @@ class Paid:
     delta: str
     epsilon: str
     accountant: str = "RDP"
-
-
-@dataclass(frozen=True)
-class RenderSettings:
-    """Operator-wide settings that shape rendered children."""
-
-    image: str = "ghcr.io/ppml-dev/ppml-runtime:0.1.0"
-    command: tuple[str, ...] = DEFAULT_COMMAND
-    extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
 def names(job_name: str) -> dict[str, str]:

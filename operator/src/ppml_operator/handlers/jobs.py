@@ -1,0 +1,261 @@
+"""The one observe → decide → act loop, for every kind of job.
+
+:func:`reconcile` is what create, update, resume, the timer and the delete handler of every
+kind call (``ppml_operator.handlers.register`` registers them in a loop over the kinds). It
+holds a per-UID lock, reads the job, the budgets its price charges and its children fresh from
+the API server (the watch's copy may lag our own last write; never a Secret: the operator may
+only create and delete them), calls the pure :mod:`ppml_operator.reconcile.lifecycle` with the
+kind's adapter, stores ledger writes by compare-and-swap (batched with concurrent passes on the
+same budget: :mod:`ppml_operator.handlers.ledger_writer`), and carries out the rest of the plan
+with :func:`ppml_operator.handlers.act.act`. A lost compare-and-swap re-observes at once; other
+failures are retried by kopf.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import random
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from ppml_operator import k8s, metrics
+from ppml_operator.api import GROUP
+from ppml_operator.api import conditions as c
+from ppml_operator.handlers.act import EventSink, PlanAborted, act
+from ppml_operator.handlers.config import Settings
+from ppml_operator.handlers.ledger_writer import write_ledger
+from ppml_operator.reconcile import ledger, lifecycle
+from ppml_operator.reconcile.lifecycle import InvalidSpec, JobKind, Observed
+from ppml_operator.reconcile.plan import Plan
+from ppml_operator.render.common import LABEL_JOB_UID
+from ppml_runtime import contract as rc
+
+Obj = dict[str, Any]
+Waiting = Iterable[tuple[str, str, str]]
+"""``(creationTimestamp, name, uid)`` of jobs waiting on one of this job's budgets."""
+
+PROGRESS_MAX_BYTES = 64 * 1024
+"""The most bytes read from a trainer's metrics endpoint (a few gauges need far less)."""
+
+PROGRESS_TIMEOUT_SECONDS = 1.0
+"""The connect and read timeout of one progress scrape."""
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+_prices: dict[tuple[str, int], Any] = {}
+
+
+def _lock(uid: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(uid, threading.Lock())
+
+
+def price_of(kind: JobKind, job: Obj) -> Any:
+    """Return the job's price, computed once per UID and generation (calibration is slow)."""
+    meta = job["metadata"]
+    key = (str(meta["uid"]), int(meta.get("generation") or 0))
+    if key not in _prices:
+        _prices[key] = kind.price(job)
+    return _prices[key]
+
+
+def forget(uid: str) -> None:
+    """Drop the memo and the lock of a job that is gone."""
+    for key in [k for k in _prices if k[0] == uid]:
+        _prices.pop(key, None)
+    with _locks_guard:
+        _locks.pop(uid, None)
+
+
+def scrape_progress(url: str | None) -> rc.ProgressSnapshot | None:
+    """Read live gauges from a pod's metrics endpoint: bounded in time and size, no redirects.
+
+    The pod runs code the operator does not control: an answer that is slow, large, a redirect
+    or malformed gives no progress, never a stuck worker or an unbounded read.
+    """
+    if url is None:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80,
+                                      timeout=PROGRESS_TIMEOUT_SECONDS)
+    try:
+        conn.request("GET", parts.path or "/")
+        response = conn.getresponse()
+        if response.status != 200:
+            return None
+        body = response.read(PROGRESS_MAX_BYTES + 1)
+        if len(body) > PROGRESS_MAX_BYTES:
+            return None
+        return rc.parse_progress(body.decode("utf-8", "replace"))
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def observe(
+    client: k8s.Client,
+    kind: JobKind,
+    namespace: str,
+    name: str,
+    settings: Settings,
+    waiting: Waiting = (),
+    now: datetime | None = None,
+) -> Observed | None:
+    """Read the job, its budgets and its children; None when the job is gone.
+
+    Children are read only once the job was admitted (or is being deleted). The runner is read
+    by name and the pods by label; the other children are listed only when the runner is
+    missing (they are created before it, so once it exists they do too). Budgets are read
+    when the pass may touch the ledger: before admission, when the runner ended or vanished,
+    on deletion, and once the job finished; a routine pass over a running job skips them.
+    """
+    job = client.get(kind.kind, namespace, name)
+    if job is None:
+        return None
+    job.setdefault("kind", kind.kind)
+    job.setdefault("apiVersion", f"{GROUP}/{k8s.VERSION}")
+    meta = job["metadata"]
+    deleting = bool(meta.get("deletionTimestamp"))
+    admitted = lifecycle.was_admitted(job)
+    finished = lifecycle.is_finished(job)
+    price = price_of(kind, job)
+    children: list[Obj] = []
+    pods: list[Obj] = []
+    runner: Obj | None = None
+    all_children = True
+    if admitted or deleting:
+        selector = f"{LABEL_JOB_UID}={meta['uid']}"
+        runner = client.get("Job", namespace, kind.runner_name(name))
+        if runner is not None and (runner["metadata"].get("labels") or {}).get(
+                LABEL_JOB_UID) == meta["uid"]:
+            runner.setdefault("kind", "Job")
+            children.append(runner)
+        else:
+            runner = None
+        pods = client.list("Pod", namespace, selector)
+        all_children = runner is None
+        if all_children:
+            for child_kind in kind.child_kinds:
+                if child_kind != "Job":
+                    children.extend(client.list(child_kind, namespace, selector))
+    ended = runner is not None and (lifecycle.job_condition(runner, "Complete") is not None
+                                    or lifecycle.job_condition(runner, "Failed") is not None)
+    need_budgets = not admitted or runner is None or ended or deleting or finished
+    budgets: dict[str, Obj | None] = {}
+    if need_budgets and not isinstance(price, InvalidSpec):
+        for charge in price.charges:
+            budget = client.get("PrivacyBudget", namespace, charge.budget)
+            if budget is not None:
+                budget.setdefault("kind", "PrivacyBudget")
+            budgets[charge.budget] = budget
+    mine = (str(meta.get("creationTimestamp")), name)
+    ahead = sorted({
+        (ts, other) for ts, other, uid in waiting
+        if (ts, other) < mine and uid != meta["uid"]
+        and not any(b is not None and ledger.find_charge(b, uid) is not None
+                    for b in budgets.values())
+    })
+    progress = None
+    if admitted and not finished and not deleting:
+        progress = scrape_progress(kind.progress_url(pods))
+    return Observed(
+        job=job,
+        budgets=budgets,
+        price=price,
+        children=children,
+        pods=pods,
+        waiting_ahead=tuple(n for _, n in ahead),
+        settings=settings.render,
+        keep_committed=settings.keep_committed,
+        progress=progress,
+        extras=kind.extras(job, now or datetime.now(UTC)),
+        all_children=all_children,
+        budget_read=need_budgets,
+    )
+
+
+def _record(kind: JobKind, job: Obj, plan: Plan, *, deleting: bool) -> None:
+    """Update the job metrics: admissions, refusals by reason, the job's main condition."""
+    meta = job["metadata"]
+    ns, uid = meta["namespace"], meta["uid"]
+    if deleting:
+        metrics.set_job_condition(kind.kind, ns, uid, None)
+        return
+    before = (job.get("status") or {}).get("conditions")
+    after = (plan.status or job.get("status") or {}).get("conditions")
+    if c.is_true(after, c.ADMITTED) and not c.is_true(before, c.ADMITTED):
+        metrics.ADMISSIONS.labels(kind.kind, ns).inc()
+        created = datetime.fromisoformat(str(meta["creationTimestamp"]).replace("Z", "+00:00"))
+        metrics.ADMISSION_LATENCY.labels(kind.kind).observe(
+            max((datetime.now(UTC) - created).total_seconds(), 0.0))
+    refused, old = c.get_condition(after, c.ADMITTED), c.get_condition(before, c.ADMITTED)
+    if refused and refused.get("status") == "False" and (
+            old is None or old.get("reason") != refused.get("reason")):
+        metrics.REFUSALS.labels(kind.kind, ns, str(refused.get("reason"))).inc()
+    main = next((t for t in (c.COMPLETE, c.FAILED, c.RUNNING, c.ADMITTED)
+                 if c.is_true(after, t)), "Waiting")
+    metrics.set_job_condition(kind.kind, ns, uid, main)
+
+
+def reconcile(
+    client: k8s.Client,
+    kind: JobKind,
+    namespace: str,
+    name: str,
+    uid: str,
+    settings: Settings,
+    logger: logging.Logger,
+    emit: EventSink | None = None,
+    waiting: Callable[[], Waiting] = lambda: (),
+    *,
+    deleting: bool = False,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Plan | None:
+    """Reconcile one job until a pass's plan is fully applied.
+
+    Returns
+    -------
+    Plan or None
+        The last plan applied (for deletion its ``done`` says whether the finalizer may go),
+        or None when the job no longer exists.
+
+    Raises
+    ------
+    k8s.ConflictError
+        When every attempt lost its compare-and-swap (the caller retries later).
+
+    """
+    with _lock(uid):
+        last_error: Exception | None = None
+        for attempt in range(settings.cas_attempts):
+            observed = observe(client, kind, namespace, name, settings, waiting(), now())
+            if observed is None or observed.job["metadata"]["uid"] != uid:
+                return None
+            if observed.job["metadata"].get("deletionTimestamp") and not deleting:
+                return None  # the delete handler settles it
+
+            def decide(obs: Observed, at: datetime) -> Plan:
+                if deleting:
+                    return lifecycle.decide_deletion(kind, obs, at)
+                return lifecycle.decide(kind, obs, at)
+
+            plan = decide(observed, now())
+            try:
+                if plan.budget_writes:
+                    plan = write_ledger(client, observed, plan, decide, now, logger)
+                act(client, kind.kind, observed.job, plan, logger, emit)
+            except (k8s.ConflictError, PlanAborted) as err:
+                last_error = err
+                # Lost a race: back off a little (jittered, so racing writers spread out).
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
+                continue
+            _record(kind, observed.job, plan, deleting=deleting)
+            return plan
+        assert last_error is not None
+        raise last_error
