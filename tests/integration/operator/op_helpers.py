@@ -154,11 +154,11 @@ class Kube:
     def gone(self, kind: str, name: str, timeout: float = 60.0) -> None:
         wait_for(f"{kind} {name} gone", lambda: self.get(kind, name) is None, timeout)
 
-    def job_when(self, name: str, type_: str, timeout: float = 60.0) -> Obj:
+    def job_when(self, name: str, type_: str, timeout: float = 60.0,
+                 kind: str = "PrivateTrainingJob") -> Obj:
         return wait_for(
-            f"{name} {type_}",
-            lambda: (j := self.get("PrivateTrainingJob", name)) is not None and is_true(j, type_)
-            and j,
+            f"{kind} {name} {type_}",
+            lambda: (j := self.get(kind, name)) is not None and is_true(j, type_) and j,
             timeout,
         )
 
@@ -199,9 +199,57 @@ NOWHERE = {"ppml.dev/test-node": "none"}
 """A node selector no node matches: the pods stay Pending (never started)."""
 
 
+def fedjob_manifest(name: str, budget_name: str = "clinic", *, noise: str = "1.1",
+                    node_selector: dict[str, str] | None = None, rounds: int | None = None,
+                    **_: Any) -> Obj:
+    """A local-DP FederatedJob of one silo charging ``budget_name`` (real Flower processes).
+
+    Jobs named ``slow-*`` run 3 rounds, so they are still running while a test acts.
+    """
+    from ppml_testing.fedjobs import make_fedjob
+
+    builder = make_fedjob(name).clients(1).rounds(rounds or (3 if name.startswith("slow-")
+                                                             else 1))
+    body = builder.local(noise=noise, delta="1e-5", job_budget=budget_name).obj()
+    body["metadata"] = {"name": name}
+    if node_selector:
+        body["spec"]["runtime"] = {"nodeSelector": node_selector}
+    return body
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """One kind of job as the reliability tests drive it: its manifests and its runner."""
+
+    kind: str
+    manifest: Callable[..., Obj]
+    runner_suffix: str
+
+    def text(self, name: str, budget_name: str = "clinic", **kwargs: Any) -> str:
+        return json.dumps(self.manifest(name, budget_name, **kwargs))
+
+    def cost(self, copies: int = 1, delta: str = "1e-5", **kwargs: Any) -> Any:
+        """Return the epsilon of ``copies`` such jobs composed on one RDP budget at ``delta``."""
+        from decimal import Decimal
+
+        from ppml_operator.reconcile import kinds, ledger, lifecycle
+
+        assert kinds.INSTALLED
+        obj = self.manifest("priced", **kwargs)
+        obj["metadata"].update({"uid": "priced", "namespace": "ns", "generation": 1})
+        price = lifecycle.kind_of(self.kind).price(obj)
+        [charge] = price.charges
+        return ledger._rdp_epsilon(list(charge.events) * copies, Decimal(delta))
+
+
+PTJ = Flavor("PrivateTrainingJob", job_manifest, "trainer")
+FEDJOB = Flavor("FederatedJob", fedjob_manifest, "submit")
+FLAVORS = (PTJ, FEDJOB)
+
+
 def drop_finalizers(client: k8s.Client, namespace: str) -> None:
     """Remove the operator's finalizers once it is stopped, so the namespace can go away."""
-    for kind in ("PrivateTrainingJob", "PrivacyBudget"):
+    for kind in ("PrivateTrainingJob", "FederatedJob", "PrivacyBudget"):
         for item in client.list(kind, namespace):
             if item["metadata"].get("finalizers"):
                 client.patch(kind, namespace, item["metadata"]["name"],

@@ -1,4 +1,10 @@
-"""The ledger under a misbehaving world: races, crashes, lost answers, deletions, restarts."""
+"""The ledger under a misbehaving world: races, crashes, lost answers, deletions, restarts.
+
+Every scenario runs for both kinds of job (the ``flavor`` fixture): a PrivateTrainingJob with
+the fake trainer, and a local-DP FederatedJob of one silo running real Flower processes, both
+through the one lifecycle (``operator/src/ppml_operator/reconcile/lifecycle.py``). Budgets are
+sized from each kind's real price (``Flavor.cost``), so "exactly four fit" holds for both.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,26 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from op_helpers import NOWHERE, Kube, Operator, budget, condition, is_true, job, wait_for
+from op_helpers import (
+    FEDJOB,
+    FLAVORS,
+    NOWHERE,
+    PTJ,
+    Flavor,
+    Kube,
+    Operator,
+    budget,
+    condition,
+    is_true,
+    wait_for,
+)
 
 from ppml_operator.reconcile import ledger
+
+
+@pytest.fixture(params=FLAVORS, ids=lambda f: f.kind)
+def flavor(request: pytest.FixtureRequest) -> Flavor:
+    return request.param  # type: ignore[no-any-return]
 
 
 def _status(kube: Kube, name: str = "clinic") -> dict:
@@ -21,42 +44,49 @@ def _charges(kube: Kube, name: str = "clinic") -> list[dict]:
     return list(_status(kube, name).get("charges") or [])
 
 
-def _uid(kube: Kube, name: str) -> str:
-    return kube.get("PrivateTrainingJob", name)["metadata"]["uid"]
+def _uid(kube: Kube, flavor: Flavor, name: str) -> str:
+    return kube.get(flavor.kind, name)["metadata"]["uid"]
 
 
-def _assert_charged_once(kube: Kube, name: str) -> None:
+def _eps(value: Decimal) -> str:
+    return str(value.quantize(Decimal("0.0001")))
+
+
+def _assert_charged_once(kube: Kube, flavor: Flavor, name: str) -> None:
     """The job's charge is in the ledger exactly once, committed, and it ran exactly once."""
-    done = kube.job_when(name, "Complete", timeout=120)
+    done = kube.job_when(name, "Complete", timeout=240, kind=flavor.kind)
     uid = done["metadata"]["uid"]
     mine = [c for c in _charges(kube) if c["jobUID"] == uid]
     assert [c["state"] for c in mine] == ["Committed"]
     assert Decimal(_status(kube)["spentEpsilon"]) == Decimal(mine[0]["epsilon"])
     assert len(kube.list("Job", f"ppml.dev/job-uid={uid}")) == 1
-    assert len(kube.list("Pod", f"ppml.dev/job-uid={uid}")) == 1
+    # One runner pod ran once (a federation's SuperLink and SuperNode are torn down).
+    wait_for("only the runner's pod left", lambda: len(
+        kube.list("Pod", f"ppml.dev/job-uid={uid}")) == 1, timeout=60)
 
 
 def test_many_jobs_racing_two_operators_admit_exactly_as_many_as_fit(
-    kube: Kube, operator_factory: Callable[..., Operator]
+    kube: Kube, operator_factory: Callable[..., Operator], flavor: Flavor
 ) -> None:
-    # 1.89 each; four compose to 2.869 <= 2.9, five to 3.125: exactly four fit.
-    kube.apply(budget("clinic", epsilon="2.9"))
+    # A budget between what four and five such jobs compose to: exactly four fit.
+    four, five = flavor.cost(4), flavor.cost(5)
+    kube.apply(budget("clinic", epsilon=_eps((four + five) / 2)))
     names = [f"racer-{i:02d}" for i in range(10)]
     a, b = operator_factory(), operator_factory()
     a.start()
     b.start()  # two compare-and-swap writers on one budget
-    kube.apply("\n".join(job(n, node_selector=NOWHERE) for n in names))
+    kube.apply("\n".join(flavor.text(n, node_selector=NOWHERE) for n in names))
 
     def settled() -> bool:
-        jobs = [kube.get("PrivateTrainingJob", n) for n in names]
+        jobs = [kube.get(flavor.kind, n) for n in names]
         return all(condition(j, "Admitted") is not None for j in jobs)
 
     wait_for("every racer decided", settled, timeout=120)
     time.sleep(3)  # a few more passes of both operators: nothing more may be admitted
-    admitted = [n for n in names if is_true(kube.get("PrivateTrainingJob", n), "Admitted")]
+    admitted = [n for n in names if is_true(kube.get(flavor.kind, n), "Admitted")]
     waiting = [
         n for n in names
-        if (condition(kube.get("PrivateTrainingJob", n), "Admitted") or {}).get("reason")
+        if (condition(kube.get(flavor.kind, n), "Admitted") or {}).get("reason")
         == "BudgetExhausted"
     ]
     assert len(admitted) == 4 and len(waiting) == 6
@@ -66,26 +96,69 @@ def test_many_jobs_racing_two_operators_admit_exactly_as_many_as_fit(
     assert Decimal(_status(kube)["remainingEpsilon"]) >= 0
 
 
-def test_an_older_waiting_job_is_not_overtaken_by_a_cheaper_newer_one(
-    kube: Kube
+def test_ptjs_and_federations_racing_on_one_budget_with_a_crash_admit_exactly_as_many_as_fit(
+    kube: Kube, operator_factory: Callable[..., Operator], tmp_path: Path
 ) -> None:
-    kube.apply(budget("clinic", epsilon="2"))
-    kube.apply(job("holder", node_selector=NOWHERE))
-    kube.job_when("holder", "Admitted")
-    kube.apply(job("older"))  # needs 1.89 more: waits
-    wait_for("older waits", lambda: (condition(kube.get("PrivateTrainingJob", "older"),
+    """Both kinds contend for one budget; the first operator dies right after a reservation."""
+    both = [(PTJ, f"ptj-{i}") for i in range(4)] + [(FEDJOB, f"fed-{i}") for i in range(4)]
+    # Room for exactly two of each kind (their events differ, so they compose unevenly).
+    events = []
+    from ppml_operator.reconcile import kinds, lifecycle
+
+    assert kinds.INSTALLED
+    for flv in (PTJ, FEDJOB):
+        obj = flv.manifest("priced")
+        obj["metadata"].update({"uid": "priced", "namespace": "ns", "generation": 1})
+        [charge] = lifecycle.kind_of(flv.kind).price(obj).charges
+        events.append(list(charge.events))
+    fits = ledger._rdp_epsilon(events[0] * 2 + events[1] * 2, Decimal("1e-5"))
+    smallest_more = min(ledger._rdp_epsilon(events[0] * 3 + events[1] * 2, Decimal("1e-5")),
+                        ledger._rdp_epsilon(events[0] * 2 + events[1] * 3, Decimal("1e-5")))
+    kube.apply(budget("clinic", epsilon=_eps((fits + smallest_more) / 2)))
+    once = str(tmp_path / "crashed")
+    first = operator_factory().start(PPML_CRASH_AT="after-reserve", PPML_CRASH_ONCE_FILE=once)
+    kube.apply("\n".join(flv.text(n, node_selector=NOWHERE) for flv, n in both))
+    assert first.wait_exit(timeout=120) == 137
+    a, b = operator_factory(), operator_factory()
+    a.start()
+    b.start()
+
+    def settled() -> bool:
+        return all(condition(kube.get(flv.kind, n), "Admitted") is not None for flv, n in both)
+
+    wait_for("every job decided", settled, timeout=180)
+    time.sleep(3)
+    admitted = [n for flv, n in both if is_true(kube.get(flv.kind, n), "Admitted")]
+    charges = _charges(kube)
+    assert sorted(c["jobName"] for c in charges) == sorted(admitted)
+    assert len({c["jobUID"] for c in charges}) == len(charges)  # never two charges for a job
+    assert Decimal(_status(kube)["remainingEpsilon"]) >= 0  # never more than the budget pays
+    waiting = [n for flv, n in both if not is_true(kube.get(flv.kind, n), "Admitted")]
+    assert admitted and waiting  # the budget was contended, and filled
+    assert all((condition(kube.get(flv.kind, n), "Admitted") or {}).get("reason")
+               == "BudgetExhausted" for flv, n in both if n in waiting)
+
+
+def test_an_older_waiting_job_is_not_overtaken_by_a_cheaper_newer_one(
+    kube: Kube, flavor: Flavor
+) -> None:
+    one, cheap = flavor.cost(1), flavor.cost(1, noise="20")
+    kube.apply(budget("clinic", epsilon=_eps(one + 2 * cheap)))  # holder + older never fit
+    kube.apply(flavor.text("holder", node_selector=NOWHERE))
+    kube.job_when("holder", "Admitted", kind=flavor.kind)
+    kube.apply(flavor.text("older"))  # needs as much again: waits
+    wait_for("older waits", lambda: (condition(kube.get(flavor.kind, "older"),
                                                "Admitted") or {}).get("reason")
              == "BudgetExhausted")
     time.sleep(1.1)  # creationTimestamp has second resolution
-    kube.apply(job("newer", noise="20"))  # tiny cost: it would fit, but it is younger
-    cond = wait_for("newer waits", lambda: condition(kube.get("PrivateTrainingJob", "newer"),
-                                                     "Admitted"))
+    kube.apply(flavor.text("newer", noise="20"))  # tiny cost: it would fit, but it is younger
+    wait_for("newer decided", lambda: condition(kube.get(flavor.kind, "newer"), "Admitted"))
     time.sleep(3)
-    cond = condition(kube.get("PrivateTrainingJob", "newer"), "Admitted")
+    cond = condition(kube.get(flavor.kind, "newer"), "Admitted")
     assert cond["status"] == "False" and "older" in cond["message"]
-    kube.delete("PrivateTrainingJob", "holder")
-    kube.job_when("older", "Complete", timeout=90)
-    kube.job_when("newer", "Complete", timeout=90)
+    kube.delete(flavor.kind, "holder")
+    kube.job_when("older", "Complete", timeout=240, kind=flavor.kind)
+    kube.job_when("newer", "Complete", timeout=240, kind=flavor.kind)
 
 
 CRASH_POINTS = (
@@ -99,47 +172,47 @@ CRASH_POINTS = (
 
 
 def test_operator_killed_at_every_ledger_write_boundary_converges_without_double_charge(
-    kube: Kube, operator: Operator, tmp_path: Path
+    kube: Kube, operator: Operator, tmp_path: Path, flavor: Flavor
 ) -> None:
     """One job walks through every boundary: the operator dies at each, once, and restarts."""
-    kube.apply(budget("clinic", epsilon="3"))
-    kube.apply(job("crashy"))
+    kube.apply(budget("clinic", epsilon="30"))
+    kube.apply(flavor.text("crashy"))
     once = str(tmp_path / "crashed")
     env = {"PPML_CRASH_AT": ",".join(CRASH_POINTS), "PPML_CRASH_ONCE_FILE": once}
     for point in CRASH_POINTS:
         operator.start(**env)
-        assert operator.wait_exit(timeout=120) == 137, operator.logs()[-3000:]
+        assert operator.wait_exit(timeout=240) == 137, operator.logs()[-3000:]
         assert operator.logs().rstrip().endswith(f"crashed at {point}"), point
         # Whatever was interrupted: no pod without a reservation, never two charges.
-        uid = _uid(kube, "crashy")
+        uid = _uid(kube, flavor, "crashy")
         mine = [c for c in _charges(kube) if c["jobUID"] == uid]
         assert len(mine) <= 1, point
         if kube.list("Pod", f"ppml.dev/job-uid={uid}"):
             assert mine, point
         assert len(kube.list("Job", f"ppml.dev/job-uid={uid}")) <= 1, point
     operator.start(**env)  # every point visited: it runs through now
-    _assert_charged_once(kube, "crashy")
+    _assert_charged_once(kube, flavor, "crashy")
 
 
 def test_a_budget_write_applied_but_its_answer_lost_is_not_charged_twice(
-    kube: Kube, operator: Operator
+    kube: Kube, operator: Operator, flavor: Flavor
 ) -> None:
-    kube.apply(budget("clinic", epsilon="3"))
-    kube.apply(job("lossy"))
+    kube.apply(budget("clinic", epsilon="30"))
+    kube.apply(flavor.text("lossy"))
     operator.start(PPML_FAULTS="lose-response:PrivacyBudget/status:3")
-    _assert_charged_once(kube, "lossy")
+    _assert_charged_once(kube, flavor, "lossy")
     assert "ResponseLost" in operator.logs()
 
 
 def test_deleting_a_reserved_job_whose_pods_never_started_releases_its_charge(
-    kube: Kube
+    kube: Kube, flavor: Flavor
 ) -> None:
-    kube.apply(budget("clinic"))
-    kube.apply(job("pending", node_selector=NOWHERE))
-    uid = kube.job_when("pending", "Admitted")["metadata"]["uid"]
+    kube.apply(budget("clinic", epsilon="30"))
+    kube.apply(flavor.text("pending", node_selector=NOWHERE))
+    uid = kube.job_when("pending", "Admitted", kind=flavor.kind)["metadata"]["uid"]
     wait_for("a pending pod", lambda: kube.list("Pod", f"ppml.dev/job-uid={uid}"))
-    kube.delete("PrivateTrainingJob", "pending")
-    kube.gone("PrivateTrainingJob", "pending")
+    kube.delete(flavor.kind, "pending")
+    kube.gone(flavor.kind, "pending")
     [charge] = _charges(kube)
     assert charge["jobUID"] == uid and charge["state"] == "Released"
     assert Decimal(_status(kube)["spentEpsilon"]) == 0
@@ -147,14 +220,14 @@ def test_deleting_a_reserved_job_whose_pods_never_started_releases_its_charge(
 
 
 def test_deleting_a_running_job_commits_its_charge_and_stops_its_pods(
-    kube: Kube
+    kube: Kube, flavor: Flavor
 ) -> None:
-    kube.apply(budget("clinic"))
-    kube.apply(job("slow-run"))
-    running = kube.job_when("slow-run", "Running", timeout=90)
+    kube.apply(budget("clinic", epsilon="30"))
+    kube.apply(flavor.text("slow-run"))
+    running = kube.job_when("slow-run", "Running", timeout=120, kind=flavor.kind)
     uid = running["metadata"]["uid"]
-    kube.delete("PrivateTrainingJob", "slow-run")
-    kube.gone("PrivateTrainingJob", "slow-run")
+    kube.delete(flavor.kind, "slow-run")
+    kube.gone(flavor.kind, "slow-run", timeout=90)
     [charge] = _charges(kube)
     assert charge["jobUID"] == uid and charge["state"] == "Committed"
     wait_for("pods gone", lambda: not kube.list("Pod", f"ppml.dev/job-uid={uid}"), timeout=90)
@@ -165,84 +238,88 @@ def test_deleting_a_running_job_commits_its_charge_and_stops_its_pods(
     ("pending-down", NOWHERE, "Released"),
 ])
 def test_a_job_deleted_while_the_operator_is_down_is_settled_when_it_returns(
-    kube: Kube, operator: Operator, name: str, selector: dict | None, settled: str
+    kube: Kube, operator: Operator, name: str, selector: dict | None, settled: str,
+    flavor: Flavor,
 ) -> None:
-    kube.apply(budget("clinic"))
-    kube.apply(job(name, node_selector=selector))
+    kube.apply(budget("clinic", epsilon="30"))
+    kube.apply(flavor.text(name, node_selector=selector))
     operator.start()
     wanted = "Running" if selector is None else "Admitted"
-    uid = kube.job_when(name, wanted, timeout=90)["metadata"]["uid"]
+    uid = kube.job_when(name, wanted, timeout=120, kind=flavor.kind)["metadata"]["uid"]
     wait_for("a pod", lambda: kube.list("Pod", f"ppml.dev/job-uid={uid}"))
     operator.kill()
-    kube.delete("PrivateTrainingJob", name)
+    kube.delete(flavor.kind, name)
     time.sleep(2)
-    held = kube.get("PrivateTrainingJob", name)
+    held = kube.get(flavor.kind, name)
     assert held is not None and "ppml.dev/finalizer" in held["metadata"]["finalizers"]
     operator.start()
-    kube.gone("PrivateTrainingJob", name, timeout=90)
+    kube.gone(flavor.kind, name, timeout=90)
     [charge] = _charges(kube)
     assert charge["jobUID"] == uid and charge["state"] == settled
 
 
 @pytest.mark.parametrize("point", ["after-orphan-delete", "after-release"])
 def test_a_crash_while_releasing_still_releases_exactly_once(
-    kube: Kube, operator: Operator, tmp_path: Path, point: str
+    kube: Kube, operator: Operator, tmp_path: Path, point: str, flavor: Flavor
 ) -> None:
-    kube.apply(budget("clinic"))
-    kube.apply(job("pending", node_selector=NOWHERE))
+    kube.apply(budget("clinic", epsilon="30"))
+    kube.apply(flavor.text("pending", node_selector=NOWHERE))
     once = str(tmp_path / "once")
     operator.start(PPML_CRASH_AT=point, PPML_CRASH_ONCE_FILE=once)
-    uid = kube.job_when("pending", "Admitted")["metadata"]["uid"]
+    uid = kube.job_when("pending", "Admitted", kind=flavor.kind)["metadata"]["uid"]
     wait_for("a pending pod", lambda: kube.list("Pod", f"ppml.dev/job-uid={uid}"))
-    kube.delete("PrivateTrainingJob", "pending")
+    kube.delete(flavor.kind, "pending")
     assert operator.wait_exit(timeout=60) == 137
     operator.start(PPML_CRASH_AT=point, PPML_CRASH_ONCE_FILE=once)
-    kube.gone("PrivateTrainingJob", "pending", timeout=90)
+    kube.gone(flavor.kind, "pending", timeout=90)
     [charge] = _charges(kube)
     assert charge["state"] == "Released"
 
 
 def test_a_job_deleted_and_recreated_under_the_same_name_is_charged_again(
-    kube: Kube
+    kube: Kube, flavor: Flavor
 ) -> None:
-    kube.apply(budget("clinic", epsilon="3"))
-    kube.apply(job("again"))
-    first = kube.job_when("again", "Complete")["metadata"]["uid"]
-    kube.delete("PrivateTrainingJob", "again")
-    kube.gone("PrivateTrainingJob", "again")
-    kube.apply(job("again"))
-    second = kube.job_when("again", "Complete", timeout=90)["metadata"]["uid"]
-    assert first != second
+    kube.apply(budget("clinic", epsilon="30"))
+    kube.apply(flavor.text("again"))
+    first = kube.job_when("again", "Complete", timeout=240, kind=flavor.kind)["metadata"]["uid"]
+    kube.delete(flavor.kind, "again")
+    kube.gone(flavor.kind, "again")
+    kube.apply(flavor.text("again"))
+    second = kube.job_when("again", "Complete", timeout=240, kind=flavor.kind)
+    assert first != second["metadata"]["uid"]
     charges = {c["jobUID"]: c["state"] for c in _charges(kube)}
-    assert charges == {first: "Committed", second: "Committed"}
+    assert charges == {first: "Committed", second["metadata"]["uid"]: "Committed"}
 
 
+@pytest.mark.parametrize(("flavor_", "count", "keep"), [(PTJ, 6, 2), (FEDJOB, 3, 1)],
+                         ids=["PrivateTrainingJob", "FederatedJob"])
 def test_a_restart_after_many_completed_jobs_admits_nothing_again(
-    kube: Kube, operator: Operator
+    kube: Kube, operator: Operator, flavor_: Flavor, count: int, keep: int
 ) -> None:
-    kube.apply(budget("clinic", epsilon="20"))
-    names = [f"done-{i}" for i in range(6)]
-    kube.apply("\n".join(job(n) for n in names))
-    operator.start(PPML_LEDGER_KEEP="2")
+    flavor = flavor_
+    kube.apply(budget("clinic", epsilon="60"))
+    names = [f"done-{i}" for i in range(count)]
+    kube.apply("\n".join(flavor.text(n) for n in names))
+    operator.start(PPML_LEDGER_KEEP=str(keep))
     for n in names:
-        kube.job_when(n, "Complete", timeout=120)
+        kube.job_when(n, "Complete", timeout=300, kind=flavor.kind)
     time.sleep(2)
     before = _status(kube)
-    assert before["folded"]["count"] == 4 and len(before["charges"]) == 2
+    assert before["folded"]["count"] == count - keep and len(before["charges"]) == keep
     one = before["charges"][0]["events"]
-    # Folding kept the sums exact: the totals equal a recompute from the six charges' events.
+    # Folding kept the sums exact: the totals equal a recompute from every charge's events.
     recomputed = ledger.Totals(
-        spent=ledger._rdp_epsilon(one * 6, Decimal("1e-5")), reserved=Decimal(0),
-        remaining=Decimal(0), budget=Decimal(20),
+        spent=ledger._rdp_epsilon(one * count, Decimal("1e-5")), reserved=Decimal(0),
+        remaining=Decimal(0), budget=Decimal(60),
     ).status_fields()["spentEpsilon"]
     assert before["spentEpsilon"] == recomputed
     operator.stop()
-    operator.start(PPML_LEDGER_KEEP="2")
+    operator.start(PPML_LEDGER_KEEP=str(keep))
     time.sleep(6)
     after = _status(kube)
     assert after["charges"] == before["charges"] and after["folded"] == before["folded"]
     assert after["spentEpsilon"] == before["spentEpsilon"]
-    assert len(kube.list("Job")) == 6 and len(kube.list("Pod")) == 6
+    assert len(kube.list("Job")) == count
 
 
 def test_two_writers_from_one_stale_read_conflict_and_the_loser_retries(
@@ -288,7 +365,7 @@ def test_the_operator_serves_prometheus_metrics(kube: Kube, operator: Operator) 
             ports.append(probe.getsockname()[1])
     port, liveness = ports
     kube.apply(budget("clinic", epsilon="3"))
-    kube.apply(job("metered"))
+    kube.apply(PTJ.text("metered"))
     operator.start("--metrics-port", str(port), "--liveness-port", str(liveness))
     kube.job_when("metered", "Complete")
     with urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=5) as r:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from . import cel_eval
 from .common import (
     API_VERSION,
     Accountant,
@@ -553,61 +554,11 @@ class FederatedJobSpec(ApiModel):
         names = [c.name for c in self.clients]
         if len(set(names)) != n:
             raise ValueError("clients must have unique names")
-        mode = self.privacy.mode
-        problems = [
-            (self.min_clients is not None and self.min_clients > n, 0),
-            (
-                self.clients_per_round is not None
-                and self.clients_per_round > (self.min_clients or n),
-                1,
-            ),
-            (mode == PrivacyMode.CENTRAL and self.budget_ref is None, 2),
-            (
-                mode == PrivacyMode.LOCAL
-                and self.budget_ref is None
-                and any(c.budget_ref is None for c in self.clients),
-                3,
-            ),
-            (
-                mode == PrivacyMode.CENTRAL
-                and self.min_clients is not None
-                and self.min_clients != n,
-                4,
-            ),
-            (
-                self.secure_aggregation is not None
-                and self.privacy.clipping_side == ClippingSide.SERVER,
-                5,
-            ),
-            (
-                self.secure_aggregation is not None
-                and self.secure_aggregation.num_shares > (self.clients_per_round or n),
-                6,
-            ),
-            (
-                mode != PrivacyMode.NONE and self.strategy.weighting == Weighting.NUM_EXAMPLES,
-                7,
-            ),
-            (
-                mode == PrivacyMode.CENTRAL
-                and self.privacy.delta is not None
-                and float(self.privacy.delta) * n >= 1.0,
-                8,
-            ),
-            (
-                mode == PrivacyMode.LOCAL
-                and self.privacy.delta is not None
-                and any(
-                    float(self.privacy.delta) * float(c.data.num_records) >= 1.0
-                    for c in self.clients
-                ),
-                9,
-            ),
-            (any(self.training.batch_size > c.data.num_records for c in self.clients), 10),
-        ]
-        for failed, index in problems:
-            if failed:
-                raise ValueError(_SPEC_RULES[index][1])
+        # Every other rule is CEL, evaluated here from the same text the CRD carries.
+        failed = cel_eval.failures(_SPEC_RULES, self.model_dump(mode="json", by_alias=True,
+                                                           exclude_none=True))
+        if failed:
+            raise ValueError(failed[0][1])
         return self
 
 
