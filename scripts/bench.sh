@@ -7,7 +7,7 @@ PY=.venv/bin/python
 export PATH="$(devcluster/scripts/build-tools.sh):$PWD/.venv/bin:$PATH"
 mkdir -p benchmarks/results
 rc=0
-for b in benchmarks/accounting.py benchmarks/dp_sgd.py benchmarks/federated.py benchmarks/operator.py; do
+for b in benchmarks/accounting.py benchmarks/dp_sgd.py benchmarks/federated.py benchmarks/admission.py; do
   [[ -f "$b" ]] || continue
   echo "== $b"
   $PY "$b" || rc=$?
