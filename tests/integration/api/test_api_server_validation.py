@@ -128,7 +128,6 @@ def _inert(obj: dict) -> dict:
 @pytest.fixture(scope="module")
 def created(cluster, ns) -> dict[str, str]:
     """Create one object of each kind for the update tests; return kind -> name."""
-    import sys
 
     from ppml_testing.manifests import budget, fedjob, ptj
 
@@ -368,12 +367,10 @@ BOUNDARY_VALUES = [
 )
 def test_the_models_and_the_api_server_agree_at_the_boundaries(cluster, ns, field, value):
     """The models mirror the CRD: for each value both accept or both refuse."""
-    import sys
 
     from pydantic import ValidationError
 
     from ppml_operator.api.v1alpha1 import PrivateTrainingJob
-
     from ppml_testing.manifests import edit, ptj
 
     obj = edit(
@@ -396,7 +393,6 @@ def test_the_models_and_the_api_server_agree_at_the_boundaries(cluster, ns, fiel
 )
 def test_reapplying_the_same_manifest_passes_the_immutability_rules(cluster, ns, server_side):
     """GitOps re-syncs apply the same manifest again: defaults must not look like a change."""
-    import sys
 
     from ppml_testing.manifests import fedjob, ptj
 

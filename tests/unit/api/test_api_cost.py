@@ -6,7 +6,6 @@ import math
 from decimal import Decimal
 
 import pytest
-from ppml_testing.manifests import client, edit, fedjob, ptj
 
 from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import PrivateTrainingJob
@@ -19,6 +18,7 @@ from ppml_operator.privacy import (
     event_from_dict,
 )
 from ppml_operator.reconcile.cost import job_charges, sampling_plan, training_job_charges
+from ppml_testing.manifests import client, edit, fedjob, ptj
 
 DELTA = Decimal("1e-5")
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ppml_testing.manifests import DELETE, budget, client, edit, fedjob, ptj
 from pydantic import ValidationError
 
 from ppml_operator.api.v1alpha1 import (
@@ -22,6 +21,7 @@ from ppml_operator.api.v1alpha1 import (
     PrivateTrainingJob,
     parse_decimal,
 )
+from ppml_testing.manifests import DELETE, budget, client, edit, fedjob, ptj
 
 REPO = Path(__file__).resolve().parents[3]
 CORPUS = sorted((REPO / "tests" / "integration" / "api" / "invalid").glob("*.yaml"))

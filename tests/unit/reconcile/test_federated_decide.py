@@ -213,7 +213,8 @@ def test_all_or_none_a_budget_that_cannot_pay_releases_what_the_others_hold_and_
     assert isinstance(op, federated.FederatedPrice)
     c_charge = next(ch for ch in op.charges if ch.budget == "silo-c")
     tight = make_budget("silo-c", epsilon=str(float(c_charge.epsilon) + 0.01), delta="1e-5")
-    taken = ledger.reserve(tight, lifecycle.charge_request(federated.FEDERATED, other, c_charge, None), now=STAMP)
+    request = lifecycle.charge_request(federated.FEDERATED, other, c_charge, None)
+    taken = ledger.reserve(tight, request, now=STAMP)
     budgets["silo-c"] = {**tight, "status": taken.status}
 
     plan = federated.decide(observe(job, budgets), NOW)

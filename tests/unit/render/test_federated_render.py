@@ -13,7 +13,6 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from ppml_testing.fedjobs import UID, make_fedjob
 
 from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import FederatedJob
@@ -21,6 +20,7 @@ from ppml_operator.render import federated as rf
 from ppml_operator.render import tls
 from ppml_operator.render.trainer import Paid, RenderSettings
 from ppml_runtime.federated import contract as fc
+from ppml_testing.fedjobs import UID, make_fedjob
 
 NOW = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[3]
