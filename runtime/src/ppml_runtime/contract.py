@@ -10,8 +10,10 @@ changes only when an incompatible change is unavoidable.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -28,6 +30,11 @@ CONFIG_FILE = "config.json"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
 #: Environment variable that may point at the config instead of ``CONFIG_PATH``.
 ENV_CONFIG = "PPML_CONFIG"
+#: Environment variable holding the SHA-256 of the config the operator rendered (and was paid
+#: for). It is set in the pod template, which nobody can edit after creation; the config file
+#: comes from a ConfigMap, which an ``edit`` user could replace. The runtime refuses a config
+#: whose digest differs, before it touches any data.
+ENV_CONFIG_SHA256 = "PPML_CONFIG_SHA256"
 #: Environment variables the operator sets on every runtime container.
 ENV_JOB_NAME = "PPML_JOB_NAME"
 ENV_JOB_NAMESPACE = "PPML_JOB_NAMESPACE"
@@ -427,6 +434,35 @@ class TrainerConfig(ContractModel):
         return self
 
 
+def config_digest(text: str) -> str:
+    """Return the SHA-256 (hex) of a rendered config, as the pod's ``PPML_CONFIG_SHA256``."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class ConfigTamperedError(ValueError):
+    """The config file is not the one the operator rendered for this job."""
+
+
+def read_pinned_config(path: str | Path) -> str:
+    """Read a config file and check it against ``PPML_CONFIG_SHA256`` when the pod sets it.
+
+    Raises
+    ------
+    ConfigTamperedError
+        When the digest differs: the config was replaced after the operator rendered it.
+
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    expected = os.environ.get(ENV_CONFIG_SHA256)
+    if expected and config_digest(text) != expected:
+        raise ConfigTamperedError(
+            f"the config at {path} is not the one the operator rendered and charged for this "
+            f"job (sha256 {config_digest(text)[:12]}..., expected {expected[:12]}...): "
+            "refusing to touch any data"
+        )
+    return text
+
+
 def load_config(path: str | Path) -> TrainerConfig:
     """Read and validate a trainer config (JSON, or YAML when PyYAML is installed).
 
@@ -448,14 +484,20 @@ def load_config(path: str | Path) -> TrainerConfig:
         When the config is not a valid contract config.
 
     """
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_pinned_config(path)
     try:
         raw = json.loads(text)
     except json.JSONDecodeError:
         import yaml  # a ConfigMap may hold YAML; PyYAML is a core dependency
 
         raw = yaml.safe_load(text)
-    return TrainerConfig.model_validate(raw)
+    config = TrainerConfig.model_validate(raw)
+    uid = os.environ.get(ENV_JOB_UID)
+    if uid and config.job.uid != uid:
+        raise ConfigTamperedError(
+            f"the config at {path} belongs to job UID {config.job.uid}, not to this pod's job "
+            f"{uid}: refusing to touch any data")
+    return config
 
 
 def dump_config(config: TrainerConfig) -> str:

@@ -128,12 +128,15 @@ def test_a_reservation_stored_before_a_crash_is_used_without_writing_again() -> 
     assert cond(plan, "Admitted")["status"] == "True" and len(plan.create) == 4
 
 
-def test_retries_are_charged_up_front_unless_a_checkpoint_resumes() -> None:
+def test_retries_are_charged_up_front_with_or_without_a_checkpoint() -> None:
+    """A checkpoint journal on a claim the submitter writes is no proof that a retry resumes:
+    a missing journal means a fresh start, so every attempt is charged (issue 13, item 2)."""
+    single = price_of(make_job())
     plain = price_of(make_job(backoffLimit=2))
     checkpointed = price_of(make_job(backoffLimit=2, checkpoint={"claimName": "ckpt"}))
-    assert plain.attempts == 3 and checkpointed.attempts == 1
-    assert plain.events[0]["steps"] == 3 * checkpointed.events[0]["steps"]
-    assert float(plain.epsilon) > float(checkpointed.epsilon)
+    assert plain.attempts == 3 and checkpointed.attempts == 3
+    assert plain.events[0]["steps"] == 3 * single.events[0]["steps"]
+    assert checkpointed.epsilon == plain.epsilon and float(plain.epsilon) > float(single.epsilon)
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -213,6 +216,25 @@ def test_children_missing_after_a_crash_at_admission_are_created() -> None:
     assert plan.budget_writes == []
 
 
+def test_a_trainer_suspended_after_it_started_is_never_resumed() -> None:
+    """Issue 13, item 2: resuming would train from step 0 again, unpaid, and repeatably."""
+    job = admitted(make_job())
+    job["status"]["startTime"] = STAMP  # the trainer ran before spec.suspend was set
+    job["spec"]["suspend"] = False  # ... and now the submitter asks to resume it
+    plan = training.decide(observe(job, reserved(make_budget(), job),
+                                   children={"Job": batch_job(suspend=True)}), NOW)
+    assert plan.patches == []  # the trainer Job stays suspended
+    suspended = cond(plan, "Suspended")
+    assert suspended["status"] == "True" and suspended["reason"] == "ResumeNotPaid"
+    assert "not paid for" in suspended["message"]
+    assert [e.reason for e in plan.events] == ["ResumeNotPaid"]
+    # A job that never started may be resumed: nothing touched the data yet.
+    fresh = admitted(make_job())
+    plan = training.decide(observe(fresh, reserved(make_budget(), fresh),
+                                   children={"Job": batch_job(suspend=True)}), NOW)
+    assert plan.patches == [("Job", "digits-trainer", {"spec": {"suspend": False}})]
+
+
 def test_suspending_an_admitted_job_suspends_its_trainer_and_keeps_the_reservation() -> None:
     job = admitted(make_job())
     job["spec"]["suspend"] = True
@@ -274,6 +296,11 @@ def test_a_finished_job_is_never_charged_again() -> None:
      "commit"),
     ("reserved, never admitted", {}, [], False, "release"),
     ("reserved, admitted, nothing left to judge by", {}, [], True, "commit"),
+    # Issue 13, item 2: the runner's active and ready counts are evidence too.
+    ("reserved, the trainer counts a ready pod", {"Job": {**batch_job(active=1),
+     "status": {"active": 1, "ready": 1}}}, [pod("Pending", node=None)], True, "commit"),
+    ("reserved, the trainer counts an active pod the label does not find (relabelled)",
+     {"Job": batch_job(active=2)}, [pod("Pending", node=None)], True, "commit"),
 ])
 def test_deleting_a_job_settles_its_reservation(
     situation: str, children: dict, pods: list, was_admitted: bool, expect: str

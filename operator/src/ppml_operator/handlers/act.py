@@ -20,6 +20,7 @@ from ppml_operator.api.conditions import format_time
 from ppml_operator.handlers.crash import crashpoint
 from ppml_operator.reconcile import ledger
 from ppml_operator.reconcile.plan import BudgetWrite, Plan
+from ppml_operator.render.common import LABEL_JOB_UID
 
 Obj = dict[str, Any]
 EventSink = Callable[[str, str, str], None]
@@ -34,6 +35,18 @@ what an earlier pass wrote is consistent by construction, so a 409 needs no look
 
 class PlanAborted(Exception):
     """A step of the plan could not be done; re-observe and decide again."""
+
+
+class ForeignChildError(PlanAborted):
+    """An object of a child's name exists and belongs to another job: it is never adopted."""
+
+
+def _owned_by_same_job(existing: Obj, child: Obj) -> bool:
+    """Return whether an existing object carries the job-uid label the rendered child has."""
+    want = (child["metadata"].get("labels") or {}).get(LABEL_JOB_UID)
+    have = (existing.get("metadata", {}).get("labels") or {}).get(LABEL_JOB_UID)
+    owners = {o.get("uid") for o in existing.get("metadata", {}).get("ownerReferences") or []}
+    return want is not None and have == want and (not owners or want in owners)
 
 
 def write_budget(client: k8s.Client, write: BudgetWrite, logger: logging.Logger) -> Obj:
@@ -101,7 +114,13 @@ def _create(client: k8s.Client, child: Obj) -> bool:
         except k8s.ConflictError:
             return False
         return True
-    _, created = client.ensure(child)
+    existing, created = client.ensure(child)
+    if not created and not _owned_by_same_job(existing, child):
+        meta = child["metadata"]
+        raise ForeignChildError(
+            f"{child['kind']} {meta['namespace']}/{meta['name']} exists but belongs to another "
+            "owner (its ppml.dev/job-uid label or owner reference differs); it is not adopted: "
+            "delete it, or rename the job")
     return created
 
 

@@ -176,9 +176,11 @@ def register_kind(kind: JobKind) -> None:
     kopf.index(GROUP, VERSION, plural, id=_index_id(kind))(waiting_index(kind))
     for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
         on(GROUP, VERSION, plural, id=f"{plural}_changed")(changed)
-    # Pods and budgets are polled, not watched: the timer reconciles periodically.
+    # Pods and budgets are polled, not watched: the timer reconciles periodically. Its first
+    # pass waits one interval: create and resume already reconcile an object as it appears,
+    # and a timer firing at once doubled the work of every job in a burst.
     kopf.timer(GROUP, VERSION, plural, interval=SETTINGS.interval, sharp=False,
-               id=f"{plural}_timer")(tick)
+               initial_delay=SETTINGS.interval, id=f"{plural}_timer")(tick)
     kopf.on.delete(GROUP, VERSION, plural, id=f"{plural}_deleted")(deleted)
 
 

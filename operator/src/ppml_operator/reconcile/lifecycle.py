@@ -337,15 +337,23 @@ def pods_may_have_started(kind: JobKind, observed: Observed) -> bool:
     """Judge, conservatively, whether any pod of the job may ever have started.
 
     Evidence: ``status.startTime`` (recorded as soon as a started pod is seen) or a counted
-    attempt, a pod bound to a node or past Pending, or the runner counting a terminated pod.
+    attempt, a pod bound to a node or past Pending, the runner counting a terminated or ready
+    pod, or the runner counting more active pods than carry the job's label (a pod relabelled
+    so the operator would not see it is doubt, and doubt commits).
     """
     status = observed.job.get("status") or {}
     if status.get("startTime") or int(status.get("attempts") or 0) > 0:
         return True
     if any(pod_started(p) for p in observed.pods):
         return True
-    _, failed, succeeded = job_counters(runner_of(kind, observed))
-    return failed + succeeded > 0
+    runner = runner_of(kind, observed)
+    active, failed, succeeded = job_counters(runner)
+    ready = int(((runner or {}).get("status") or {}).get("ready") or 0)
+    own = [p for p in observed.pods
+           if (p.get("metadata") or {}).get("ownerReferences") is None
+           or any(o.get("uid") == (runner or {}).get("metadata", {}).get("uid")
+                  for o in p["metadata"]["ownerReferences"])]
+    return failed + succeeded + ready > 0 or active > len(own)
 
 
 def held_charges(observed: Observed) -> dict[str, str]:

@@ -156,9 +156,23 @@ class TrainingKind(lifecycle.JobKind):
                       else failed_cond.get("message")) or ""
             message = f"the trainer failed ({failed_cond.get('reason')}): {detail}".strip()
             return Ending(False, reason, message)
-        # Suspend: the trainer Job's own suspend stops its pods; the reservation is kept.
+        # Suspend: the trainer Job's own suspend stops its pods; the reservation is kept. A
+        # trainer that started and was suspended is never resumed: its next pod would train
+        # from step 0 again, an attempt nobody paid for (and suspend-resume could repeat it
+        # without limit). The job stays suspended until it is deleted (the charge commits).
         want_suspend = bool(spec.get("suspend"))
-        if bool((runner.get("spec") or {}).get("suspend")) != want_suspend:
+        runner_suspended = bool((runner.get("spec") or {}).get("suspend"))
+        if runner_suspended and not want_suspend and started:
+            message = ("spec.suspend was set after the trainer started: resuming would train "
+                       "from step 0 again, which was not paid for; delete the job (its charge "
+                       "is committed) and submit a new one")
+            if set_condition(status, c.SUSPENDED, True, c.RESUME_NOT_PAID, message, now=now,
+                             gen=gen):
+                plan.events.append(Event("Warning", c.RESUME_NOT_PAID, message))
+            set_condition(status, c.RUNNING, False, c.RESUME_NOT_PAID, message, now=now,
+                          gen=gen)
+            return None
+        if runner_suspended != want_suspend:
             plan.patches.append(("Job", runner["metadata"]["name"],
                                  {"spec": {"suspend": want_suspend}}))
         if want_suspend:
@@ -254,13 +268,13 @@ def _record_report(
 def attempts_charged(job: Obj) -> int:
     """Return how many attempts a job's charge covers (the retry policy, ``docs/ledger.md``).
 
-    Without a checkpoint every retry starts training over, so the charge covers
-    ``backoffLimit + 1`` attempts up front; with a checkpoint the runtime resumes from its
-    checkpointed accountant and never exceeds the steps of one attempt, so one is charged.
+    Every retry may train from step 0 again, so the charge covers ``backoffLimit + 1`` attempts
+    up front, with or without ``spec.checkpoint``: the checkpoint journal lives on a claim the
+    submitter can write, and a missing journal means a fresh start, so a checkpoint is no
+    evidence that a retry resumes (issue 13; the journal would have to live where only the
+    operator writes before a checkpoint could earn a discount).
     """
     spec = job.get("spec") or {}
-    if spec.get("checkpoint"):
-        return 1
     return int(spec.get("backoffLimit") or 0) + 1
 
 

@@ -8,6 +8,7 @@ reference to its job, so the garbage collector removes it with the job.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,10 +141,54 @@ def service_account(job: Obj, name: str, component: str) -> Obj:
     }
 
 
+NAME_HASH_LENGTH = 8
+"""Hex digits of the job name's hash kept in a shortened child name."""
+
+
 def truncate_name(base: str, suffix: str, limit: int = 63) -> str:
-    """Return ``base-suffix`` cut to ``limit`` characters (DNS label length by default)."""
+    """Return ``base-suffix``, shortened to ``limit`` characters with a hash of ``base``.
+
+    A name that fits is left alone. A longer one keeps a prefix of ``base`` and adds a stable
+    hash of the whole ``base`` (``{prefix}-{hash}-{suffix}``), so two jobs whose names share
+    their first characters never render the same child name (and never adopt each other's).
+    """
     name = f"{base}-{suffix}"
     if len(name) <= limit:
         return name
-    keep = limit - len(suffix) - 1
-    return f"{base[:keep].rstrip('-')}-{suffix}"
+    digest = hashlib.sha256(base.encode()).hexdigest()[:NAME_HASH_LENGTH]
+    keep = limit - len(suffix) - NAME_HASH_LENGTH - 2
+    return f"{base[:keep].rstrip('-.')}-{digest}-{suffix}"
+
+
+def pin_config(children: list[Obj], config_text: str) -> list[Obj]:
+    """Pin every container of the children to the config text that was rendered and paid for.
+
+    Each container (init containers too) of every Pod and Job pod template gets
+    ``PPML_CONFIG_SHA256``; pod templates and pod env cannot be edited after creation, and the
+    runtime refuses a config file whose digest differs (``ppml_runtime.contract.
+    read_pinned_config``), so replacing the ConfigMap (an ``edit`` user could: delete and
+    recreate it) cannot make a pod run with other numbers than those charged.
+    """
+    digest = {"name": rc.ENV_CONFIG_SHA256, "value": rc.config_digest(config_text)}
+    for child in children:
+        if child["kind"] == "Pod":
+            pod_spec = child["spec"]
+        elif child["kind"] == "Job":
+            pod_spec = child["spec"]["template"]["spec"]
+        else:
+            continue
+        for container in [*pod_spec.get("initContainers", []), *pod_spec["containers"]]:
+            container.setdefault("env", []).append(dict(digest))
+    return children
+
+
+def config_map(job: Obj, name: str, component: str, config_text: str) -> Obj:
+    """Render an immutable ConfigMap holding a runtime config (``config.json``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(job, name, component),
+        "immutable": True,
+        "data": {rc.CONFIG_FILE: config_text},
+    }
+

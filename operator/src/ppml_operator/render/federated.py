@@ -32,7 +32,14 @@ from typing import Any
 
 from ppml_operator.api.v1alpha1 import FederatedJob
 from ppml_operator.render import tls
-from ppml_operator.render.common import RenderSettings, metadata, selector, service_account
+from ppml_operator.render.common import (
+    RenderSettings,
+    config_map,
+    metadata,
+    pin_config,
+    selector,
+    service_account,
+)
 from ppml_operator.render.federation import (
     AUTH_DIR,
     FEDERATION,
@@ -98,13 +105,9 @@ __all__ = [
 
 
 def render_config_map(job: Obj, config: fc.FederationConfig) -> Obj:
-    """Render the ConfigMap every role reads its ``FederationConfig`` from."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata(job, names(job["metadata"]["name"])["configMap"], FEDERATION),
-        "data": {rc.CONFIG_FILE: fc.dump_federation_config(config)},
-    }
+    """Render the immutable ConfigMap every role reads its ``FederationConfig`` from."""
+    return config_map(job, names(job["metadata"]["name"])["configMap"], FEDERATION,
+                      fc.dump_federation_config(config))
 
 
 def render_key_secret(job: Obj, material: tls.KeyMaterial) -> Obj:
@@ -310,10 +313,11 @@ def render_children(
     children: list[Obj] = [service_account(job, n["serviceAccount"], FEDERATION)]
     if key_secret is not None:
         children.append(key_secret)
-    children.append(render_config_map(job, config))
+    config_map_ = render_config_map(job, config)
+    children.append(config_map_)
     children.extend(render_network_policies(job))
     children.append(render_service(job))
     children.append(render_superlink_pod(job, fj, settings))
     children.extend(render_supernode_pod(job, fj, c, settings) for c in fj.spec.clients)
     children.append(render_submit_job(job, fj, settings))
-    return children
+    return pin_config(children, config_map_["data"][rc.CONFIG_FILE])

@@ -22,8 +22,10 @@ from typing import Any
 from ppml_operator.api.v1alpha1 import DataSpec, PrivateTrainingJob
 from ppml_operator.render.common import (
     RenderSettings,
+    config_map,
     container_security_context,
     metadata,
+    pin_config,
     pod_security_context,
     selector,
     service_account,
@@ -141,13 +143,9 @@ def trainer_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid) -> rc.TrainerC
 
 
 def render_config_map(job: Obj, config: rc.TrainerConfig) -> Obj:
-    """Render the ConfigMap that the trainer reads its contract config from."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata(job, names(job["metadata"]["name"])["configMap"], COMPONENT),
-        "data": {rc.CONFIG_FILE: rc.dump_config(config)},
-    }
+    """Render the immutable ConfigMap that the trainer reads its contract config from."""
+    return config_map(job, names(job["metadata"]["name"])["configMap"], COMPONENT,
+                      rc.dump_config(config))
 
 
 def render_network_policy(job: Obj) -> Obj:
@@ -353,15 +351,16 @@ def render_children(
 
     """
     n = names(job["metadata"]["name"])
+    config = render_config_map(job, trainer_config(job, ptj, paid))
     children = [
         service_account(job, n["serviceAccount"], COMPONENT),
-        render_config_map(job, trainer_config(job, ptj, paid)),
+        config,
         render_network_policy(job),
     ]
     if ptj.spec.runtime.workers > 1:
         children.append(render_service(job))
     children.append(render_job(job, ptj, settings))
-    return children
+    return pin_config(children, config["data"][rc.CONFIG_FILE])
 
 
 def config_json(job: Obj, ptj: PrivateTrainingJob, paid: Paid) -> Obj:

@@ -28,6 +28,7 @@ from ppml_runtime.contract import (
     ModelConfig,
     PrivacyParams,
     TrainingParams,
+    read_pinned_config,
 )
 
 StrategyName = Literal["FedAvg", "FedProx", "FedAdam"]
@@ -281,7 +282,7 @@ def load_federation_config(path: str | Path) -> FederationConfig:
         The validated config.
 
     """
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_pinned_config(path)
     try:
         raw = json.loads(text)
     except json.JSONDecodeError:
