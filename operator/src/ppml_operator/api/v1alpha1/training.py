@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from . import cel_eval
 from .common import (
     API_VERSION,
     Accountant,
@@ -176,6 +177,27 @@ class CheckpointSpec(ApiModel):
     )
 
 
+_SPEC_RULES: list[tuple[str, str, str | None]] = [
+    (
+        "self.training.batchSize <= self.data.numRecords",
+        "training.batchSize must not exceed data.numRecords",
+        ".training.batchSize",
+    ),
+    (
+        "double(self.privacy.delta) * double(self.data.numRecords) < 1.0",
+        "privacy.delta must be below 1/data.numRecords: a larger delta allows releasing whole "
+        "records",
+        ".privacy.delta",
+    ),
+    (
+        "has(self.checkpoint) == has(oldSelf.checkpoint)",
+        "spec.checkpoint cannot be added or removed after creation",
+        ".checkpoint",
+    ),
+]
+"""The spec's CEL rules: the CRD carries them and the model evaluates the same text."""
+
+
 class PrivateTrainingJobSpec(ApiModel):
     """The desired state of a PrivateTrainingJob."""
 
@@ -222,46 +244,28 @@ class PrivateTrainingJobSpec(ApiModel):
         description="ttlSecondsAfterFinished deletes the job this many seconds after it "
         "completes or fails; its charge stays in the budget.",
     )
-    backoff_limit: int = Field(
+    backoff_limit: Annotated[int, immutable("spec.backoffLimit")] = Field(
         default=0,
         ge=0,
         le=100,
         description="backoffLimit is how many failed attempts are retried (0-100). Every "
-        "attempt costs privacy: without a checkpoint, each retry is charged again. Defaults "
-        "to 0.",
+        "attempt costs privacy and is charged up front, with or without a checkpoint. "
+        "Defaults to 0. Immutable: the charge covers exactly these attempts.",
     )
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
-            cel(
-                "self.training.batchSize <= self.data.numRecords",
-                "training.batchSize must not exceed data.numRecords",
-                field_path=".training.batchSize",
-            ),
-            cel(
-                "double(self.privacy.delta) * double(self.data.numRecords) < 1.0",
-                "privacy.delta must be below 1/data.numRecords: a larger delta allows "
-                "releasing whole records",
-                field_path=".privacy.delta",
-            ),
-            cel(
-                "has(self.checkpoint) == has(oldSelf.checkpoint)",
-                "spec.checkpoint cannot be added or removed after creation",
-                field_path=".checkpoint",
-            ),
+            *(cel(rule, message, field_path=path) for rule, message, path in _SPEC_RULES)
         )
     )
 
     @model_validator(mode="after")
     def _check(self) -> PrivateTrainingJobSpec:
-        if self.training.batch_size > self.data.num_records:
-            raise ValueError("training.batchSize must not exceed data.numRecords")
-        # In floating point, as the CEL rule computes it, so both refuse the same specs.
-        if float(self.privacy.delta) * float(self.data.num_records) >= 1.0:
-            raise ValueError(
-                "privacy.delta must be below 1/data.numRecords: a larger delta allows "
-                "releasing whole records"
-            )
+        # The CRD's own CEL rules, evaluated from the same text (api/v1alpha1/cel_eval.py).
+        failed = cel_eval.failures(_SPEC_RULES, self.model_dump(mode="json", by_alias=True,
+                                                               exclude_none=True))
+        if failed:
+            raise ValueError(failed[0][1])
         return self
 
 
