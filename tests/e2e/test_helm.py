@@ -288,6 +288,18 @@ def test_helm_install(env: Env) -> None:
                 f"meta.helm.sh/release-namespace={SYSTEM}",
                 "--overwrite",
             )
+    # So are the admission policies `make demo` applies from the same templates.
+    for name in (*KEPT_POLICIES, *RELEASE_POLICIES):
+        for kind in ("validatingadmissionpolicy", "validatingadmissionpolicybinding"):
+            if env.kubectl("get", kind, name).returncode == 0:
+                env.ok(
+                    "annotate",
+                    kind,
+                    name,
+                    f"meta.helm.sh/release-name={RELEASE}",
+                    f"meta.helm.sh/release-namespace={SYSTEM}",
+                    "--overwrite",
+                )
     env.state["installed_at"] = time.time()
     p = env.helm(
         "install",

@@ -280,3 +280,15 @@ def test_watching_listed_namespaces_adds_only_the_documented_namespace_rule(rend
     for (role, group, res), verbs in documented_rules().items():
         documented[("cluster" if role == WATCH_LISTED else role, group, res)] = verbs
     assert rendered_rules(render("operator.watchNamespaces={team-a}")) == documented
+
+
+def test_the_guide_documents_exactly_the_roles_for_people(default):
+    text = GUIDE.read_text()
+    section = text[text.index("## Rights for people") : text.index("### Upgrading")]
+    documented = set(re.findall(r"^\| `(ppml-[a-z-]+)` \|", section, re.M))
+    rendered = {
+        r["metadata"]["name"]
+        for r in default.of_kind("ClusterRole")
+        if not r["metadata"]["name"].startswith("ppml-operator")
+    }
+    assert documented == rendered == set(USER_ROLES)
