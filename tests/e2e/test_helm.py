@@ -500,20 +500,20 @@ def test_the_charged_budget_cannot_be_deleted_nor_the_jobs_finalizer_stripped(en
     assert p.returncode != 0 and "forbidden" in p.stderr.lower(), p.stderr
     job = JOB["metadata"]["name"]
     finalizers = env.json("get", "ptj", job, "-n", env.ns)["metadata"].get("finalizers", [])
-    if "ppml.dev/finalizer" in finalizers:  # kopf keeps it until the job is deleted
-        strip = env.kubectl(
-            "patch",
-            "ptj",
-            job,
-            "-n",
-            env.ns,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            user="tenant",
-        )
-        assert strip.returncode != 0, "the tenant stripped the job's finalizer"
-        assert "may remove the finalizer ppml.dev/finalizer" in strip.stderr, strip.stderr
+    assert "ppml.dev/finalizer" in finalizers, "kopf keeps it until the job is deleted"
+    strip = env.kubectl(
+        "patch",
+        "ptj",
+        job,
+        "-n",
+        env.ns,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+        user="tenant",
+    )
+    assert strip.returncode != 0, "the tenant stripped the job's finalizer"
+    assert "may remove the finalizer ppml.dev/finalizer" in strip.stderr, strip.stderr
     pods = env.json("get", "pods", "-n", env.ns, "-l", f"ppml.dev/job-name={job}")["items"]
     assert pods, "the job's pods are kept for the data owner"
     relabel = env.kubectl(

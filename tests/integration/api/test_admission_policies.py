@@ -82,8 +82,14 @@ class World:
         return f"guard-{self.run}-ml-team"
 
     @property
-    def system(self) -> str:
-        return f"guard-{self.run}-system"
+    def doomed(self) -> str:
+        return f"guard-{self.run}-doomed"
+
+    #: The chart's default release namespace: its ServiceAccount ppml-operator is the operator
+    #: trusted by these policies, and by any chart-installed ones on the cluster too (a
+    #: `make demo` left running), which would otherwise refuse this test's operator.
+    system = "ppml-system"
+    created_operator_sa: bool = False
 
     def name(self, base: str) -> str:
         return f"{base}-{self.run}"
@@ -172,7 +178,12 @@ def world(devcluster: Any) -> Iterator[World]:
     w = World(devcluster, secrets.token_hex(3), devcluster.api())
     selector = {"matchLabels": {"ppml-guard-test": w.run}}
     try:
-        for ns in (w.system, w.clinic, w.ml_team):
+        with contextlib.suppress(ApiError):  # it may exist (a chart installed, a demo)
+            w.admin.post(
+                "/api/v1/namespaces",
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": w.system}},
+            )
+        for ns in (w.clinic, w.ml_team, w.doomed):
             w.admin.post(
                 "/api/v1/namespaces",
                 {
@@ -181,7 +192,7 @@ def world(devcluster: Any) -> Iterator[World]:
                     "metadata": {"name": ns, "labels": {"ppml-guard-test": w.run}},
                 },
             )
-        # The policies, trusting the ServiceAccount ppml-operator of w.system as the operator.
+        # The policies, trusting the ServiceAccount ppml-operator of ppml-system as the operator.
         for doc in helm_template(devcluster, w.system, *POLICY_FILES):
             doc["metadata"]["name"] = w.name(doc["metadata"]["name"])
             if doc["kind"] == "ValidatingAdmissionPolicyBinding":
@@ -229,13 +240,9 @@ def world(devcluster: Any) -> Iterator[World]:
         )
         parties = {
             # who: (home namespace, [(namespace, cluster role)])
-            "operator": (
-                w.system,
-                [
-                    (w.clinic, w.name("guard-test-operator")),
-                    (w.ml_team, w.name("guard-test-operator")),
-                ],
-            ),
+            # The operator's rights are cluster-wide (a ClusterRoleBinding, below), so that they
+            # outlive the RoleBindings of a namespace being deleted.
+            "operator": (w.system, []),
             "analyst": (w.ml_team, [(w.ml_team, w.name("ppml-analyst"))]),
             "owner": (w.clinic, [(w.clinic, w.name("ppml-data-owner"))]),
             "viewer": (w.clinic, [(w.clinic, w.name("ppml-viewer"))]),
@@ -243,17 +250,22 @@ def world(devcluster: Any) -> Iterator[World]:
         sa_names = {"operator": "ppml-operator"}
         for who, (home, grants) in parties.items():
             sa = sa_names.get(who, who)
-            w.admin.post(
-                f"/api/v1/namespaces/{home}/serviceaccounts",
-                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}},
-            )
+            try:
+                w.admin.post(
+                    f"/api/v1/namespaces/{home}/serviceaccounts",
+                    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}},
+                )
+                w.created_operator_sa |= who == "operator"
+            except ApiError as err:  # the chart's own, when it is installed
+                if not (who == "operator" and err.status == 409):
+                    raise
             for ns, role in grants:
                 w.admin.post(
                     f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
                     {
                         "apiVersion": "rbac.authorization.k8s.io/v1",
                         "kind": "RoleBinding",
-                        "metadata": {"name": f"{who}-{role}"},
+                        "metadata": {"name": f"{who}-{w.run}"},
                         "roleRef": {
                             "apiGroup": "rbac.authorization.k8s.io",
                             "kind": "ClusterRole",
@@ -262,6 +274,23 @@ def world(devcluster: Any) -> Iterator[World]:
                         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": home}],
                     },
                 )
+            if who == "operator":
+                crbs = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"
+                w.admin.post(
+                    crbs,
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "ClusterRoleBinding",
+                        "metadata": {"name": w.name("guard-test-operator")},
+                        "roleRef": {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "ClusterRole",
+                            "name": w.name("guard-test-operator"),
+                        },
+                        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": home}],
+                    },
+                )
+                w.installed.append((crbs, w.name("guard-test-operator")))
             w.clients[who] = Client(
                 apiserver_url(),
                 w.cluster.paths.pki / "ca.crt",
@@ -290,20 +319,28 @@ def wait_until_enforced(w: World) -> None:
 
 
 def teardown(w: World) -> None:
-    # The operator clears its finalizers (as it would when a job is deleted) while the guard,
-    # which lets nobody else do it, is still bound.
-    remover = w.clients.get("operator", w.admin)
+    # The operator clears its finalizers and the ledgers (as only it may) while the guards are
+    # still bound; any other guard on the cluster trusts it too, so the namespaces can go.
+    operator = w.clients.get("operator", w.admin)
     jobs = PPML.format(ns=w.ml_team, res="privatetrainingjobs")
     with contextlib.suppress(ApiError):
         for job in w.admin.get(jobs)["items"]:
-            remover.patch(f"{jobs}/{job['metadata']['name']}", {"metadata": {"finalizers": None}})
-    # Forgetting a ledger on purpose: the cluster admin unbinds the guard first (documented).
+            operator.patch(f"{jobs}/{job['metadata']['name']}", {"metadata": {"finalizers": None}})
+    for ns in (w.clinic, w.ml_team, w.doomed):
+        budgets = PPML.format(ns=ns, res="privacybudgets")
+        with contextlib.suppress(ApiError):
+            for budget in w.admin.get(budgets)["items"]:
+                budget["status"] = {"charges": [], "spentEpsilon": "0"}
+                operator.put(f"{budgets}/{budget['metadata']['name']}/status", budget)
     for path, name in reversed(w.installed):
         with contextlib.suppress(ApiError):
             w.admin.delete(f"{path}/{name}")
-    for ns in (w.ml_team, w.clinic, w.system, f"guard-{w.run}-doomed"):
+    for ns in (w.ml_team, w.clinic, w.doomed):
         with contextlib.suppress(ApiError):
             w.admin.delete(f"/api/v1/namespaces/{ns}")
+    if w.created_operator_sa:
+        with contextlib.suppress(ApiError):
+            w.admin.delete(f"/api/v1/namespaces/{w.system}/serviceaccounts/ppml-operator")
 
 
 # -- a ledger that cannot be wiped -------------------------------------------------------------
@@ -401,17 +438,8 @@ def test_not_even_a_cluster_admin_deletes_a_ledger_or_forces_it(world: World) ->
 
 
 def test_deleting_the_namespace_leaves_the_ledger_in_place(world: World) -> None:
-    doomed = f"guard-{world.run}-doomed"
-    world.admin.post(
-        "/api/v1/namespaces",
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": doomed, "labels": {"ppml-guard-test": world.run}},
-        },
-    )
-    # Adding a charge is not a wipe: the admin may write it (the operator has no rights here).
-    path = world.budget(doomed, "ledger", [charge("e", "Committed", "1.5")], writer="admin")
+    doomed = world.doomed
+    path = world.budget(doomed, "ledger", [charge("e", "Committed", "1.5")])
     world.admin.delete(f"/api/v1/namespaces/{doomed}")
 
     def stuck() -> dict[str, Any] | None:
@@ -470,6 +498,19 @@ def test_nobody_but_the_operator_removes_a_charge_or_lowers_spent(world: World) 
         403,
         "Spent epsilon never decreases",
     )
+
+
+def test_no_charge_is_reserved_on_a_budget_being_deleted(world: World) -> None:
+    path = world.budget(world.clinic, "going", [], spentEpsilon="0")
+    # The operator's finalizer keeps a deleted budget around for a moment; this one keeps it
+    # for the length of the test.
+    world.admin.patch(path, {"metadata": {"finalizers": ["example.com/hold"]}})
+    world.as_("owner").delete(path)
+    obj = world.admin.get(path)
+    assert obj["metadata"]["deletionTimestamp"]
+    obj["status"] = {"charges": [charge("late", "Reserved")], "spentEpsilon": "0"}
+    refused(lambda: world.as_("operator").put(path + "/status", obj), 403, "is being deleted")
+    world.admin.patch(path, {"metadata": {"finalizers": None}})
 
 
 def test_the_privacybudget_crd_cannot_be_deleted_while_guarded(world: World) -> None:
