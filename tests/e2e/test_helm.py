@@ -160,9 +160,16 @@ class Env:
         return "\n".join(out)
 
     def audit(self, since: float) -> list[dict[str, Any]]:
-        """The API server's audit events of the operator's ServiceAccount since ``since``."""
+        """The API server's audit events of the operator's ServiceAccount since ``since``.
+
+        Only this release's ServiceAccount (by UID): tests/integration/api acts under the same
+        name, and provokes refusals on purpose.
+        """
         from devcluster.paths import state_paths
 
+        sa_uid = self.json("get", "serviceaccount", "ppml-operator", "-n", SYSTEM)["metadata"][
+            "uid"
+        ]
         events = []
         with open(state_paths().logs / "audit.log", encoding="utf-8") as log:
             for line in log:
@@ -170,6 +177,8 @@ class Env:
                     continue
                 e = json.loads(line)
                 if e.get("user", {}).get("username") != SA_USER:
+                    continue
+                if e["user"].get("uid", sa_uid) != sa_uid:
                     continue
                 if e.get("stage") != "ResponseComplete":
                     continue
