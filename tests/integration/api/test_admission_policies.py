@@ -500,6 +500,16 @@ def test_nobody_but_the_operator_removes_a_charge_or_lowers_spent(world: World) 
     )
 
 
+def test_a_long_ledger_is_guarded_within_the_cel_cost_budget(world: World) -> None:
+    """Refusals on a ledger far longer than the operator keeps (50 itemised) still say why."""
+    charges = [charge(f"long-{i}", "Committed", "0.001") for i in range(300)]
+    path = world.budget(world.clinic, "long", charges, spentEpsilon="0.3")
+    current = world.admin.get(path)
+    current["status"]["charges"] = current["status"]["charges"][1:]
+    refused(lambda: world.admin.put(path + "/status", current), 403, "may remove or release")
+    refused(lambda: world.as_("owner").delete(path), 403, "holds 300 Reserved or Committed")
+
+
 def test_no_charge_is_reserved_on_a_budget_being_deleted(world: World) -> None:
     path = world.budget(world.clinic, "going", [], spentEpsilon="0")
     # The operator's finalizer keeps a deleted budget around for a moment; this one keeps it
@@ -589,6 +599,56 @@ def pod(name: str, labels: dict[str, str]) -> dict[str, Any]:
             "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
         },
     }
+
+
+def can_i(
+    client: Client, verb: str, resource: str, ns: str, sub: str = "", group: str = ""
+) -> bool:
+    """A SelfSubjectAccessReview: what RBAC lets this identity do."""
+    review = client.post(
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "namespace": ns,
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                    "subresource": sub,
+                }
+            },
+        },
+    )
+    return bool(review["status"]["allowed"])
+
+
+def test_each_party_may_see_only_its_side(world: World) -> None:
+    analyst, owner, viewer = world.as_("analyst"), world.as_("owner"), world.as_("viewer")
+    clinic, team = world.clinic, world.ml_team
+    # Nothing of the owner's namespace but what ppml-viewer-like reads would show: no pods,
+    # logs, claims or Secrets, and no budgets (the analyst's role is bound in ml-team only).
+    for resource in ("pods", "persistentvolumeclaims", "secrets", "configmaps"):
+        forbidden_by_rbac(lambda r=resource: analyst.get(f"/api/v1/namespaces/{clinic}/{r}"))
+    assert not can_i(analyst, "get", "pods", clinic, sub="log")
+    # In its own namespace: jobs, their status, the delivered model's claim; no pods or Secrets.
+    assert can_i(analyst, "create", "privatetrainingjobs", team, group="ppml.dev")
+    assert can_i(analyst, "get", "privatetrainingjobs", team, sub="status", group="ppml.dev")
+    assert can_i(analyst, "get", "persistentvolumeclaims", team)
+    assert not can_i(analyst, "get", "secrets", team)
+    # The owner: budgets, pods and their logs at home; no Secrets through this role, no jobs.
+    assert can_i(owner, "get", "pods", clinic, sub="log")
+    assert can_i(owner, "list", "jobs", clinic, group="batch")
+    assert not can_i(owner, "get", "secrets", clinic)
+    assert not can_i(owner, "create", "privatetrainingjobs", clinic, group="ppml.dev")
+    assert not can_i(owner, "update", "privacybudgets", clinic, sub="status", group="ppml.dev")
+    # The viewer reads budgets and changes nothing.
+    budgets = PPML.format(ns=clinic, res="privacybudgets")
+    assert viewer.get(budgets)["items"]
+    path = world.budget(clinic, "viewed", [], spentEpsilon="0")
+    forbidden_by_rbac(lambda: viewer.delete(path))
+    forbidden_by_rbac(lambda: viewer.patch(path, {"spec": {"epsilon": "9"}}))
 
 
 def test_an_analyst_cannot_read_or_relabel_the_pods_that_touch_the_data(world: World) -> None:

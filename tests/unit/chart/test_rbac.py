@@ -292,3 +292,13 @@ def test_the_guide_documents_exactly_the_roles_for_people(default):
         if not r["metadata"]["name"].startswith("ppml-operator")
     }
     assert documented == rendered == set(USER_ROLES)
+
+
+@pytest.mark.parametrize("set_args", list(VALUE_SETS.values()), ids=list(VALUE_SETS))
+def test_only_the_operator_may_write_the_ledger(render, set_args):
+    writers = {
+        role["metadata"]["name"]
+        for role in roles(render(*set_args))
+        if WRITE_VERBS & grants(role).get(("ppml.dev", "privacybudgets/status"), set())
+    }
+    assert writers == {"ppml-operator-namespaced"}
