@@ -59,6 +59,13 @@ def test_every_policy_is_bound_denies_and_fails_closed(default: Rendered) -> Non
             assert v.get("messageExpression") or v.get("message")
 
 
+def test_no_expression_reads_fields_a_request_may_lack(default: Rendered) -> None:
+    # request.subResource is absent from a request on the main resource: reading it is an
+    # error, which a validation only survives while another operand of its || is true.
+    for policy in default.of_kind(POLICY):
+        assert "subResource" not in cel(policy), policy["metadata"]["name"]
+
+
 def test_the_ledger_guard_watches_budget_deletion_and_status_updates_only(default) -> None:
     guard = default.get(POLICY, "ppml-ledger-guard")
     assert rules(guard) == {
