@@ -21,6 +21,15 @@ kubectl get nodes
 echo "== CRDs"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+
+echo "== admission policies (the ledger guard: a budget holding charges cannot be deleted)"
+# The chart's ValidatingAdmissionPolicies, as `helm install` would create them. The operator runs
+# on the host with the admin certificate (devcluster-admin), so that identity is trusted as the
+# operator here; a real install trusts only the chart's ServiceAccount.
+kube_version=$(kubectl version -o json | $PY -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')
+helm template ppml charts/ppml-operator --namespace ppml-system --kube-version "$kube_version" \
+  --show-only templates/admission-ledger-guard.yaml --show-only templates/admission-job-guard.yaml \
+  --set 'admissionPolicies.extraOperatorUsernames={devcluster-admin}' | kubectl apply -f - >/dev/null
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl label namespace "$NS" pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
 

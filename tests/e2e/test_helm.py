@@ -34,7 +34,11 @@ RELEASE = "ppml"
 SYSTEM = "ppml-system"
 SA_USER = f"system:serviceaccount:{SYSTEM}:ppml-operator"
 CRDS = ("privacybudgets.ppml.dev", "privatetrainingjobs.ppml.dev", "federatedjobs.ppml.dev")
-USER_ROLES = ("ppml-viewer", "ppml-job-submitter", "ppml-budget-owner")
+USER_ROLES = ("ppml-viewer", "ppml-analyst", "ppml-data-owner")
+#: Admission policies kept on uninstall with the CRDs (the ledger outlives the operator).
+KEPT_POLICIES = ("ppml-ledger-guard", "ppml-ledger-crd-guard")
+RELEASE_POLICIES = ("ppml-job-guard", "ppml-children-guard")
+LEDGER_REFUSAL = "its ledger is the only record of the privacy already spent"
 
 EXAMPLE_DOCS = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
 BUDGET = next(d for d in EXAMPLE_DOCS if d["kind"] == "PrivacyBudget")
@@ -156,9 +160,16 @@ class Env:
         return "\n".join(out)
 
     def audit(self, since: float) -> list[dict[str, Any]]:
-        """The API server's audit events of the operator's ServiceAccount since ``since``."""
+        """The API server's audit events of the operator's ServiceAccount since ``since``.
+
+        Only this release's ServiceAccount (by UID): tests/integration/api acts under the same
+        name, and provokes refusals on purpose.
+        """
         from devcluster.paths import state_paths
 
+        sa_uid = self.json("get", "serviceaccount", "ppml-operator", "-n", SYSTEM)["metadata"][
+            "uid"
+        ]
         events = []
         with open(state_paths().logs / "audit.log", encoding="utf-8") as log:
             for line in log:
@@ -166,6 +177,8 @@ class Env:
                     continue
                 e = json.loads(line)
                 if e.get("user", {}).get("username") != SA_USER:
+                    continue
+                if e["user"].get("uid", sa_uid) != sa_uid:
                     continue
                 if e.get("stage") != "ResponseComplete":
                     continue
@@ -183,6 +196,7 @@ def env(devcluster: Any) -> Iterator[Env]:
     # Leave the shared cluster as we found it: no release, no namespace stuck on finalizers.
     if e.helm("status", RELEASE, "-n", SYSTEM).returncode == 0:
         e.helm("uninstall", RELEASE, "-n", SYSTEM, "--wait", "--timeout", "120s")
+    unguard(e)
     for kind in ("ptj", "pbudget"):
         for name in e.kubectl("get", kind, "-n", e.ns, "-o", "name").stdout.split():
             e.kubectl(
@@ -191,6 +205,14 @@ def env(devcluster: Any) -> Iterator[Env]:
     for ns in (e.ns, e.ns2):
         with contextlib.suppress(Exception):
             e.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def unguard(e: Env) -> None:
+    """Forget the ledgers on purpose, as the operator guide says: unbind the kept guard."""
+    for name in (*KEPT_POLICIES, *RELEASE_POLICIES):
+        e.kubectl("delete", "validatingadmissionpolicybinding", name, "--ignore-not-found")
+        e.kubectl("delete", "validatingadmissionpolicy", name, "--ignore-not-found")
+    time.sleep(2)  # the admission plugin learns of it through an informer
 
 
 def manifest(doc: dict[str, Any]) -> str:
@@ -238,6 +260,8 @@ def test_the_rendered_chart_is_accepted_by_the_api_server(env: Env) -> None:
         "rolebinding.rbac.authorization.k8s.io",
         "service",
         "configmap",
+        "validatingadmissionpolicy.admissionregistration.k8s.io",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io",
     ):
         assert kind in kinds, out
 
@@ -273,6 +297,18 @@ def test_helm_install(env: Env) -> None:
                 f"meta.helm.sh/release-namespace={SYSTEM}",
                 "--overwrite",
             )
+    # So are the admission policies `make demo` applies from the same templates.
+    for name in (*KEPT_POLICIES, *RELEASE_POLICIES):
+        for kind in ("validatingadmissionpolicy", "validatingadmissionpolicybinding"):
+            if env.kubectl("get", kind, name).returncode == 0:
+                env.ok(
+                    "annotate",
+                    kind,
+                    name,
+                    f"meta.helm.sh/release-name={RELEASE}",
+                    f"meta.helm.sh/release-namespace={SYSTEM}",
+                    "--overwrite",
+                )
     env.state["installed_at"] = time.time()
     p = env.helm(
         "install",
@@ -336,8 +372,8 @@ def test_operator_service_account_can_do_what_it_needs_and_nothing_more(env: Env
 
 def test_people_get_their_roles_in_the_namespace(env: Env) -> None:
     for role, group in (
-        ("ppml-job-submitter", "ppml:tenants"),
-        ("ppml-budget-owner", "ppml:data-owners"),
+        ("ppml-analyst", "ppml:tenants"),
+        ("ppml-data-owner", "ppml:data-owners"),
         ("ppml-viewer", "ppml:viewers"),
     ):
         env.ok(
@@ -461,6 +497,46 @@ def test_people_are_refused_what_their_roles_do_not_allow(env: Env) -> None:
     budget = env.json("get", "pbudget", name, "-n", env.ns)
     assert budget["spec"]["epsilon"] == BUDGET["spec"]["epsilon"]
     assert budget["status"]["spentEpsilon"] == env.state["budget"]["status"]["spentEpsilon"]
+
+
+def test_the_charged_budget_cannot_be_deleted_nor_the_jobs_finalizer_stripped(env: Env) -> None:
+    """The chart's admission policies, bound cluster-wide, against the people's own identities."""
+    budget = BUDGET["metadata"]["name"]
+    for user in ("data-owner", None):  # None: the cluster admin, who bypasses RBAC only
+        p = env.kubectl("delete", "pbudget", budget, "-n", env.ns, "--wait=false", user=user)
+        assert p.returncode != 0 and LEDGER_REFUSAL in p.stderr, (user, p.stderr)
+    p = env.kubectl("delete", "pbudget", budget, "-n", env.ns, user="tenant")
+    assert p.returncode != 0 and "forbidden" in p.stderr.lower(), p.stderr
+    job = JOB["metadata"]["name"]
+    finalizers = env.json("get", "ptj", job, "-n", env.ns)["metadata"].get("finalizers", [])
+    assert "ppml.dev/finalizer" in finalizers, "kopf keeps it until the job is deleted"
+    strip = env.kubectl(
+        "patch",
+        "ptj",
+        job,
+        "-n",
+        env.ns,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+        user="tenant",
+    )
+    assert strip.returncode != 0, "the tenant stripped the job's finalizer"
+    assert "may remove the finalizer ppml.dev/finalizer" in strip.stderr, strip.stderr
+    pods = env.json("get", "pods", "-n", env.ns, "-l", f"ppml.dev/job-name={job}")["items"]
+    assert pods, "the job's pods are kept for the data owner"
+    relabel = env.kubectl(
+        "label",
+        "pod",
+        pods[0]["metadata"]["name"],
+        "-n",
+        env.ns,
+        "ppml.dev/job-uid=forged",
+        "--overwrite",
+    )
+    assert relabel.returncode != 0 and "ppml.dev/ labels" in relabel.stderr, relabel.stderr
+    after = env.json("get", "pbudget", budget, "-n", env.ns)
+    assert after["status"]["spentEpsilon"] == env.state["budget"]["status"]["spentEpsilon"]
 
 
 def test_resyncing_unchanged_manifests_never_charges_again(env: Env) -> None:
@@ -631,3 +707,11 @@ def test_helm_uninstall_removes_the_operator_and_keeps_crds_and_ledgers(env: Env
         assert env.kubectl("get", "crd", crd).returncode == 0, f"{crd} was deleted"
     budget = env.json("get", "pbudget", BUDGET["metadata"]["name"], "-n", env.ns)
     assert budget["status"]["spentEpsilon"] == env.state["budget"]["status"]["spentEpsilon"]
+    # The ledger guard stays with the ledgers; the operator's own guards go with the operator.
+    for name in KEPT_POLICIES:
+        for kind in ("validatingadmissionpolicy", "validatingadmissionpolicybinding"):
+            assert env.kubectl("get", kind, name).returncode == 0, f"{kind} {name} was deleted"
+    for name in RELEASE_POLICIES:
+        assert env.kubectl("get", "validatingadmissionpolicy", name).returncode != 0, name
+    p = env.kubectl("delete", "pbudget", BUDGET["metadata"]["name"], "-n", env.ns)
+    assert p.returncode != 0 and LEDGER_REFUSAL in p.stderr, p.stderr

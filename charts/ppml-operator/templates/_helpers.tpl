@@ -69,3 +69,25 @@ documented names (ppml-viewer, ...), which is why the chart is installed once pe
 {{- define "ppml-operator.clusterName" -}}
 {{- include "ppml-operator.fullname" . }}
 {{- end }}
+
+{{/*
+The identities the admission policies trust as the operator, as a CEL list literal: the chart's
+ServiceAccount, plus admissionPolicies.extraOperatorUsernames (an operator run outside the
+cluster under another identity, as `make demo` runs it).
+*/}}
+{{- define "ppml-operator.operatorUsernames" -}}
+{{- $sa := printf "system:serviceaccount:%s:%s" .Release.Namespace (include "ppml-operator.serviceAccountName" .) }}
+{{- prepend .Values.admissionPolicies.extraOperatorUsernames $sa | toJson }}
+{{- end }}
+
+{{/*
+Annotations that keep an object on `helm uninstall` and out of Argo CD's prune, as the CRDs are
+kept (crds.keep): the ledger guard outlives the operator, as the ledgers do.
+*/}}
+{{- define "ppml-operator.keepWithCrds" -}}
+{{- if .Values.crds.keep -}}
+annotations:
+  helm.sh/resource-policy: keep
+  argocd.argoproj.io/sync-options: Delete=false,Prune=false
+{{- end }}
+{{- end }}

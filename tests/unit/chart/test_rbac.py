@@ -16,13 +16,13 @@ from .conftest import NAMESPACE, REPO, Rendered
 DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "*"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 OPERATOR_ROLES = ("ppml-operator-cluster", "ppml-operator-namespaced")
-USER_ROLES = ("ppml-viewer", "ppml-job-submitter", "ppml-budget-owner")
+USER_ROLES = ("ppml-viewer", "ppml-analyst", "ppml-data-owner")
 
 VALUE_SETS = {
     "defaults (watch every namespace)": (),
     "two watched namespaces": ("operator.watchNamespaces={team-a,team-b}",),
-    "no aggregation to built-in roles": ("rbac.aggregateToDefaultRoles=false",),
-    "budget owner aggregated to admin": ("rbac.aggregateBudgetOwnerToAdmin=true",),
+    "aggregation to built-in roles": ("rbac.aggregateToDefaultRoles=true",),
+    "data owner aggregated to admin": ("rbac.aggregateDataOwnerToAdmin=true",),
 }
 
 
@@ -91,61 +91,93 @@ def test_no_user_role_can_write_any_status(default, role_name):
 
 
 USER_ROLE_TABLE = [
-    # (role, verb, resource, allowed)
-    ("ppml-viewer", "list", "privacybudgets", True),
-    ("ppml-viewer", "get", "privatetrainingjobs/status", True),
-    ("ppml-viewer", "create", "privatetrainingjobs", False),
-    ("ppml-viewer", "update", "privacybudgets", False),
-    ("ppml-job-submitter", "create", "privatetrainingjobs", True),
-    ("ppml-job-submitter", "create", "federatedjobs", True),
-    ("ppml-job-submitter", "delete", "federatedjobs", True),
-    ("ppml-job-submitter", "get", "privacybudgets", True),
-    ("ppml-job-submitter", "update", "privacybudgets", False),
-    ("ppml-job-submitter", "patch", "privacybudgets", False),
-    ("ppml-job-submitter", "create", "privacybudgets", False),
-    ("ppml-job-submitter", "patch", "privacybudgets/status", False),
-    ("ppml-job-submitter", "patch", "privatetrainingjobs/status", False),
-    ("ppml-budget-owner", "create", "privacybudgets", True),
-    ("ppml-budget-owner", "patch", "privacybudgets", True),
-    ("ppml-budget-owner", "update", "privacybudgets/status", False),
-    ("ppml-budget-owner", "patch", "privacybudgets/status", False),
-    ("ppml-budget-owner", "create", "privatetrainingjobs", False),
-    ("ppml-budget-owner", "list", "federatedjobs", True),
+    # (role, verb, group, resource, allowed)
+    ("ppml-viewer", "list", "ppml.dev", "privacybudgets", True),
+    ("ppml-viewer", "get", "ppml.dev", "privatetrainingjobs/status", True),
+    ("ppml-viewer", "create", "ppml.dev", "privatetrainingjobs", False),
+    ("ppml-viewer", "update", "ppml.dev", "privacybudgets", False),
+    ("ppml-viewer", "list", "", "pods", False),
+    ("ppml-analyst", "create", "ppml.dev", "privatetrainingjobs", True),
+    ("ppml-analyst", "create", "ppml.dev", "federatedjobs", True),
+    ("ppml-analyst", "delete", "ppml.dev", "federatedjobs", True),
+    ("ppml-analyst", "get", "ppml.dev", "privatetrainingjobs/status", True),
+    ("ppml-analyst", "get", "", "persistentvolumeclaims", True),
+    ("ppml-analyst", "get", "ppml.dev", "privacybudgets", True),
+    ("ppml-analyst", "update", "ppml.dev", "privacybudgets", False),
+    ("ppml-analyst", "patch", "ppml.dev", "privacybudgets", False),
+    ("ppml-analyst", "create", "ppml.dev", "privacybudgets", False),
+    ("ppml-analyst", "delete", "ppml.dev", "privacybudgets", False),
+    ("ppml-analyst", "patch", "ppml.dev", "privacybudgets/status", False),
+    ("ppml-analyst", "patch", "ppml.dev", "privatetrainingjobs/status", False),
+    ("ppml-analyst", "get", "", "pods", False),
+    ("ppml-analyst", "get", "", "pods/log", False),
+    ("ppml-analyst", "create", "", "pods", False),
+    ("ppml-analyst", "create", "batch", "jobs", False),
+    ("ppml-data-owner", "create", "ppml.dev", "privacybudgets", True),
+    ("ppml-data-owner", "patch", "ppml.dev", "privacybudgets", True),
+    ("ppml-data-owner", "delete", "ppml.dev", "privacybudgets", True),
+    ("ppml-data-owner", "update", "ppml.dev", "privacybudgets/status", False),
+    ("ppml-data-owner", "patch", "ppml.dev", "privacybudgets/status", False),
+    ("ppml-data-owner", "create", "ppml.dev", "privatetrainingjobs", False),
+    ("ppml-data-owner", "list", "ppml.dev", "federatedjobs", True),
+    ("ppml-data-owner", "list", "", "pods", True),
+    ("ppml-data-owner", "get", "", "pods/log", True),
+    ("ppml-data-owner", "list", "batch", "jobs", True),
+    ("ppml-data-owner", "patch", "", "pods", False),
+    ("ppml-data-owner", "delete", "", "pods", False),
+    ("ppml-data-owner", "create", "", "pods/exec", False),
 ]
 
 
 @pytest.mark.parametrize(
-    ("role_name", "verb", "resource", "allowed"),
+    ("role_name", "verb", "group", "resource", "allowed"),
     USER_ROLE_TABLE,
-    ids=[f"{r} {'may' if a else 'may not'} {v} {res}" for r, v, res, a in USER_ROLE_TABLE],
+    ids=[f"{r} {'may' if a else 'may not'} {v} {res}" for r, v, _g, res, a in USER_ROLE_TABLE],
 )
-def test_user_roles_grant_what_people_need(default, role_name, verb, resource, allowed):
-    assert can(default.get("ClusterRole", role_name), verb, "ppml.dev", resource) is allowed
+def test_user_roles_grant_what_people_need(default, role_name, verb, group, resource, allowed):
+    assert can(default.get("ClusterRole", role_name), verb, group, resource) is allowed
+
+
+@pytest.mark.parametrize("role_name", USER_ROLES)
+def test_no_user_role_may_change_what_the_operator_created(default, role_name):
+    g = grants(default.get("ClusterRole", role_name))
+    for (group, res), verbs in g.items():
+        if group != "ppml.dev":
+            assert not WRITE_VERBS & verbs, f"{role_name} may {sorted(verbs)} {group}/{res}"
+        assert res != "secrets", role_name
 
 
 AGGREGATION = {
-    "defaults": (
+    "defaults: none": (
         (),
         {
-            "ppml-viewer": {"view", "edit", "admin"},
-            "ppml-job-submitter": {"edit", "admin"},
-            "ppml-budget-owner": set(),
+            "ppml-viewer": set(),
+            "ppml-analyst": set(),
+            "ppml-data-owner": set(),
         },
     ),
-    "aggregation off": (
-        ("rbac.aggregateToDefaultRoles=false",),
+    "aggregation on": (
+        ("rbac.aggregateToDefaultRoles=true",),
+        {
+            "ppml-viewer": {"view", "edit", "admin"},
+            "ppml-analyst": {"edit", "admin"},
+            "ppml-data-owner": set(),
+        },
+    ),
+    "data owner to admin": (
+        ("rbac.aggregateDataOwnerToAdmin=true",),
         {
             "ppml-viewer": set(),
-            "ppml-job-submitter": set(),
-            "ppml-budget-owner": set(),
+            "ppml-analyst": set(),
+            "ppml-data-owner": {"admin"},
         },
     ),
-    "budget owner to admin": (
+    "data owner to admin, by its 0.1 name": (
         ("rbac.aggregateBudgetOwnerToAdmin=true",),
         {
-            "ppml-viewer": {"view", "edit", "admin"},
-            "ppml-job-submitter": {"edit", "admin"},
-            "ppml-budget-owner": {"admin"},
+            "ppml-viewer": set(),
+            "ppml-analyst": set(),
+            "ppml-data-owner": {"admin"},
         },
     ),
 }
@@ -248,3 +280,25 @@ def test_watching_listed_namespaces_adds_only_the_documented_namespace_rule(rend
     for (role, group, res), verbs in documented_rules().items():
         documented[("cluster" if role == WATCH_LISTED else role, group, res)] = verbs
     assert rendered_rules(render("operator.watchNamespaces={team-a}")) == documented
+
+
+def test_the_guide_documents_exactly_the_roles_for_people(default):
+    text = GUIDE.read_text()
+    section = text[text.index("## Rights for people") : text.index("### Upgrading")]
+    documented = set(re.findall(r"^\| `(ppml-[a-z-]+)` \|", section, re.M))
+    rendered = {
+        r["metadata"]["name"]
+        for r in default.of_kind("ClusterRole")
+        if not r["metadata"]["name"].startswith("ppml-operator")
+    }
+    assert documented == rendered == set(USER_ROLES)
+
+
+@pytest.mark.parametrize("set_args", list(VALUE_SETS.values()), ids=list(VALUE_SETS))
+def test_only_the_operator_may_write_the_ledger(render, set_args):
+    writers = {
+        role["metadata"]["name"]
+        for role in roles(render(*set_args))
+        if WRITE_VERBS & grants(role).get(("ppml.dev", "privacybudgets/status"), set())
+    }
+    assert writers == {"ppml-operator-namespaced"}
