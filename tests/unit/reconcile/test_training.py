@@ -216,6 +216,15 @@ def test_children_missing_after_a_crash_at_admission_are_created() -> None:
     assert plan.budget_writes == []
 
 
+def test_a_budget_being_deleted_takes_no_new_charge() -> None:
+    b = make_budget()
+    b["metadata"]["deletionTimestamp"] = STAMP
+    plan = training.decide(observe(make_job(), b), NOW)
+    assert plan.budget_writes == [] and plan.create == []
+    admitted_ = cond(plan, "Admitted")
+    assert admitted_["reason"] == "BudgetNotFound" and "being deleted" in admitted_["message"]
+
+
 def test_a_trainer_suspended_after_it_started_is_never_resumed() -> None:
     """Issue 13, item 2: resuming would train from step 0 again, unpaid, and repeatably."""
     job = admitted(make_job())

@@ -543,12 +543,17 @@ def _admission(kind: JobKind, observed: Observed, children: Callable[[], list[Ob
 
     names = [ch.budget for ch in price.charges]
     missing = [name for name in names if observed.budgets.get(name) is None]
-    if missing:
-        message = (
-            f"PrivacyBudget {', '.join(missing)} charged by this {kind.noun} does not exist in "
-            f"namespace {meta['namespace']}; create it or fix the budgetRef"
-        )
-        _wait(status, plan, c.BUDGET_NOT_FOUND, message, now=now, gen=gen, level="Warning")
+    # A budget being deleted takes no new charge (the chart's ledger guard refuses it too).
+    leaving = [name for name in names if name not in missing
+               and (observed.budgets[name] or {}).get("metadata", {}).get("deletionTimestamp")]
+    if missing or leaving:
+        why = [f"PrivacyBudget {', '.join(missing)} charged by this {kind.noun} does not exist "
+               f"in namespace {meta['namespace']}; create it or fix the budgetRef"] if missing \
+            else []
+        why += [f"PrivacyBudget {', '.join(leaving)} is being deleted and takes no new "
+                "charge"] if leaving else []
+        _wait(status, plan, c.BUDGET_NOT_FOUND, "; ".join(why), now=now, gen=gen,
+              level="Warning")
         return
     held = held_charges(observed)
     committed = sorted(name for name, state in held.items() if state == ledger.COMMITTED)
