@@ -206,14 +206,52 @@ def run_bare(cluster: Any, client: Any, ns: str, n: int, kind: str) -> dict[str,
     return summary(latencies, time.monotonic() - start, n)
 
 
+def request_profile(cluster: Any, ns: str, since: str, n: int) -> dict[str, Any]:
+    """Count the API requests made in ``ns`` since ``since``, from devcluster's audit log.
+
+    Grouped by writer (kopf's own requests, the operator's client, the controllers), verb and
+    resource, with the 409s among them: per job, this is where the operator's time goes.
+    """
+    import collections
+
+    counts: collections.Counter[str] = collections.Counter()
+    conflicts: collections.Counter[str] = collections.Counter()
+    for path in sorted(cluster.paths.logs.glob("audit*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            ref = event.get("objectRef") or {}
+            if ref.get("namespace") != ns or event.get("requestReceivedTimestamp", "") < since:
+                continue
+            agent = str(event.get("userAgent", ""))
+            who = ("kopf" if agent.startswith("kopf") else
+                   "operator client" if agent.startswith("OpenAPI-Generator") else
+                   agent.split("/")[0] or "other")
+            resource = ref.get("resource", "") + (
+                f"/{ref['subresource']}" if ref.get("subresource") else "")
+            key = f"{who} {event.get('verb')} {resource}"
+            counts[key] += 1
+            if (event.get("responseStatus") or {}).get("code") == 409:
+                conflicts[key] += 1
+    return {
+        "per_job": {k: round(v / n, 2) for k, v in counts.most_common()},
+        "conflicts_per_job": {k: round(v / n, 2) for k, v in conflicts.most_common()},
+    }
+
+
 def measure(cluster: Any, client: Any, kind: str, n: int) -> dict[str, Any]:
     """Run the bare client, then the operator, for one kind; return both and their ratios."""
     slug = "fed" if kind == "FederatedJob" else "ptj"
     try:
         bare = run_bare(cluster, client, f"bench-{slug}-bare", n, kind)
         print(f"{kind} bare client: {bare}", flush=True)
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         operator = run_operator(cluster, client, f"bench-{slug}-operator", n, kind)
         print(f"{kind} operator:    {operator}", flush=True)
+        profile = request_profile(cluster, f"bench-{slug}-operator", since, n + 1)
+        print(f"{kind} requests per job: {json.dumps(profile, indent=1)}", flush=True)
     finally:
         for ns in (f"bench-{slug}-bare", f"bench-{slug}-operator"):
             for k in (kind, "PrivacyBudget"):  # the operator is stopped
@@ -224,6 +262,7 @@ def measure(cluster: Any, client: Any, kind: str, n: int) -> dict[str, Any]:
     return {
         "operator": operator,
         "bare_client": bare,
+        "operator_requests": profile,
         "ratio_throughput_operator_over_bare": round(
             operator["jobs_per_second"] / bare["jobs_per_second"], 3),
         "ratio_latency_p50_operator_over_bare": round(

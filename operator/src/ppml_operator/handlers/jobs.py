@@ -26,7 +26,7 @@ from typing import Any
 from ppml_operator import k8s, metrics
 from ppml_operator.api import GROUP
 from ppml_operator.api import conditions as c
-from ppml_operator.handlers.act import EventSink, PlanAborted, act
+from ppml_operator.handlers.act import EventSink, ForeignChildError, PlanAborted, act
 from ppml_operator.handlers.config import Settings
 from ppml_operator.handlers.ledger_writer import write_ledger
 from ppml_operator.reconcile import ledger, lifecycle
@@ -38,6 +38,9 @@ from ppml_runtime import contract as rc
 Obj = dict[str, Any]
 Waiting = Iterable[tuple[str, str, str]]
 """``(creationTimestamp, name, uid)`` of jobs waiting on one of this job's budgets."""
+
+CHILD_NAME_TAKEN = "ChildNameTaken"
+"""Event reason: a child's name is taken by an object of another owner (never adopted)."""
 
 PROGRESS_MAX_BYTES = 64 * 1024
 """The most bytes read from a trainer's metrics endpoint (a few gauges need far less)."""
@@ -250,6 +253,11 @@ def reconcile(
                 if plan.budget_writes:
                     plan = write_ledger(client, observed, plan, decide, now, logger)
                 act(client, kind.kind, observed.job, plan, logger, emit)
+            except ForeignChildError as err:
+                # Not a race: retrying at once cannot help. Say so on the job, retry later.
+                if emit is not None:
+                    emit("Warning", CHILD_NAME_TAKEN, str(err))
+                raise
             except (k8s.ConflictError, PlanAborted) as err:
                 last_error = err
                 # Lost a race: back off a little (jittered, so racing writers spread out).

@@ -17,7 +17,7 @@ from ppml_operator import k8s, metrics
 from ppml_operator.api import GROUP
 from ppml_operator.handlers import budget as budget_handler
 from ppml_operator.handlers import jobs
-from ppml_operator.handlers.act import EventSink
+from ppml_operator.handlers.act import EventSink, ForeignChildError
 from ppml_operator.handlers.config import Settings
 from ppml_operator.reconcile import kinds, lifecycle
 from ppml_operator.reconcile.lifecycle import JobKind
@@ -147,6 +147,10 @@ def _reconcile(kind: JobKind, kwargs: dict[str, Any], *, deleting: bool = False)
     try:
         plan = jobs.reconcile(client(), kind, namespace, name, uid, SETTINGS, kwargs["logger"],
                               _emitter(body), waiting, deleting=deleting)
+    except ForeignChildError as err:
+        metrics.RECONCILE_ERRORS.labels(kind.kind, type(err).__name__).inc()
+        raise kopf.TemporaryError(f"Reconcile of {namespace}/{name} waits: {err}",
+                                  delay=10) from err
     except (k8s.KubernetesError, OSError) as err:
         metrics.RECONCILE_ERRORS.labels(kind.kind, type(err).__name__).inc()
         message = f"Reconcile of {namespace}/{name} failed: {err}"
