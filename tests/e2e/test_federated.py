@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ppml_operator.render import tls
+from ppml_testing.conditions import condition, is_true
 
 pytestmark = [pytest.mark.slow]
 
@@ -60,16 +61,6 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: 
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-def condition(obj: Obj | None, type_: str) -> Obj | None:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return dict(cond)
-    return None
-
-
-def is_true(obj: Obj | None, type_: str) -> bool:
-    cond = condition(obj, type_)
-    return cond is not None and cond.get("status") == "True"
 
 
 class Cluster:

@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
+from ppml_testing.conditions import condition
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "private-training" / "digits-dp-sgd.yaml"
 ACCURACY_THRESHOLD = 0.75
@@ -73,13 +75,6 @@ def get(devcluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any]
     p = kubectl(devcluster, "get", kind, name, "-n", namespace, "-o", "json")
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return cond
-    return None
 
 
 def test_digits_example_trains_on_devcluster_and_is_charged_once(

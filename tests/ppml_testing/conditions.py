@@ -26,3 +26,12 @@ def has(source: Plan | Obj | None, type_: str, status: str = "True",
     found = cond(source, type_)
     return found is not None and found["status"] == status and (
         reason is None or found.get("reason") == reason)
+
+
+condition = cond
+"""The same matcher under the name the cluster-tier tests use."""
+
+
+def is_true(source: Plan | Obj | None, type_: str) -> bool:
+    """Return whether the condition of that type is there and True."""
+    return has(source, type_)

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ppml_operator import k8s
+from ppml_testing.conditions import condition as condition  # re-exported for the tests
+from ppml_testing.conditions import is_true
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -61,16 +63,6 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 60.0,
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
-def condition(obj: Obj | None, type_: str) -> Obj | None:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return dict(cond)
-    return None
-
-
-def is_true(obj: Obj | None, type_: str) -> bool:
-    cond = condition(obj, type_)
-    return cond is not None and cond.get("status") == "True"
 
 
 @dataclass
