@@ -38,7 +38,7 @@ def test_a_job_is_admitted_runs_restricted_pods_and_commits_its_charge(
     reasons = wait_for("events", lambda: {
         e.get("reason") for e in kube.list("Event")
         if (e.get("involvedObject") or {}).get("uid") == ptj_uid
-    } >= {"Reserved", "Admitted", "Succeeded"} and True)
+    } >= {"Admitted", "Succeeded"} and True)
     assert reasons
     for kind in ("ConfigMap", "ServiceAccount", "NetworkPolicy", "Job"):
         [child] = kube.list(kind, f"ppml.dev/job-uid={ptj_uid}")

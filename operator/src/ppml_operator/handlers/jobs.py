@@ -51,6 +51,12 @@ PROGRESS_TIMEOUT_SECONDS = 1.0
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 _prices: dict[tuple[str, int], Any] = {}
+_handled: dict[str, Any] = {}
+
+
+def handled(uid: str, generation: Any) -> bool:
+    """Return whether a pass of this process fully handled that generation of the job."""
+    return uid in _handled and _handled[uid] == generation
 
 
 def _lock(uid: str) -> threading.Lock:
@@ -71,6 +77,7 @@ def forget(uid: str) -> None:
     """Drop the memo and the lock of a job that is gone."""
     for key in [k for k in _prices if k[0] == uid]:
         _prices.pop(key, None)
+    _handled.pop(uid, None)
     with _locks_guard:
         _locks.pop(uid, None)
 
@@ -264,6 +271,8 @@ def reconcile(
                 time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
                 continue
             _record(kind, observed.job, plan, deleting=deleting)
+            if not deleting:
+                _handled[uid] = observed.job["metadata"].get("generation")
             return plan
         assert last_error is not None
         raise last_error

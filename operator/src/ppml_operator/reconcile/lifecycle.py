@@ -596,7 +596,8 @@ def _admission(kind: JobKind, observed: Observed, children: Callable[[], list[Ob
 
     # The reservations are stored (or will be, first in this plan): admit, create children.
     plan.budget_writes.extend(writes)
-    plan.events.extend(Event("Normal", "Reserved", w.message) for w in writes)
+    # One event says it all (each event is a write to the API server; a burst of jobs pays
+    # for every one): the Admitted event names what was reserved on which budget.
     if price.charges:
         spent = ", ".join(f"epsilon {ch.epsilon} on budget {ch.budget}" for ch in price.charges)
         message = f"reserved {spent} at delta {price.delta}"
