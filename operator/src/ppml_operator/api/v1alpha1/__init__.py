@@ -15,6 +15,7 @@ from .budget import (
 )
 from .common import (
     API_VERSION,
+    DECIMAL_MAX_LENGTH,
     Accountant,
     Architecture,
     BudgetRef,
@@ -73,6 +74,7 @@ KINDS = (PrivacyBudget, PrivateTrainingJob, FederatedJob)
 
 __all__ = [
     "API_VERSION",
+    "DECIMAL_MAX_LENGTH",
     "KINDS",
     "Accountant",
     "Architecture",
