@@ -29,7 +29,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from ppml_operator.api.v1alpha1 import DECIMAL_MAX_LENGTH
+from ppml_operator.api.v1alpha1.common import DECIMAL_MAX_LENGTH
 from ppml_operator.privacy.decimals import (
     format_cost,
     format_decimal,

@@ -16,6 +16,7 @@ from .budget import (
 from .common import (
     API_VERSION,
     DECIMAL_MAX_LENGTH,
+    MAX_STEPS,
     Accountant,
     Architecture,
     BudgetRef,
@@ -76,6 +77,7 @@ __all__ = [
     "API_VERSION",
     "DECIMAL_MAX_LENGTH",
     "KINDS",
+    "MAX_STEPS",
     "Accountant",
     "Architecture",
     "BudgetRef",

@@ -41,6 +41,25 @@ DECIMAL_PATTERN = r"^(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 DECIMAL_MAX_LENGTH = 32
 """Longest decimal string accepted (bounds the cost of the CEL rules that parse it)."""
 
+MAX_STEPS = 10_000_000
+"""The most noisy steps one job (or one silo of a federation) may pay for.
+
+Far beyond any DP-SGD run (ImageNet for 100 epochs at batch 4096 is about 31,000 steps), it
+keeps pricing, which runs inside the operator before admission, bounded: without it a spec could
+ask for 10^13 steps. The CRD checks an upper bound of the steps, with numRecords standing for
+the training records: ``epochs * ceil(numRecords / batchSize)``.
+"""
+
+
+def steps_rule(epochs: str, num_records: str, batch_size: str) -> str:
+    """Return the CEL rule ``epochs * ceil(num_records / batch_size) <= MAX_STEPS``.
+
+    Integer arithmetic (CEL's ``/`` truncates), an upper bound of the steps a job pays for
+    (those use the training records, fewer than ``num_records``).
+    """
+    return f"{epochs} * (({num_records} + {batch_size} - 1) / {batch_size}) <= {MAX_STEPS}"
+
+
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -718,6 +737,7 @@ class JobPrivacyStatus(ApiModel):
 
 __all__ = [
     "API_VERSION",
+    "MAX_STEPS",
     "Accountant",
     "ApiModel",
     "Architecture",
@@ -748,4 +768,5 @@ __all__ = [
     "cel_rules",
     "immutable",
     "parse_decimal",
+    "steps_rule",
 ]

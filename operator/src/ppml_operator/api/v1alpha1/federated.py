@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 from . import cel_eval
 from .common import (
     API_VERSION,
+    MAX_STEPS,
     Accountant,
     ApiModel,
     BudgetRef,
@@ -29,6 +30,7 @@ from .common import (
     cel,
     cel_rules,
     immutable,
+    steps_rule,
 )
 from .training import Delta, LearningRate, Momentum, NoiseMultiplier, TargetEpsilon
 
@@ -196,7 +198,9 @@ class FederatedPrivacy(ApiModel):
     )
     accountant: Accountant = Field(
         default=Accountant.RDP,
-        description="accountant is how the operator computes ε: RDP (the default) or PLD.",
+        description="accountant is how the operator computes ε: RDP (the default) or PLD. "
+        "PLD prices at most 100000 steps and ε up to 50 (by RDP); beyond them the operator "
+        "charges RDP's ε instead.",
     )
 
     model_config = ConfigDict(
@@ -436,6 +440,19 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
         "self.clients.all(c, self.training.batchSize <= c.data.numRecords)",
         "training.batchSize must not exceed any client's data.numRecords",
         ".training.batchSize",
+    ),
+    (
+        "self.privacy.mode != 'Local' || self.clients.all(c, "
+        + steps_rule(
+            "self.rounds * self.training.localEpochs",
+            "c.data.numRecords",
+            "self.training.batchSize",
+        )
+        + ")",
+        f"rounds * training.localEpochs * ceil(data.numRecords / training.batchSize) must be at "
+        f"most {MAX_STEPS} steps for every client under privacy mode Local: lower rounds or "
+        "localEpochs, or raise batchSize",
+        ".rounds",
     ),
     (
         "has(self.budgetRef) == has(oldSelf.budgetRef)",

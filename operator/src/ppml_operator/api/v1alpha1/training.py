@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 from . import cel_eval
 from .common import (
     API_VERSION,
+    MAX_STEPS,
     Accountant,
     ApiModel,
     BudgetRef,
@@ -28,6 +29,7 @@ from .common import (
     cel,
     cel_rules,
     immutable,
+    steps_rule,
 )
 
 TargetEpsilon = Annotated[str, DecimalBounds("targetEpsilon", gt="0", le="1000")]
@@ -69,7 +71,8 @@ class PrivacySpec(ApiModel):
         description="accountant is how the operator computes ε from the noise multiplier, "
         "sampling rate and steps: RDP (Rényi DP, the default; Opacus calls it rdp) or PLD "
         "(privacy loss distributions, tighter; the runtime checks it with Opacus' prv "
-        "accountant).",
+        "accountant). PLD prices at most 100000 steps and ε up to 50 (by RDP); beyond them "
+        "its time and memory grow without bound, so the operator charges RDP's ε instead.",
     )
     clipping_mode: ClippingMode = Field(
         default=ClippingMode.AUTO,
@@ -177,6 +180,11 @@ class CheckpointSpec(ApiModel):
     )
 
 
+STEPS_MESSAGE = (
+    f"training.epochs * ceil(data.numRecords / training.batchSize) must be at most {MAX_STEPS} "
+    "steps: lower epochs or raise batchSize"
+)
+
 _SPEC_RULES: list[tuple[str, str, str | None]] = [
     (
         "self.training.batchSize <= self.data.numRecords",
@@ -188,6 +196,11 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
         "privacy.delta must be below 1/data.numRecords: a larger delta allows releasing whole "
         "records",
         ".privacy.delta",
+    ),
+    (
+        steps_rule("self.training.epochs", "self.data.numRecords", "self.training.batchSize"),
+        STEPS_MESSAGE,
+        ".training.epochs",
     ),
     (
         "has(self.checkpoint) == has(oldSelf.checkpoint)",
