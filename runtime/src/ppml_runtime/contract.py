@@ -262,13 +262,21 @@ class VolumeData(ContractModel):
     """A file on a mounted volume.
 
     Csv and Parquet: one row per record, the label in ``labelColumn``, every other column a
-    numeric feature. Npz: the labels in the array named ``labelColumn`` and the features in the
-    one other array.
+    numeric feature. Npz: the features in the array ``x`` (one record per row; more axes are
+    flattened) and the labels in the array ``y``; ``labelColumn`` does not apply, as in the API.
     """
 
     path: str = Field(min_length=1)
     format: VolumeFormat
     label_column: str = "label"
+
+    @model_validator(mode="after")
+    def _check_label_column(self) -> VolumeData:
+        if self.format == "Npz" and "label_column" in self.model_fields_set:
+            raise ValueError(
+                "labelColumn applies to Csv and Parquet only; Npz reads arrays x and y"
+            )
+        return self
 
 
 class DataConfig(ContractModel):

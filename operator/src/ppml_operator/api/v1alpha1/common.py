@@ -404,7 +404,9 @@ class VolumeData(ApiModel):
     )
     format: DataFormat = Field(
         description="format is the file format: Csv and Parquet hold one record per row with "
-        "the label in labelColumn; Npz holds arrays 'x' (features) and 'y' (labels)."
+        "the label in labelColumn; Npz holds arrays 'x' (features, one record per row; more "
+        "axes are flattened) and 'y' (labels), as np.savez(path, x=features, y=labels) writes "
+        "them."
     )
     label_column: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
         default=None,
