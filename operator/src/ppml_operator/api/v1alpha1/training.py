@@ -47,18 +47,21 @@ class PrivacySpec(ApiModel):
 
     target_epsilon: TargetEpsilon | None = Field(
         default=None,
-        description="targetEpsilon is the ε the job may cost at delta, a decimal string in "
+        description="targetEpsilon is the ε the job may cost at delta, a decimal (quote fractions: "
+        "\"0.5\") in "
         "(0, 1000]; the operator calibrates the smallest noise multiplier that meets it. Set "
         "exactly one of targetEpsilon and noiseMultiplier.",
     )
     noise_multiplier: NoiseMultiplier | None = Field(
         default=None,
         description="noiseMultiplier is sigma, the ratio of the Gaussian noise's standard "
-        "deviation to maxGradNorm, a decimal string greater than 0; the operator computes the "
+        "deviation to maxGradNorm, a decimal (quote fractions: \"0.5\") greater than 0; the "
+        "operator computes the "
         "resulting ε. Set exactly one of targetEpsilon and noiseMultiplier.",
     )
     delta: Delta = Field(
-        description="delta is the δ of the (ε, δ) guarantee, a decimal string in (0, 1); it "
+        description="delta is the δ of the (ε, δ) guarantee, a decimal (quote fractions: \"0.5\") "
+        "in (0, 1); it "
         "must be below 1/data.numRecords."
     )
     max_grad_norm: MaxGradNorm = Field(
@@ -110,14 +113,16 @@ class TrainingSpec(ApiModel):
         "with probability batchSize / trainRecords); at least 1 and at most data.numRecords.",
     )
     learning_rate: LearningRate = Field(
-        description="learningRate is the optimizer's step size, a decimal string in (0, 100]."
+        description="learningRate is the optimizer's step size, a decimal (quote fractions: "
+        "\"0.5\") in (0, 100]."
     )
     optimizer: Optimizer = Field(
         default=Optimizer.SGD, description="optimizer is Sgd (the default) or Adam."
     )
     momentum: Momentum | None = Field(
         default=None,
-        description="momentum is Sgd's momentum, a decimal string in [0, 1). Defaults to 0.",
+        description="momentum is Sgd's momentum, a decimal (quote fractions: \"0.5\") in [0, 1). "
+        "Defaults to 0.",
     )
     seed: int | None = Field(
         default=None,
