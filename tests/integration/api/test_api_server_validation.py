@@ -455,3 +455,45 @@ def test_what_people_write_unquoted_as_kubectl_reads_it(cluster, ns, epsilon, de
     else:
         assert out.returncode != 0, out.stdout
         assert f"{refused} in body must be of type integer,string" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("delta", "accepted"),
+    [
+        pytest.param(None, True, id="the ledger's form of 1e-31"),
+        pytest.param("0.0000000000000000000000000000001", False, id="the 33-character form"),
+    ],
+)
+def test_the_ledger_writes_a_tiny_delta_the_api_server_stores(
+    cluster, ns, created, delta, accepted
+):
+    """Issue 13: a charge's delta of 1e-31 was written in 33 characters and got a 422 forever."""
+    from decimal import Decimal
+
+    from ppml_operator.privacy import DpSgdEvent
+    from ppml_operator.reconcile import ledger
+
+    budget = json.loads(
+        cluster.kubectl(
+            "get", "pbudget", created["privacybudget"], "-n", ns, "-o", "json", check=True
+        ).stdout
+    )
+    events = ledger.canonical_events([DpSgdEvent(Decimal("1.1"), Decimal("0.04"), 25)])
+    request = ledger.ChargeRequest(
+        f"uid-{secrets.token_hex(3)}", "PrivateTrainingJob", "tiny-delta", ns, events, "2.5",
+        delta="1e-31",
+    )
+    budget["spec"]["epsilon"] = "1000"  # room for the charge; only the status is written
+    out = ledger.reserve(budget, request, now="2026-12-01T10:00:00Z")
+    assert out.status is not None, out.message
+    [entry] = [c for c in out.status["charges"] if c["jobUID"] == request.job_uid]
+    assert Decimal(entry["delta"]) == Decimal("1e-31")
+    if delta is not None:
+        entry["delta"] = delta
+    patched = cluster.kubectl(
+        "patch", "pbudget", created["privacybudget"], "-n", ns, "--subresource=status",
+        "--type=merge", "-p", dump({"status": {"charges": out.status["charges"]}}),
+    )
+    assert (patched.returncode == 0) == accepted, patched.stderr
+    if not accepted:
+        assert "Too long" in patched.stderr
