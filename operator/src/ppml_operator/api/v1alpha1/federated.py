@@ -178,8 +178,8 @@ class FederatedPrivacy(ApiModel):
     )
     delta: Delta | None = Field(
         default=None,
-        description="delta is the δ of the guarantee, a decimal (quote fractions: \"0.5\") in (0, "
-        "1); required "
+        description="delta is the δ of the guarantee, a decimal in (0, 1), quoted (\"1e-5\"); "
+        "required "
         "unless mode is None. Central: below 1/number of clients; Local: below 1/numRecords "
         "of every silo.",
     )

@@ -60,14 +60,14 @@ class PrivacySpec(ApiModel):
         "resulting ε. Set exactly one of targetEpsilon and noiseMultiplier.",
     )
     delta: Delta = Field(
-        description="delta is the δ of the (ε, δ) guarantee, a decimal (quote fractions: \"0.5\") "
-        "in (0, 1); it "
+        description="delta is the δ of the (ε, δ) guarantee, a decimal in (0, 1), quoted "
+        "(\"1e-5\": unquoted, YAML reads a float, which the API refuses); it "
         "must be below 1/data.numRecords."
     )
     max_grad_norm: MaxGradNorm = Field(
         default="1.0",
         description="maxGradNorm is C, the L2 norm each per-sample gradient is clipped to, a "
-        "decimal string greater than 0. Defaults to 1.0.",
+        "decimal (quote fractions: \"0.5\") greater than 0. Defaults to 1.0.",
     )
     accountant: Accountant = Field(
         default=Accountant.RDP,
