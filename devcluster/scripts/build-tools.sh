@@ -24,8 +24,14 @@ if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
   exit 0
 fi
 
+# helm's release builds set the Kubernetes version `helm template` assumes offline from their
+# client-go (helm's Makefile, K8S_MODULES_MINOR_VER); a plain `go build` leaves v1.20.0, which
+# fails every chart with a kubeVersion above it. This marker says helm was built the release way.
+HELM_MARKER="$BIN/.helm-kube-version-from-client-go"
+
 have_all() {
   for b in "${K8S_BINARIES[@]}" etcd helm; do [[ -x "$BIN/$b" ]] || return 1; done
+  [[ -f "$HELM_MARKER" ]]
 }
 if have_all; then echo "$BIN"; exit 0; fi
 
@@ -74,11 +80,20 @@ if [[ ! -x "$BIN/etcd" ]]; then
   go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
 fi
 
-if [[ ! -x "$BIN/helm" ]]; then
+if [[ ! -x "$BIN/helm" || ! -f "$HELM_MARKER" ]]; then
   log "building helm from helm.sh/helm/v3@$HELM_VERSION"
   hw="$CACHE/tools/src-helm-$HELM_VERSION"; mkdir -p "$hw"; cd "$hw"
   [[ -f go.mod ]] || { go mod init ppml.dev/helm-tools >/dev/null 2>&1; go get "helm.sh/helm/v3@$HELM_VERSION" >/dev/null 2>&1; }
-  go build -mod=mod -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm
+  client_go=$(go list -mod=mod -m -f '{{.Version}}' k8s.io/client-go)  # e.g. v0.34.0
+  kube_minor=${client_go#v0.}; kube_minor=${kube_minor%%.*}
+  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$kube_minor"
+  done
+  # Built beside and moved into place, so a helm already in use is never half-written.
+  go build -mod=mod -trimpath -ldflags "$ldflags" -o "$BIN/helm.new" helm.sh/helm/v3/cmd/helm
+  mv -f "$BIN/helm.new" "$BIN/helm"
+  echo "v1.$kube_minor" > "$HELM_MARKER"
 fi
 
 have_all || { log "some binaries are missing from $BIN"; exit 1; }

@@ -19,7 +19,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 CONTRACT_VERSION = 1
@@ -255,13 +262,21 @@ class VolumeData(ContractModel):
     """A file on a mounted volume.
 
     Csv and Parquet: one row per record, the label in ``labelColumn``, every other column a
-    numeric feature. Npz: the labels in the array named ``labelColumn`` and the features in the
-    one other array.
+    numeric feature. Npz: the features in the array ``x`` (one record per row; more axes are
+    flattened) and the labels in the array ``y``; ``labelColumn`` does not apply, as in the API.
     """
 
     path: str = Field(min_length=1)
     format: VolumeFormat
     label_column: str = "label"
+
+    @model_validator(mode="after")
+    def _check_label_column(self) -> VolumeData:
+        if self.format == "Npz" and "label_column" in self.model_fields_set:
+            raise ValueError(
+                "labelColumn applies to Csv and Parquet only; Npz reads arrays x and y"
+            )
+        return self
 
 
 class DataConfig(ContractModel):
@@ -516,15 +531,18 @@ class TrainingReport(ContractModel):
     """What the trainer reports when it ends, in at most ``TERMINATION_MESSAGE_LIMIT`` bytes.
 
     ``epsilon`` is the runtime's own accountant's figure for the steps it took, at the charged
-    ``delta``; the operator compares it with the epsilon it charged.
+    ``delta``; the operator compares it with the epsilon it charged. Both must be finite: JSON
+    from Python may carry ``NaN`` and ``Infinity``, which no comparison can order, so a report
+    holding them is refused (a :class:`pydantic.ValidationError` naming the field) rather than
+    parsed into a value whose comparison raises later.
     """
 
     contract_version: int = CONTRACT_VERSION
     status: ReportStatus
     steps_completed: int = 0
     epochs: float = 0.0
-    epsilon: float | None = None
-    delta: float | None = None
+    epsilon: FiniteFloat | None = None
+    delta: FiniteFloat | None = None
     accountant: AccountantName | None = None
     test_accuracy: float | None = None
     test_loss: float | None = None

@@ -359,11 +359,23 @@ BOUNDARY_VALUES = [
     ],
     *[("data.testFraction", v) for v in ("0", "0.8999", "0.89999999999999999", "0.9")],
     *[("training.learningRate", v) for v in ("100", "100.00000000000001", "1e-12")],
+    # Whole numbers may be unquoted (issue 13); numbers with a fraction may not.
+    *[
+        ("privacy.noiseMultiplier", v)
+        for v in (0, 1, 1000, 1001, -1, 0.5, 2.0, 1.1, 1.000000001, 1.0001, 1000.0000000001)
+    ],
+    *[("privacy.delta", v) for v in (0, 1)],
+    *[("training.learningRate", v) for v in (100, 101)],
 ]
 
 
+def _id(field: str, value: object) -> str:
+    kind = "" if isinstance(value, str) else f"{type(value).__name__} "
+    return f"{field}={kind}{value}"
+
+
 @pytest.mark.parametrize(
-    ("field", "value"), BOUNDARY_VALUES, ids=[f"{f}={v}" for f, v in BOUNDARY_VALUES]
+    ("field", "value"), BOUNDARY_VALUES, ids=[_id(f, v) for f, v in BOUNDARY_VALUES]
 )
 def test_the_models_and_the_api_server_agree_at_the_boundaries(cluster, ns, field, value):
     """The models mirror the CRD: for each value both accept or both refuse."""
@@ -402,3 +414,86 @@ def test_reapplying_the_same_manifest_passes_the_immutability_rules(cluster, ns,
         for attempt in range(2):
             out = cluster.kubectl("apply", *mode, "-n", ns, "-f", "-", input=dump(obj))
             assert out.returncode == 0, f"apply #{attempt + 1}: {out.stderr}"
+
+
+UNQUOTED_BUDGET = """\
+apiVersion: ppml.dev/v1alpha1
+kind: PrivacyBudget
+metadata:
+  name: {name}
+spec:
+  epsilon: {epsilon}
+  delta: {delta}
+"""
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "delta", "refused"),
+    [
+        pytest.param("3", '"1e-5"', None, id="epsilon: 3 is accepted"),
+        pytest.param("'3'", "'1e-5'", None, id="quoted forms still are"),
+        pytest.param("0.5", '"1e-5"', "spec.epsilon", id="epsilon: 0.5 is a float"),
+        pytest.param("3", "1e-5", "spec.delta", id="delta: 1e-5 is a float to kubectl"),
+    ],
+)
+def test_what_people_write_unquoted_as_kubectl_reads_it(cluster, ns, epsilon, delta, refused):
+    """Issue 13: whole numbers pass unquoted; floats are refused before our rules run.
+
+    The YAML goes through kubectl's own parser (PyYAML would read 1e-5 as a string).
+    """
+    name = f"unquoted-{secrets.token_hex(3)}"
+    text = UNQUOTED_BUDGET.format(name=name, epsilon=epsilon, delta=delta)
+    out = cluster.kubectl("apply", "-n", ns, "-f", "-", input=text)
+    if refused is None:
+        assert out.returncode == 0, out.stderr
+        got = json.loads(
+            cluster.kubectl("get", "pbudget", name, "-n", ns, "-o", "json", check=True).stdout
+        )
+        from ppml_operator.api.v1alpha1 import PrivacyBudget
+
+        assert PrivacyBudget.model_validate(got).spec.epsilon == "3"
+    else:
+        assert out.returncode != 0, out.stdout
+        assert f"{refused} in body must be of type integer,string" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("delta", "accepted"),
+    [
+        pytest.param(None, True, id="the ledger's form of 1e-31"),
+        pytest.param("0.0000000000000000000000000000001", False, id="the 33-character form"),
+    ],
+)
+def test_the_ledger_writes_a_tiny_delta_the_api_server_stores(
+    cluster, ns, created, delta, accepted
+):
+    """Issue 13: a charge's delta of 1e-31 was written in 33 characters and got a 422 forever."""
+    from decimal import Decimal
+
+    from ppml_operator.privacy import DpSgdEvent
+    from ppml_operator.reconcile import ledger
+
+    budget = json.loads(
+        cluster.kubectl(
+            "get", "pbudget", created["privacybudget"], "-n", ns, "-o", "json", check=True
+        ).stdout
+    )
+    events = ledger.canonical_events([DpSgdEvent(Decimal("1.1"), Decimal("0.04"), 25)])
+    request = ledger.ChargeRequest(
+        f"uid-{secrets.token_hex(3)}", "PrivateTrainingJob", "tiny-delta", ns, events, "2.5",
+        delta="1e-31",
+    )
+    budget["spec"]["epsilon"] = "1000"  # room for the charge; only the status is written
+    out = ledger.reserve(budget, request, now="2026-12-01T10:00:00Z")
+    assert out.status is not None, out.message
+    [entry] = [c for c in out.status["charges"] if c["jobUID"] == request.job_uid]
+    assert Decimal(entry["delta"]) == Decimal("1e-31")
+    if delta is not None:
+        entry["delta"] = delta
+    patched = cluster.kubectl(
+        "patch", "pbudget", created["privacybudget"], "-n", ns, "--subresource=status",
+        "--type=merge", "-p", dump({"status": {"charges": out.status["charges"]}}),
+    )
+    assert (patched.returncode == 0) == accepted, patched.stderr
+    if not accepted:
+        assert "Too long" in patched.stderr

@@ -209,3 +209,17 @@ def test_local_dp_with_a_target_calibrates_each_silo():
 
 def test_typed_and_dict_entry_points_agree():
     assert training_job_charges(PrivateTrainingJob.model_validate(ptj())) == job_charges(ptj())
+
+
+def test_more_steps_than_a_job_may_pay_for_never_reach_the_accountant():
+    """Issue 13: 10^13 steps were priced in-process; an object from an older CRD must not be."""
+    from ppml_operator.api.v1alpha1 import DataSpec
+
+    data = DataSpec.model_validate(
+        {"source": "Synthetic", "synthetic": {"numFeatures": 4, "numClasses": 2},
+         "numRecords": 1_000_000_000, "testFraction": "0"}
+    )
+    with pytest.raises(InvalidSpecError, match="more than the 10000000 one job may") as refused:
+        sampling_plan(data, 1, 10_000, path="spec.data")
+    assert refused.value.field == "spec.data.numRecords"
+    assert sampling_plan(data, 1000, 10, path="spec.data").steps == 10_000_000

@@ -293,3 +293,17 @@ def test_an_unknown_keyword_is_refused_by_the_generator():
     raw = Odd.model_json_schema()
     with pytest.raises(crdgen.SchemaConversionError, match="uniqueItems"):
         crdgen.structural(raw, raw.get("$defs", {}), "Odd")
+
+
+def test_decimals_take_a_whole_number_or_a_string_and_keep_their_rules():
+    """Issue 13: `epsilon: 3` must pass the API server; fractions stay strings (exact)."""
+    from ppml_operator.api.crdgen import KINDS, openapi_schema
+    from ppml_operator.api.v1alpha1.common import DECIMAL_PATTERN
+
+    budget = openapi_schema(KINDS[0].model)["properties"]["spec"]["properties"]
+    for name in ("epsilon", "delta"):
+        node = budget[name]
+        assert node["x-kubernetes-int-or-string"] is True and "type" not in node
+        assert node["anyOf"] == [{"type": "integer"}, {"type": "string"}]
+        assert node["pattern"] == DECIMAL_PATTERN and node["minimum"] == 0
+        assert node["x-kubernetes-validations"][0]["rule"].startswith("double(self) > 0.0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -59,23 +60,36 @@ def test_example_parses_and_fits_its_budgets(path):
                 )
 
 
-def test_decimal_values_are_quoted_in_examples():
-    """Unquoted, YAML reads 1e-5 or 0.5 as a number and the API server refuses it."""
+DECIMAL_KEYS = {
+    "epsilon",
+    "delta",
+    "targetEpsilon",
+    "noiseMultiplier",
+    "maxGradNorm",
+    "learningRate",
+    "testFraction",
+    "clippingNorm",
+}
+
+
+def test_decimal_values_in_examples_are_whole_numbers_or_quoted():
+    """Unquoted, kubectl reads 1e-5 or 0.5 as a float and the API server refuses it; 3 is fine.
+
+    PyYAML reads an unquoted 1e-5 as a string (YAML 1.1 wants a dot in a float), so the text
+    is checked too: kubectl's parser reads it as a number.
+    """
+    unquoted = re.compile(
+        rf"^\s*({'|'.join(DECIMAL_KEYS)}):\s*[0-9.]*[.eE][0-9.eE+-]*\s*(#.*)?$", re.M
+    )
     for path in FILES:
+        assert not unquoted.findall(path.read_text()), f"{path}: quote decimal fractions"
         for obj in ppml_objects(path):
             MODELS[obj["kind"]].model_validate(obj, strict=False)
             for key, value in _walk(obj.get("spec", {})):
-                if key in {
-                    "epsilon",
-                    "delta",
-                    "targetEpsilon",
-                    "noiseMultiplier",
-                    "maxGradNorm",
-                    "learningRate",
-                    "testFraction",
-                    "clippingNorm",
-                }:
-                    assert isinstance(value, str), f"{path}: {key} must be a quoted string"
+                if key in DECIMAL_KEYS:
+                    assert isinstance(value, str | int) and not isinstance(value, bool), (
+                        f"{path}: {key} must be a whole number or a quoted string"
+                    )
 
 
 def _walk(node, key=None):

@@ -215,6 +215,44 @@ def test_the_corpus_is_not_empty():
     assert len(CORPUS) >= 30
 
 
+UNQUOTED = """\
+apiVersion: ppml.dev/v1alpha1
+kind: PrivacyBudget
+metadata:
+  name: first-day
+spec:
+  epsilon: 3
+  delta: "1e-5"
+"""
+
+
+def test_whole_numbers_may_be_written_unquoted_and_stay_exact_text():
+    """Issue 13: every new user writes `epsilon: 3`; the API said "must be of type string"."""
+    budget = PrivacyBudget.model_validate(yaml.safe_load(UNQUOTED))
+    assert budget.spec.epsilon == "3" and parse_decimal(budget.spec.epsilon) == Decimal(3)
+    job = PrivateTrainingJob.model_validate(
+        edit(ptj(), spec__privacy__noiseMultiplier=2, spec__training__learningRate=1)
+    )
+    assert (job.spec.privacy.noise_multiplier, job.spec.training.learning_rate) == ("2", "1")
+
+
+@pytest.mark.parametrize(
+    ("text", "advice"),
+    [
+        pytest.param("epsilon: 0.5", 'quote it: epsilon: "0.5"', id="epsilon 0.5"),
+        pytest.param("epsilon: 1.0e-1", 'quote it: epsilon: "0.1"', id="epsilon with exponent"),
+        pytest.param("delta: 1.0e-5", 'quote it: delta: "1e-05"', id="delta 1.0e-5"),
+    ],
+)
+def test_fractions_unquoted_are_refused_saying_how_to_write_them(text, advice):
+    """A float is not exact and the API server refuses it; the message says to quote it."""
+    field = text.split(":")[0]
+    obj = edit(budget(), **{f"spec__{field}": yaml.safe_load(text)[field]})
+    assert isinstance(obj["spec"][field], float)
+    with pytest.raises(ValidationError, match=re.escape(advice)):
+        PrivacyBudget.model_validate(obj)
+
+
 @pytest.mark.parametrize(
     ("records", "fraction", "train", "test"),
     [

@@ -149,3 +149,37 @@ def test_the_plot_is_a_png(tmp_path):
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 10_000
+
+
+@pytest.mark.parametrize(
+    ("second", "longest"),
+    [
+        pytest.param("10:00:41", 120, id="two demo jobs 29 seconds apart"),
+        pytest.param("10:00:12", 120, id="two jobs committed in the same second"),
+    ],
+)
+def test_the_time_axis_spans_the_charges_not_a_year(second, longest):
+    """Issue 13: charges within one minute drew an axis of about a year (or repeated labels)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.dates import num2date
+
+    from ppml_operator.cli.history import draw_history
+
+    budget = (
+        make_budget("demo")
+        .epsilon("3")
+        .charge("a", A, "Committed", "2026-12-01T10:00:12Z")
+        .charge("b", B, "Committed", f"2026-12-01T{second}Z")
+        .obj()
+    )
+    fig = draw_history(compute_history(budget))
+    try:
+        ax = fig.axes[0]
+        left, right = (num2date(x) for x in ax.get_xlim())
+        assert 60 <= (right - left).total_seconds() <= longest
+        fig.canvas.draw()
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert len(set(labels)) >= 3, labels  # was "12-01 10:00" under every tick
+        assert "2026" in ax.xaxis.get_offset_text().get_text()  # the year, once
+    finally:
+        plt.close(fig)

@@ -157,3 +157,28 @@ def test_no_events_cost_nothing() -> None:
 def test_invalid_delta_or_accountant_is_refused(delta: str, accountant: str, named: str) -> None:
     with pytest.raises(InvalidPrivacyParameterError, match=named):
         epsilon_of([GaussianEvent(Decimal(1))], delta, accountant)
+
+
+PAST_PLD_BOUNDS = {
+    "one step more than PLD prices": dp_sgd("3", "0.001", 100_001),
+    "an epsilon above 50 by RDP": dp_sgd("0.5", "0.1", 2000),
+}
+
+
+@pytest.mark.parametrize("event", PAST_PLD_BOUNDS.values(), ids=PAST_PLD_BOUNDS.keys())
+def test_pld_past_its_bounds_charges_the_rdp_figure(event: object) -> None:
+    """Issue 13: PLD grew without bound (10^7 steps: 86 s; epsilon 6426: 1.8 GB) in-process."""
+    from ppml_operator.privacy.accountant import PLD_MAX_EPSILON, PLD_MAX_STEPS, composed_count
+
+    rdp = epsilon_of([event], DELTA, "RDP")  # type: ignore[list-item]
+    assert composed_count([event]) > PLD_MAX_STEPS or rdp > PLD_MAX_EPSILON  # type: ignore[list-item]
+    assert epsilon_of([event], DELTA, "PLD") == rdp  # type: ignore[list-item]
+
+
+def test_the_api_describes_the_pld_bounds_it_enforces() -> None:
+    from ppml_operator.api.v1alpha1 import FederatedPrivacy, PrivacySpec
+    from ppml_operator.privacy.accountant import PLD_MAX_EPSILON, PLD_MAX_STEPS
+
+    for model in (PrivacySpec, FederatedPrivacy):
+        text = model.model_fields["accountant"].description or ""
+        assert f"at most {PLD_MAX_STEPS} steps and ε up to {PLD_MAX_EPSILON:g}" in text

@@ -299,3 +299,56 @@ def test_folded_charges_without_a_delta_sum_spend_the_whole_basic_delta() -> Non
     del b["status"]["folded"]["basicDelta"]  # as folded before the delta sum was kept
     out = ledger.reserve(b, request("b", delta="0.000001"), now=NOW)
     assert out.result is Result.NEVER_FITS and "has delta 0 left unspent" in out.message
+
+
+def _valid_on_the_api_server(b: dict) -> None:
+    """The status must pass the CRD's schema (the models mirror it), or the write gets a 422."""
+    from ppml_operator.api.v1alpha1 import PrivacyBudget
+
+    PrivacyBudget.model_validate(b)
+
+
+@pytest.mark.parametrize("delta", ["1e-31", "1.234567890123456789e-40", "4.9e-324"])
+def test_a_tiny_delta_is_written_exactly_within_the_fields_limit(delta: str) -> None:
+    """Issue 13: delta 1e-31 was written as a 33-character decimal, over the 32-character limit.
+
+    The API server refused every write of that ledger ("status.charges[1].delta: Too long"),
+    so the job was retried forever and every other job in the same batched write failed too.
+    """
+    b = budget("1000", composition="Basic")
+    out = ledger.reserve(b, request("tiny", delta=delta), now=NOW)
+    assert out.result is Result.RESERVED
+    [entry] = out.status["charges"]
+    assert Decimal(entry["delta"]) == Decimal(delta)
+    _valid_on_the_api_server(apply(b, out))
+
+
+def test_folding_a_delta_sum_too_long_for_the_field_keeps_it_writable() -> None:
+    # 1e-40 + 3e-67 has 28 significant digits: 69 characters plain, over folded's 64.
+    b = budget("1000", composition="Basic")
+    for uid, delta in (("a", "1e-40"), ("b", "3e-67")):
+        b = apply(b, ledger.reserve(b, request(uid, delta=delta), now=NOW))
+        b = apply(b, ledger.commit(b, uid, now=NOW, keep=0))
+    written = b["status"]["folded"]["basicDelta"]
+    assert Decimal(written) == Decimal("1.000000000000000000000000003e-40")
+    _valid_on_the_api_server(b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(r"\A(0|[1-9][0-9]{0,12})(\.[0-9]{1,15})?[eE]-[0-9]{1,3}\Z", fullmatch=True)
+)
+def test_every_delta_the_api_accepts_is_stored_exactly_in_the_field(delta: str) -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from ppml_operator.api.v1alpha1.budget import BudgetDelta
+    from ppml_operator.api.v1alpha1.common import DECIMAL_MAX_LENGTH
+    from ppml_operator.privacy.decimals import format_fitting
+
+    try:
+        TypeAdapter(BudgetDelta).validate_python(delta)
+    except ValidationError:
+        return  # the API refuses it at kubectl apply; nothing reaches the ledger
+    stored = format_fitting(Decimal(delta), DECIMAL_MAX_LENGTH)
+    assert Decimal(stored) == Decimal(delta)
+    TypeAdapter(BudgetDelta).validate_python(stored)

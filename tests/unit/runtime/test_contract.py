@@ -164,6 +164,26 @@ def test_full_report_round_trips_well_under_the_limit():
     assert parse_report(text) == report
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"status":"ok","stepsCompleted":10,"epsilon":NaN,"delta":1e-05}',
+        '{"status":"ok","stepsCompleted":10,"epsilon":Infinity,"delta":1e-05}',
+        '{"status":"ok","stepsCompleted":10,"epsilon":-Infinity,"delta":1e-05}',
+        '{"status":"ok","stepsCompleted":10,"epsilon":1.5,"delta":NaN}',
+        '{"status":"ok","stepsCompleted":10,"epsilon":1e999,"delta":1e-05}',
+    ],
+    ids=["epsilon NaN", "epsilon infinity", "epsilon minus infinity", "delta NaN", "overflow"],
+)
+def test_a_report_with_a_non_finite_figure_is_refused_naming_the_field(text):
+    """Python's json writes NaN and Infinity; no comparison orders them, so parsing refuses."""
+    with pytest.raises(ValidationError) as refused:
+        parse_report(text)
+    field = "delta" if '"delta":NaN' in text else "epsilon"
+    assert [e["loc"] for e in refused.value.errors()] == [(field,)]
+    assert "finite number" in str(refused.value)
+
+
 def test_progress_parses_prometheus_exposition_from_the_gauges():
     from prometheus_client import generate_latest
 

@@ -78,7 +78,7 @@ def _write(fmt: str, path, x: np.ndarray, y: np.ndarray) -> None:
         header = ",".join([f"f{i}" for i in range(x.shape[1])] + ["target"])
         np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=header, comments="")
     elif fmt == "Npz":
-        np.savez(path, pixels=x, target=y)
+        np.savez(path, x=x, y=y)
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -97,7 +97,8 @@ def test_volume_formats_load_features_and_label_column(tmp_path, fmt):
     config = DataConfig.model_validate(
         {
             "source": "Volume",
-            "volume": {"path": str(path), "format": fmt, "labelColumn": "target"},
+            "volume": {"path": str(path), "format": fmt}
+            | ({} if fmt == "Npz" else {"labelColumn": "target"}),
             "numRecords": 40,
         }
     )
@@ -129,3 +130,68 @@ def test_volume_errors_name_the_field(tmp_path, volume, message):
     )
     with pytest.raises(InvalidConfigError, match=message):
         build_dataset(config)
+
+
+def test_an_npz_written_as_the_api_reference_says_trains_through_the_operators_config(tmp_path):
+    """Issue 13: the API reference said Npz holds arrays x and y; the runtime wanted 'label'.
+
+    The file is written exactly as the field's description says, the job goes through the
+    operator's model and its rendering of the runtime config, and the runtime loads it.
+    """
+    from ppml_operator.api.v1alpha1 import PrivateTrainingJob
+    from ppml_operator.api.v1alpha1.common import VolumeData as ApiVolume
+    from ppml_operator.render.trainer import DATA_MOUNT, data_config
+
+    described = ApiVolume.model_fields["format"].description or ""
+    assert "np.savez(path, x=features, y=labels)" in described
+    rng = np.random.default_rng(3)
+    features = rng.random((60, 4, 4)).astype(np.float32)  # images: axes after the first flatten
+    labels = rng.integers(0, 3, size=60)
+    (tmp_path / "records").mkdir()
+    np.savez(tmp_path / "records" / "train.npz", x=features, y=labels)
+
+    job = PrivateTrainingJob.model_validate(
+        {
+            "apiVersion": "ppml.dev/v1alpha1",
+            "kind": "PrivateTrainingJob",
+            "metadata": {"name": "npz"},
+            "spec": {
+                "budgetRef": {"name": "clinic"},
+                "privacy": {"noiseMultiplier": "1.1", "delta": "1e-5"},
+                "data": {
+                    "source": "Volume",
+                    "volume": {"claimName": "records", "path": "records/train.npz",
+                               "format": "Npz"},
+                    "numRecords": 60,
+                    "testFraction": "0.25",
+                },
+                "model": {"architecture": "Mlp"},
+                "training": {"epochs": 1, "batchSize": 16, "learningRate": "0.1"},
+            },
+        }
+    )
+    rendered = data_config(job.spec.data)
+    rendered["volume"]["path"] = rendered["volume"]["path"].replace(DATA_MOUNT, str(tmp_path))
+    split = build_dataset(DataConfig.model_validate(rendered))
+    assert split.x_train.shape == (45, 16) and split.x_test.shape == (15, 16)
+    assert split.num_classes == int(labels.max()) + 1
+
+
+def test_an_npz_without_x_and_y_is_refused_saying_how_to_write_it(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, pixels=np.zeros((10, 2)), label=np.zeros(10, dtype=np.int64))
+    config = DataConfig.model_validate(
+        {"source": "Volume", "volume": {"path": str(path), "format": "Npz"}, "numRecords": 8}
+    )
+    with pytest.raises(InvalidConfigError, match=r"np.savez\(path, x=features, y=labels\)"):
+        build_dataset(config)
+
+
+def test_the_contract_refuses_a_label_column_for_npz_as_the_api_does():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="Npz reads arrays x and y"):
+        DataConfig.model_validate(
+            {"source": "Volume", "numRecords": 8,
+             "volume": {"path": "/d.npz", "format": "Npz", "labelColumn": "y"}}
+        )

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import conditions
 from .crdgen import KINDS, KindInfo, crd
+from .v1alpha1.common import DECIMAL_PATTERN
 
 INTRO = """\
 # API reference: ppml.dev/v1alpha1
@@ -30,9 +31,13 @@ both are paid for by budgets. `kubectl explain` shows the same text as the table
 
 ## Conventions
 
-- **Decimal strings.** Epsilon, delta, noise multipliers, clipping norms, learning rates and
-  fractions are strings holding a decimal number (`"1"`, `"0.5"`, `"1e-5"`): no sign, no
-  `NaN`, no floats in spec. Quote them in YAML: unquoted, `1e-5` is read as a number and refused.
+- **Decimals.** Epsilon, delta, noise multipliers, clipping norms, learning rates and
+  fractions hold an exact decimal number, no sign, no `NaN`. Write a whole number as is
+  (`epsilon: 3`, or `"3"`) and quote anything with a fraction or an exponent (`epsilon: "0.5"`,
+  `delta: "1e-5"`). Unquoted, YAML reads `0.5` and `1e-5` as floating-point numbers, and the API
+  server refuses them with `must be of type integer,string`: a CRD's structural schema cannot
+  hold a number and a string in one field (only whole numbers, as for quantities), and a float is
+  not exact (`0.1` is not one tenth), which a privacy ledger must be.
 - **Validation in layers.** Bounds, enums and patterns are OpenAPI; rules across fields are CEL
   (`x-kubernetes-validations`); both are checked by the API server at `kubectl apply`, and the
   message names the field. What CEL cannot check (a target epsilon no noise multiplier reaches,
@@ -71,6 +76,8 @@ the runtime runs exactly what was paid for and counts the records it finds.
 
 def _type_of(node: dict[str, Any]) -> str:
     if node.get("x-kubernetes-int-or-string"):
+        if node.get("pattern") == DECIMAL_PATTERN:
+            return "decimal (whole number, or quoted string)"
         return "quantity (integer or string)"
     kind = node.get("type", "any")
     if kind == "array":

@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -163,6 +163,10 @@ def format_history(h: History) -> str:
     return "\n".join(lines) + "\n"
 
 
+MIN_TIME_PADDING = timedelta(seconds=30)
+"""Room left of the first and right of the last event: a lone charge gets a one-minute window."""
+
+
 def plot_history(h: History, path: Path) -> None:
     """Draw epsilon spent over time, job by job, with the budget's total as a line.
 
@@ -172,6 +176,28 @@ def plot_history(h: History, path: Path) -> None:
         The history to draw.
     path
         Where to write the image (the format follows the suffix: .png, .svg, .pdf).
+
+    Raises
+    ------
+    HistoryError
+        When matplotlib is not installed.
+
+    """
+    fig = draw_history(h)  # raises HistoryError without matplotlib
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def draw_history(h: History) -> Any:
+    """Return the matplotlib figure :func:`plot_history` saves.
+
+    The time axis spans the events themselves, padded by 8% of their span and at least
+    :data:`MIN_TIME_PADDING` on each side: two charges a few seconds apart (the demo) get an axis
+    of about a minute with tick labels in seconds, not matplotlib's default of years around a
+    single instant. The ticks say only what changes between them; the date, with its year, is
+    written once at the axis' end.
 
     Raises
     ------
@@ -189,7 +215,8 @@ def plot_history(h: History, path: Path) -> None:
         raise HistoryError("--plot needs matplotlib: pip install 'ppml-operator[dev]'") from err
 
     date2num: Any = mdates.date2num  # untyped upstream
-    date_formatter: Any = mdates.DateFormatter
+    date_locator: Any = mdates.AutoDateLocator
+    concise_formatter: Any = mdates.ConciseDateFormatter
 
     def num(times: Sequence[datetime]) -> Any:
         return date2num(list(times))
@@ -228,16 +255,21 @@ def plot_history(h: History, path: Path) -> None:
     ax.axhline(float(h.total), color="tab:red", lw=1.5, label=f"budget ε = {h.total}")
     ax.set_ylim(0, max(float(h.total) * 1.1, *(float(p.summed_epsilon) * 1.05 for p in points),
                        0.1))
-    ax.xaxis.set_major_formatter(date_formatter("%m-%d %H:%M"))
+    shown = [p.time for p in (*points, *h.reserved)]
+    if shown:
+        first, last = min(shown), max(shown)
+        pad = max((last - first) * 0.08, MIN_TIME_PADDING)
+        ax.set_xlim(*num([first - pad, last + pad]))
+    locator = date_locator(tz=UTC, minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(concise_formatter(locator, tz=UTC))
     ax.set_xlabel("time (UTC)")
     ax.set_ylabel(f"epsilon at δ = {h.delta_text}")
     ax.set_title(f"PrivacyBudget {h.namespace}/{h.name}")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,16 +1,38 @@
-"""Epsilon of a sequence of privacy events, with the RDP (default) or the PLD accountant."""
+"""Epsilon of a sequence of privacy events, with the RDP (default) or the PLD accountant.
+
+RDP costs the same whatever the number of steps (a curve is multiplied by the count). A PLD is
+a discretised distribution whose self-composition grows with the steps and with epsilon
+(measured on these machines: 10^7 steps at noise 3 took 86 s; epsilon 6426 over 10^5 steps took
+12 s and 1.8 GB, in an operator limited to 512 MiB). So PLD runs only within
+:data:`PLD_MAX_STEPS` and :data:`PLD_MAX_EPSILON`, where one evaluation took at most 1.3 s and
+110 MB above the process's own memory; past them the RDP figure is returned instead. Both
+accountants give valid upper bounds on the privacy loss, so the fallback is a valid charge too,
+usually a larger one.
+"""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Final
 
 from ppml_operator.privacy._dp import pld_of
 from ppml_operator.privacy.decimals import epsilon_from_float, parse_delta
 from ppml_operator.privacy.errors import InvalidPrivacyParameterError
-from ppml_operator.privacy.events import PrivacyEvent
+from ppml_operator.privacy.events import (
+    ClientLevelDpEvent,
+    DpSgdEvent,
+    LocalDpSgdEvent,
+    PrivacyEvent,
+)
 from ppml_operator.privacy.rdp import RdpCurve
+
+PLD_MAX_STEPS: Final = 100_000
+"""The most composed steps (or rounds, or counts) the PLD accountant prices; RDP beyond."""
+
+PLD_MAX_EPSILON: Final = 50.0
+"""The largest RDP epsilon at which the PLD accountant still runs; RDP's figure beyond."""
 
 
 class Accountant(enum.StrEnum):
@@ -37,12 +59,44 @@ class Accountant(enum.StrEnum):
         raise InvalidPrivacyParameterError(f"accountant {text!r} is unknown; expected RDP or PLD.")
 
 
+def composed_count(events: Sequence[PrivacyEvent]) -> int:
+    """Return how many mechanism applications ``events`` compose (steps, rounds, counts)."""
+    total = 0
+    for event in events:
+        if isinstance(event, DpSgdEvent | LocalDpSgdEvent):
+            total += event.steps
+        elif isinstance(event, ClientLevelDpEvent):
+            total += event.rounds
+        else:
+            total += event.count
+    return total
+
+
+def pld_is_bounded(events: Sequence[PrivacyEvent], rdp_epsilon: float) -> bool:
+    """Return whether PLD may price ``events`` in bounded time and memory.
+
+    Parameters
+    ----------
+    events
+        The events to compose.
+    rdp_epsilon
+        Their RDP epsilon (cheap to compute): a PLD's support grows with the epsilon.
+
+    """
+    return composed_count(events) <= PLD_MAX_STEPS and rdp_epsilon <= PLD_MAX_EPSILON
+
+
 def epsilon_float(
     events: Sequence[PrivacyEvent], delta: Decimal, accountant: Accountant = Accountant.RDP
 ) -> float:
-    """Return the composed epsilon of ``events`` at ``delta`` as the accountant's float."""
-    if accountant is Accountant.RDP:
-        return RdpCurve.from_events(events).epsilon_float(delta)
+    """Return the composed epsilon of ``events`` at ``delta`` as the accountant's float.
+
+    PLD falls back to RDP's figure past :data:`PLD_MAX_STEPS` or :data:`PLD_MAX_EPSILON`
+    (see the module's docstring): the time and memory of pricing stay bounded.
+    """
+    rdp = RdpCurve.from_events(events).epsilon_float(delta)
+    if accountant is Accountant.RDP or not pld_is_bounded(events, rdp):
+        return rdp
     if not events:
         return 0.0
     composed = pld_of(events[0])

@@ -170,6 +170,53 @@ def format_decimal(value: Decimal) -> str:
     return _plain(value)
 
 
+def format_fitting(value: Decimal, max_length: int) -> str:
+    """Format ``value`` exactly in at most ``max_length`` characters, plain notation first.
+
+    The plain form (:func:`format_decimal`) is kept whenever it fits, so ordinary values read
+    as before (``"0.00001"``). A value whose plain form is too long, such as a delta of
+    ``1e-31`` (33 characters plain), is written with an exponent instead: the shorter of
+    ``1.5E-31`` and ``15E-32``. Every form matches the API's decimal pattern and parses back
+    to exactly ``value``.
+
+    Parameters
+    ----------
+    value
+        A finite, non-negative decimal.
+    max_length
+        The longest string the destination field accepts.
+
+    Returns
+    -------
+    str
+        The exact value in at most ``max_length`` characters.
+
+    Raises
+    ------
+    InvalidPrivacyParameterError
+        If no exact form fits (only for values more precise than any API field admits).
+
+    """
+    plain = _plain(value)
+    if len(plain) <= max_length:
+        return plain
+    sign, digits, exponent = value.normalize().as_tuple()
+    if sign or not isinstance(exponent, int):
+        raise InvalidPrivacyParameterError(f"{value} is not a finite, non-negative decimal.")
+    coefficient = "".join(map(str, digits))
+    scientific = f"{coefficient[0]}.{coefficient[1:]}" if len(coefficient) > 1 else coefficient
+    forms = [
+        f"{coefficient}E{exponent}",
+        f"{scientific}E{exponent + len(coefficient) - 1}",
+    ]
+    best = min(forms, key=len)
+    if len(best) > max_length:
+        raise InvalidPrivacyParameterError(
+            f"{plain} has no exact form of at most {max_length} characters."
+        )
+    return best
+
+
 def format_cost(value: Decimal) -> str:
     """Format a privacy cost, rounding up to :data:`SIGNIFICANT_DIGITS` significant digits.
 

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import (
+    MAX_STEPS,
     DataSpec,
     FederatedJob,
     PrivacyMode,
@@ -131,7 +132,8 @@ def sampling_plan(data: DataSpec, batch_size: int, epochs: int, *, path: str) ->
     Raises
     ------
     InvalidSpecError
-        If the training split is smaller than the batch.
+        If the training split is smaller than the batch, or the steps exceed
+        :data:`~ppml_operator.api.v1alpha1.common.MAX_STEPS`.
 
     """
     train, test = data.split_sizes()
@@ -143,6 +145,15 @@ def sampling_plan(data: DataSpec, batch_size: int, epochs: int, *, path: str) ->
             "testFraction",
         )
     steps_per_epoch = math.ceil(train / batch_size)
+    if epochs * steps_per_epoch > MAX_STEPS:
+        # The CRD refuses these specs; an object created under an older CRD still must not
+        # reach the accountant.
+        raise InvalidSpecError(
+            f"{path}.numRecords",
+            f"the job would pay for {epochs * steps_per_epoch} steps ({epochs} passes of "
+            f"{steps_per_epoch} steps), more than the {MAX_STEPS} one job may; lower the "
+            "epochs (or rounds) or raise batchSize",
+        )
     return SamplingPlan(
         train_records=train,
         test_records=test,

@@ -29,12 +29,16 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from ppml_operator.api.v1alpha1.common import DECIMAL_MAX_LENGTH
 from ppml_operator.privacy.decimals import (
     format_cost,
     format_decimal,
+    format_fitting,
     format_remaining,
     remaining,
+    round_up,
 )
+from ppml_operator.privacy.errors import InvalidPrivacyParameterError
 from ppml_operator.privacy.events import PrivacyEvent, event_from_dict, event_to_dict
 from ppml_operator.privacy.ledger import Composition, LedgerAccount
 from ppml_operator.privacy.rdp import RdpCurve
@@ -408,7 +412,7 @@ def reserve(budget: Obj, request: ChargeRequest, *, now: str) -> Outcome:
         "state": RESERVED,
         "events": [dict(e) for e in request.events],
         "epsilon": request.epsilon,
-        "delta": format_decimal(charge_delta),
+        "delta": format_fitting(charge_delta, DECIMAL_MAX_LENGTH),
         "attempts": request.attempts,
         "reservedAt": now,
     }
@@ -609,10 +613,26 @@ def fold(budget: Obj, status: Obj, *, keep: int = DEFAULT_KEEP_COMMITTED) -> Obj
         folded["count"] = int(folded.get("count") or 0) + len(to_fold)
         folded["events"] = merged
         folded["basicEpsilon"] = str(basic)
-        folded["basicDelta"] = format_decimal(basic_delta)
+        folded["basicDelta"] = _format_delta_sum(basic_delta)
         folded["epsilon"] = format_cost(_rdp_epsilon(merged, delta)) if merged else "0"
         status["folded"] = folded
     return status
+
+
+_FOLDED_MAX_LENGTH = 64
+"""The longest decimal ``status.folded`` accepts (its fields' maxLength in the CRD)."""
+
+
+def _format_delta_sum(value: Decimal) -> str:
+    """Write a sum of deltas exactly when it fits ``status.folded``, else rounded up.
+
+    Deltas of very different scales (``1e-5 + 1e-70``) sum to more digits than the field
+    holds; rounding the spent delta up keeps the ledger conservative and writable.
+    """
+    try:
+        return format_fitting(value, _FOLDED_MAX_LENGTH)
+    except InvalidPrivacyParameterError:
+        return format_fitting(round_up(value), _FOLDED_MAX_LENGTH)
 
 
 def canonical_events(events: Iterable[PrivacyEvent]) -> tuple[Obj, ...]:

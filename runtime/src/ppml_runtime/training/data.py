@@ -163,21 +163,31 @@ def _load_parquet(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray
     return np.stack(features, axis=1), table.column(label_column).to_numpy()
 
 
+NPZ_FEATURES = "x"
+"""The array of an Npz file holding the features (one record per row; more axes are flattened)."""
+NPZ_LABELS = "y"
+"""The array of an Npz file holding the labels (class indices), as the API reference says."""
+
+
 def _load_npz(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
+    # The API refuses labelColumn for Npz ("Npz reads arrays x and y"), and so does the contract.
+    del label_column
     with np.load(path, allow_pickle=False) as archive:
-        if label_column not in archive.files:
+        missing = [name for name in (NPZ_FEATURES, NPZ_LABELS) if name not in archive.files]
+        if missing:
             raise InvalidConfigError(
-                f"data.volume.labelColumn {label_column!r} is not an array of {path} "
-                f"(arrays: {', '.join(archive.files)})"
+                f"data.volume.path {path} (format Npz) must hold arrays "
+                f"'{NPZ_FEATURES}' (features) and '{NPZ_LABELS}' (labels), as "
+                f"np.savez(path, x=features, y=labels) writes them; it holds "
+                f"{', '.join(repr(n) for n in archive.files) or 'no arrays'}"
             )
-        others = [name for name in archive.files if name != label_column]
-        if len(others) != 1:
-            raise InvalidConfigError(
-                f"{path} must hold exactly one feature array beside {label_column!r}, "
-                f"found {others}"
-            )
-        features = archive[others[0]]
-        labels = archive[label_column]
+        features = archive[NPZ_FEATURES]
+        labels = archive[NPZ_LABELS]
+    if features.ndim < 1 or labels.ndim != 1:
+        raise InvalidConfigError(
+            f"data.volume.path {path} (format Npz): '{NPZ_LABELS}' must be one label per "
+            f"record (shape (N,)), found shape {labels.shape}"
+        )
     return features.reshape(features.shape[0], -1), labels
 
 

@@ -15,6 +15,8 @@ from .budget import (
 )
 from .common import (
     API_VERSION,
+    DECIMAL_MAX_LENGTH,
+    MAX_STEPS,
     Accountant,
     Architecture,
     BudgetRef,
@@ -73,7 +75,9 @@ KINDS = (PrivacyBudget, PrivateTrainingJob, FederatedJob)
 
 __all__ = [
     "API_VERSION",
+    "DECIMAL_MAX_LENGTH",
     "KINDS",
+    "MAX_STEPS",
     "Accountant",
     "Architecture",
     "BudgetRef",

@@ -44,13 +44,16 @@ class PrivacyBudgetSpec(ApiModel):
 
     epsilon: BudgetEpsilon = Field(
         description="epsilon is the total ε the dataset's records may lose across all jobs, "
-        'a decimal string greater than 0 and at most 1000 (e.g. "3" or "0.5"). It may be '
+        'a decimal greater than 0 and at most 1000: a whole number as is (3), anything else '
+        'quoted ("0.5"; the API refuses an unquoted 0.5: "must be of type integer,string"). '
+        "It may be "
         "changed by whoever may edit the budget; the operator refuses to lower it below what "
         "is spent and reserved (condition Exhausted, reason EpsilonBelowSpent)."
     )
     delta: Annotated[BudgetDelta, immutable("spec.delta")] = Field(
-        description="delta is the δ of the (ε, δ) guarantee, a decimal string in (0, 1) "
-        '(e.g. "1e-5"); it should be below 1/N for a dataset of N records. Charges compose '
+        description="delta is the δ of the (ε, δ) guarantee, a decimal in (0, 1), quoted "
+        '("1e-5": unquoted, YAML reads a float, which the API refuses); it should be below '
+        "1/N for a dataset of N records. Charges compose "
         "into spent epsilon at this delta. Immutable."
     )
     composition: Annotated[Composition, immutable("spec.composition")] = Field(

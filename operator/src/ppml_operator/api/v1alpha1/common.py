@@ -41,6 +41,25 @@ DECIMAL_PATTERN = r"^(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 DECIMAL_MAX_LENGTH = 32
 """Longest decimal string accepted (bounds the cost of the CEL rules that parse it)."""
 
+MAX_STEPS = 10_000_000
+"""The most noisy steps one job (or one silo of a federation) may pay for.
+
+Far beyond any DP-SGD run (ImageNet for 100 epochs at batch 4096 is about 31,000 steps), it
+keeps pricing, which runs inside the operator before admission, bounded: without it a spec could
+ask for 10^13 steps. The CRD checks an upper bound of the steps, with numRecords standing for
+the training records: ``epochs * ceil(numRecords / batchSize)``.
+"""
+
+
+def steps_rule(epochs: str, num_records: str, batch_size: str) -> str:
+    """Return the CEL rule ``epochs * ceil(num_records / batch_size) <= MAX_STEPS``.
+
+    Integer arithmetic (CEL's ``/`` truncates), an upper bound of the steps a job pays for
+    (those use the training records, fewer than ``num_records``).
+    """
+    return f"{epochs} * (({num_records} + {batch_size} - 1) / {batch_size}) <= {MAX_STEPS}"
+
+
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -154,12 +173,40 @@ def parse_decimal(value: str) -> Decimal:
         raise ValueError(f"{value!r} is not a decimal number") from err
 
 
+_MAX_JSON_INTEGER = float(2**53 - 1)
+"""The largest float the API server's type check takes for an integer (go-openapi's swag)."""
+
+
+def quote_advice(name: str, value: float) -> str:
+    """Return the sentence that says how to write a fractional number ``value`` of ``name``.
+
+    The API server refuses such a number before any rule of ours runs (``must be of type
+    integer,string``); this is what the models, the field descriptions and the docs say instead.
+    """
+    text = repr(value)
+    return (
+        f"{name} {text} is a number with a fraction or an exponent, which a decimal field "
+        f'cannot hold exactly; quote it: {name}: "{text}" (whole numbers such as {name}: 3 '
+        "may stay unquoted)"
+    )
+
+
 @dataclass(frozen=True)
 class DecimalBounds:
-    """Annotation making a ``str`` a bounded decimal string: ``Annotated[str, DecimalBounds(...)]``.
+    """Annotation making a ``str`` a bounded decimal: ``Annotated[str, DecimalBounds(...)]``.
+
+    On the wire the value is a decimal string (``"0.5"``, ``"1e-5"``) or a whole number
+    (``3``), the way Kubernetes takes quantities (``cpu: 2``): the CRD declares the field
+    ``x-kubernetes-int-or-string``, and the model turns an integer into its decimal string, so
+    everything past validation sees exact text. A number with a fraction or an exponent (a YAML
+    float: ``0.5``, ``1e-5``) cannot be accepted: a structural schema allows no union of number
+    and string, the API server keeps only the float (``0.1`` is not one tenth), and it refuses
+    it before any rule runs. The model refuses it too, saying to quote it
+    (:func:`quote_advice`).
 
     The pattern refuses signs and anything but digits, one dot and an exponent; the bounds are a
-    CEL rule in the CRD and the same check in the model. ``name`` is the field as errors call it.
+    CEL rule in the CRD (``double(self)`` reads both forms) and the same check in the model.
+    ``name`` is the field as errors call it.
     """
 
     name: str
@@ -210,20 +257,47 @@ class DecimalBounds:
             raise ValueError(f"{self.message}, got {value}")
         return value
 
+    def to_text(self, value: Any) -> Any:
+        """Turn a whole number into its decimal string; refuse a fractional number, saying how.
+
+        A whole float (``2.0``) passes as the API server takes it, as an integer (its type check
+        and CEL accept a float that is exactly whole, up to 2^53; measured: ``1.000000001``
+        passes the type check, which tolerates 1e-9, and is refused by every CEL rule that
+        reads it). Anything else is left to the string schema (which refuses it).
+        """
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            if value.is_integer() and abs(value) <= _MAX_JSON_INTEGER:
+                return str(int(value))
+            raise ValueError(quote_advice(self.name, value))
+        return value
+
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> CoreSchema:
-        """Validate as a pattern-checked, bounded string, then check the bounds exactly."""
-        return core_schema.no_info_after_validator_function(
-            self.check,
-            core_schema.str_schema(pattern=DECIMAL_PATTERN, max_length=DECIMAL_MAX_LENGTH),
+        """Take a whole number as its text, validate the pattern, then check the bounds exactly."""
+        return core_schema.no_info_before_validator_function(
+            self.to_text,
+            core_schema.no_info_after_validator_function(
+                self.check,
+                core_schema.str_schema(pattern=DECIMAL_PATTERN, max_length=DECIMAL_MAX_LENGTH),
+            ),
         )
 
     def __get_pydantic_json_schema__(
         self, schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        """Add the CEL rule of the bounds to the string schema."""
-        json_schema = dict(handler(schema))
+        """Declare an int-or-string with the pattern, the length and the CEL rule of the bounds."""
+        json_schema: dict[str, Any] = {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": True,
+            "pattern": DECIMAL_PATTERN,
+            "maxLength": DECIMAL_MAX_LENGTH,
+            "minimum": 0,  # the pattern refuses a sign in a string; this, in a whole number
+        }
         if self._bounds():
             json_schema["x-kubernetes-validations"] = [cel(self.rule, self.message)]
         return json_schema
@@ -385,7 +459,9 @@ class VolumeData(ApiModel):
     )
     format: DataFormat = Field(
         description="format is the file format: Csv and Parquet hold one record per row with "
-        "the label in labelColumn; Npz holds arrays 'x' (features) and 'y' (labels)."
+        "the label in labelColumn; Npz holds arrays 'x' (features, one record per row; more "
+        "axes are flattened) and 'y' (labels), as np.savez(path, x=features, y=labels) writes "
+        "them."
     )
     label_column: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
         default=None,
@@ -718,6 +794,7 @@ class JobPrivacyStatus(ApiModel):
 
 __all__ = [
     "API_VERSION",
+    "MAX_STEPS",
     "Accountant",
     "ApiModel",
     "Architecture",
@@ -748,4 +825,5 @@ __all__ = [
     "cel_rules",
     "immutable",
     "parse_decimal",
+    "steps_rule",
 ]

@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 from . import cel_eval
 from .common import (
     API_VERSION,
+    MAX_STEPS,
     Accountant,
     ApiModel,
     BudgetRef,
@@ -29,6 +30,7 @@ from .common import (
     cel,
     cel_rules,
     immutable,
+    steps_rule,
 )
 from .training import Delta, LearningRate, Momentum, NoiseMultiplier, TargetEpsilon
 
@@ -88,12 +90,14 @@ class Strategy(ApiModel):
     )
     proximal_mu: ProximalMu | None = Field(
         default=None,
-        description="proximalMu is FedProx's proximal term weight, a decimal string in "
+        description="proximalMu is FedProx's proximal term weight, a decimal (quote fractions: "
+        "\"0.5\") in "
         "[0, 1000]. FedProx only; defaults to 0.1.",
     )
     server_learning_rate: ServerLearningRate | None = Field(
         default=None,
-        description="serverLearningRate is FedAdam's server-side step size, a decimal string "
+        description="serverLearningRate is FedAdam's server-side step size, a decimal (quote "
+        "fractions: \"0.5\") "
         "in (0, 100]. FedAdam only; defaults to 0.1.",
     )
     weighting: Weighting | None = Field(
@@ -174,14 +178,16 @@ class FederatedPrivacy(ApiModel):
     )
     delta: Delta | None = Field(
         default=None,
-        description="delta is the δ of the guarantee, a decimal string in (0, 1); required "
+        description="delta is the δ of the guarantee, a decimal in (0, 1), quoted (\"1e-5\"); "
+        "required "
         "unless mode is None. Central: below 1/number of clients; Local: below 1/numRecords "
         "of every silo.",
     )
     clipping_norm: ClippingNorm = Field(
         default="1.0",
         description="clippingNorm is the L2 bound of each client's update (Central) or of "
-        "each per-sample gradient (Local), a decimal string greater than 0. Defaults to 1.0.",
+        "each per-sample gradient (Local), a decimal (quote fractions: \"0.5\") greater than 0. "
+        "Defaults to 1.0.",
     )
     clipping: ClippingKind = Field(
         default=ClippingKind.FIXED,
@@ -196,7 +202,9 @@ class FederatedPrivacy(ApiModel):
     )
     accountant: Accountant = Field(
         default=Accountant.RDP,
-        description="accountant is how the operator computes ε: RDP (the default) or PLD.",
+        description="accountant is how the operator computes ε: RDP (the default) or PLD. "
+        "PLD prices at most 100000 steps and ε up to 50 (by RDP); beyond them the operator "
+        "charges RDP's ε instead.",
     )
 
     model_config = ConfigDict(
@@ -256,7 +264,8 @@ class SecureAggregation(ApiModel):
     clipping_range: ClippingRange = Field(
         default="8.0",
         description="clippingRange bounds each model parameter to [-clippingRange, "
-        "clippingRange] before quantization, a decimal string. Defaults to 8.0.",
+        "clippingRange] before quantization, a decimal (quote fractions: \"0.5\"). Defaults to "
+        "8.0.",
     )
     quantization_range: int = Field(
         default=4194304,
@@ -319,13 +328,16 @@ class FederatedTraining(ApiModel):
         ge=1, le=1_000_000, description="batchSize is each client's (expected) batch size."
     )
     learning_rate: LearningRate = Field(
-        description="learningRate is the clients' optimizer step size, a decimal string."
+        description="learningRate is the clients' optimizer step size, a decimal (quote fractions: "
+        "\"0.5\")."
     )
     optimizer: Optimizer = Field(
         default=Optimizer.SGD, description="optimizer is Sgd (the default) or Adam."
     )
     momentum: Momentum | None = Field(
-        default=None, description="momentum is Sgd's momentum, a decimal string in [0, 1)."
+        default=None,
+        description="momentum is Sgd's momentum, a decimal (quote fractions: \"0.5\") in "
+        "[0, 1).",
     )
     seed: int | None = Field(
         default=None, ge=0, le=2**31 - 1, description="seed seeds initialisation and sampling."
@@ -436,6 +448,19 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
         "self.clients.all(c, self.training.batchSize <= c.data.numRecords)",
         "training.batchSize must not exceed any client's data.numRecords",
         ".training.batchSize",
+    ),
+    (
+        "self.privacy.mode != 'Local' || self.clients.all(c, "
+        + steps_rule(
+            "self.rounds * self.training.localEpochs",
+            "c.data.numRecords",
+            "self.training.batchSize",
+        )
+        + ")",
+        f"rounds * training.localEpochs * ceil(data.numRecords / training.batchSize) must be at "
+        f"most {MAX_STEPS} steps for every client under privacy mode Local: lower rounds or "
+        "localEpochs, or raise batchSize",
+        ".rounds",
     ),
     (
         "has(self.budgetRef) == has(oldSelf.budgetRef)",

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 from . import cel_eval
 from .common import (
     API_VERSION,
+    MAX_STEPS,
     Accountant,
     ApiModel,
     BudgetRef,
@@ -28,6 +29,7 @@ from .common import (
     cel,
     cel_rules,
     immutable,
+    steps_rule,
 )
 
 TargetEpsilon = Annotated[str, DecimalBounds("targetEpsilon", gt="0", le="1000")]
@@ -45,31 +47,35 @@ class PrivacySpec(ApiModel):
 
     target_epsilon: TargetEpsilon | None = Field(
         default=None,
-        description="targetEpsilon is the ε the job may cost at delta, a decimal string in "
+        description="targetEpsilon is the ε the job may cost at delta, a decimal (quote fractions: "
+        "\"0.5\") in "
         "(0, 1000]; the operator calibrates the smallest noise multiplier that meets it. Set "
         "exactly one of targetEpsilon and noiseMultiplier.",
     )
     noise_multiplier: NoiseMultiplier | None = Field(
         default=None,
         description="noiseMultiplier is sigma, the ratio of the Gaussian noise's standard "
-        "deviation to maxGradNorm, a decimal string greater than 0; the operator computes the "
+        "deviation to maxGradNorm, a decimal (quote fractions: \"0.5\") greater than 0; the "
+        "operator computes the "
         "resulting ε. Set exactly one of targetEpsilon and noiseMultiplier.",
     )
     delta: Delta = Field(
-        description="delta is the δ of the (ε, δ) guarantee, a decimal string in (0, 1); it "
+        description="delta is the δ of the (ε, δ) guarantee, a decimal in (0, 1), quoted "
+        "(\"1e-5\": unquoted, YAML reads a float, which the API refuses); it "
         "must be below 1/data.numRecords."
     )
     max_grad_norm: MaxGradNorm = Field(
         default="1.0",
         description="maxGradNorm is C, the L2 norm each per-sample gradient is clipped to, a "
-        "decimal string greater than 0. Defaults to 1.0.",
+        "decimal (quote fractions: \"0.5\") greater than 0. Defaults to 1.0.",
     )
     accountant: Accountant = Field(
         default=Accountant.RDP,
         description="accountant is how the operator computes ε from the noise multiplier, "
         "sampling rate and steps: RDP (Rényi DP, the default; Opacus calls it rdp) or PLD "
         "(privacy loss distributions, tighter; the runtime checks it with Opacus' prv "
-        "accountant).",
+        "accountant). PLD prices at most 100000 steps and ε up to 50 (by RDP); beyond them "
+        "its time and memory grow without bound, so the operator charges RDP's ε instead.",
     )
     clipping_mode: ClippingMode = Field(
         default=ClippingMode.AUTO,
@@ -107,14 +113,16 @@ class TrainingSpec(ApiModel):
         "with probability batchSize / trainRecords); at least 1 and at most data.numRecords.",
     )
     learning_rate: LearningRate = Field(
-        description="learningRate is the optimizer's step size, a decimal string in (0, 100]."
+        description="learningRate is the optimizer's step size, a decimal (quote fractions: "
+        "\"0.5\") in (0, 100]."
     )
     optimizer: Optimizer = Field(
         default=Optimizer.SGD, description="optimizer is Sgd (the default) or Adam."
     )
     momentum: Momentum | None = Field(
         default=None,
-        description="momentum is Sgd's momentum, a decimal string in [0, 1). Defaults to 0.",
+        description="momentum is Sgd's momentum, a decimal (quote fractions: \"0.5\") in [0, 1). "
+        "Defaults to 0.",
     )
     seed: int | None = Field(
         default=None,
@@ -177,6 +185,11 @@ class CheckpointSpec(ApiModel):
     )
 
 
+STEPS_MESSAGE = (
+    f"training.epochs * ceil(data.numRecords / training.batchSize) must be at most {MAX_STEPS} "
+    "steps: lower epochs or raise batchSize"
+)
+
 _SPEC_RULES: list[tuple[str, str, str | None]] = [
     (
         "self.training.batchSize <= self.data.numRecords",
@@ -188,6 +201,11 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
         "privacy.delta must be below 1/data.numRecords: a larger delta allows releasing whole "
         "records",
         ".privacy.delta",
+    ),
+    (
+        steps_rule("self.training.epochs", "self.data.numRecords", "self.training.batchSize"),
+        STEPS_MESSAGE,
+        ".training.epochs",
     ),
     (
         "has(self.checkpoint) == has(oldSelf.checkpoint)",
