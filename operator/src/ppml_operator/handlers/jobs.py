@@ -1,6 +1,6 @@
 """The one observe → decide → act loop, for every kind of job.
 
-:func:`reconcile` is what create, update, resume, the timer and the delete handler of every
+:func:`reconcile` is what the watch-event handler, the timer and the delete handler of every
 kind call (``ppml_operator.handlers.register`` registers them in a loop over the kinds). It
 holds a per-UID lock, reads the job, the budgets its price charges and its children fresh from
 the API server (the watch's copy may lag our own last write; never a Secret: the operator may
