@@ -51,19 +51,21 @@ ts = [threading.Thread(target=f, args=(p,)) for p in PORTS for f in (tcp, udp)]
 """
 
 
-def _server_pod(pod: str) -> Obj:
-    ports = [{"containerPort": p, "protocol": proto, "name": f"serve-{p}-{proto.lower()}"}
-             for p in PORTS for proto in ("TCP", "UDP")]
+def server_pod(pod: str, labels: dict[str, str] | None = None,
+               ports: tuple[int, ...] = PORTS) -> Obj:
+    """Return a pod answering TCP connects and echoing UDP on each of ``ports``."""
+    named = [{"containerPort": p, "protocol": proto, "name": f"serve-{p}-{proto.lower()}"}
+             for p in ports for proto in ("TCP", "UDP")]
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod, "labels": {"pod": pod}},
+        "metadata": {"name": pod, "labels": labels if labels is not None else {"pod": pod}},
         "spec": {
             "restartPolicy": "Always", "terminationGracePeriodSeconds": 1,
             "containers": [{
                 "name": "serve", "image": "python:3.11",
-                "command": ["python", "-c", f"PORTS = {PORTS!r}\n{SERVER}"],
-                "ports": ports,
-                "readinessProbe": {"tcpSocket": {"port": 81}, "periodSeconds": 1},
+                "command": ["python", "-c", f"PORTS = {ports!r}\n{SERVER}"],
+                "ports": named,
+                "readinessProbe": {"tcpSocket": {"port": ports[-1]}, "periodSeconds": 1},
             }],
         },
     }
@@ -85,6 +87,15 @@ def _probe_from(netns: str, targets: list[tuple[str, str]], port: int, proto: st
         out[(src, dst)] = probe(ip, port, proto)
 
 
+def probe_from(netns: str, ip: str, port: int, proto: str = "TCP") -> bool:
+    """Return whether a connect from inside network namespace ``netns`` to ``ip:port`` works."""
+    out: dict[tuple[str, str], bool] = {}
+    t = threading.Thread(target=_probe_from, args=(netns, [("dst", ip)], port, proto, out, "src"))
+    t.start()
+    t.join()
+    return out[("src", "dst")]
+
+
 def probe(ip: str, port: int, proto: str, timeout: float = 1.0) -> bool:
     """Return whether a TCP connect (or a UDP echo) to ``ip:port`` succeeds."""
     kind = socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM
@@ -93,7 +104,7 @@ def probe(ip: str, port: int, proto: str, timeout: float = 1.0) -> bool:
         try:
             s.connect((ip, port))
             if proto == "TCP":
-                return s.recv(2) == b"ok"
+                return True  # as upstream's agnhost connect: the handshake completed
             s.send(b"probe")
             return s.recv(16) == b"probe"
         except OSError:
@@ -164,7 +175,7 @@ class Model:
                      lambda name=name: self.api.get(
                          f"/api/v1/namespaces/{name}/serviceaccounts/default"))
             for p in PODS:
-                self.api.post(f"/api/v1/namespaces/{name}/pods", _server_pod(p))
+                self.api.post(f"/api/v1/namespaces/{name}/pods", server_pod(p))
         for pod in self.pods:
             obj = wait_for(f"pod {pod} Ready", lambda pod=pod: self._ready(pod), timeout=60)
             self.ips[pod] = obj["status"]["podIP"]
