@@ -26,6 +26,9 @@ from ppml_operator.render.federation import SUBMITTER, SUPERLINK, SUPERNODE
 from ppml_runtime import contract as rc
 
 Obj = dict[str, Any]
+#: The labels the chart gives the operator's pods (charts/ppml-operator, default name).
+OPERATOR_LABELS = {"app.kubernetes.io/name": "ppml-operator", "app.kubernetes.io/instance": "ppml",
+                   "app.kubernetes.io/component": "operator"}
 #: Flower's other SuperLink ports: ServerAppIo (9091) and the Control API (9093).
 SERVERAPPIO_PORT, CONTROL_PORT = 9091, 9093
 
@@ -104,6 +107,7 @@ def test_trainer_pods_talk_to_each_other_and_nothing_else_reaches_them(
     pods.start("trainer-1", labels(job, trainer.COMPONENT), ports)
     pods.start("other-trainer", labels(other, trainer.COMPONENT), ports)
     pods.start("outsider", {"app": "curious"}, ports)
+    pods.start("operator", OPERATOR_LABELS, ports)
     pods.wait()
     rdv, metrics = rc.RENDEZVOUS_PORT, rc.METRICS_PORT
     _settled(pods, {
@@ -118,10 +122,13 @@ def test_trainer_pods_talk_to_each_other_and_nothing_else_reaches_them(
         ("trainer-0", "outsider", rdv): False,
         ("trainer-0", "other-trainer", rdv): False,
         ("trainer-0", "node", APISERVER_PORT): False,
-        # the metrics port is open to any pod (the operator scrapes it; see the policy)
-        ("outsider", "trainer-0", metrics): True,
+        # the metrics (loss on private records, no noise) are the operator's alone
+        ("outsider", "trainer-0", metrics): False,
+        ("other-trainer", "trainer-0", metrics): False,
+        ("operator", "trainer-0", metrics): True,
+        ("operator", "trainer-0", rdv): False,
         # a pod no policy selects is unaffected, and does reach the API server
-        ("outsider", "other-trainer", metrics): True,
+        ("operator", "outsider", rdv): True,
         ("outsider", "node", APISERVER_PORT): True,
     })
 
