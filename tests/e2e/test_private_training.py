@@ -80,7 +80,8 @@ def manifests(workers: int) -> str:
         return EXAMPLE.read_text()
     job = json.loads(json.dumps(JOB))
     job["spec"]["runtime"]["workers"] = workers
-    return yaml.safe_dump_all([BUDGET, job])
+    # JSON, not YAML: a YAML dump leaves "1e-5" unquoted, and kubectl would read a number.
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [BUDGET, job]})
 
 
 def get(devcluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:

@@ -141,10 +141,17 @@ class Agent(NodeRegistrar):
         with self.lock:
             return {uid: (network.netns_name(uid), ip) for uid, ip in self.ips.items()}
 
-    def enforce_policies(self) -> None:
-        """Bring every pod's NetworkPolicy rules up to date (before a pod's containers start)."""
-        if self.netpol is not None:
-            self.netpol.sync()
+    def enforce_policies(self, uid: str) -> None:
+        """Bring every pod's NetworkPolicy rules up to date before pod ``uid``'s processes start.
+
+        Raises
+        ------
+        RuntimeError
+            When ``uid``'s own rules could not be written: its processes must not start open.
+
+        """
+        if self.netpol is not None and uid in self.netpol.sync():
+            raise RuntimeError("its NetworkPolicy rules could not be written (see the agent log)")
 
     def forget(self, uid: str) -> None:
         """Drop the worker of ``uid`` (it has finished: a pod UID never runs twice)."""

@@ -21,6 +21,7 @@ import logging
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -317,35 +318,50 @@ class Enforcer:
             self.policies[uid] = pol
         self.dirty.set()
 
-    def sync(self) -> None:
-        """Recompute every local pod's ruleset and write those that changed."""
+    def sync(self) -> set[str]:
+        """Recompute every local pod's ruleset and write those that changed.
+
+        Returns
+        -------
+        set of str
+            The pod UIDs whose rules could not be written (retried at the next sync).
+
+        """
         with self.lock:
             self.dirty.clear()
+            # Copies: the informer threads keep changing the originals (a dict copy is atomic).
+            known, namespaces = dict(self.pods), dict(self.namespaces)
+            policies = list(dict(self.policies).values())
             addrs = self.addresses()
-            infos = {uid: PodInfo.of(self.pods[uid], ip) for uid, (_, ip) in addrs.items()
-                     if uid in self.pods}
+            infos = {uid: PodInfo.of(known[uid], ip) for uid, (_, ip) in addrs.items()
+                     if uid in known}
             pods = sorted(infos.values(), key=lambda p: p.ip)
-            policies = list(self.policies.values())
-            live = set()
+            live, failed = set(), set()
             for uid, info in infos.items():
                 netns = addrs[uid][0]
                 live.add(netns)
-                text = render(info, pods, dict(self.namespaces), policies, self.node_ip)
+                text = render(info, pods, namespaces, policies, self.node_ip)
                 if self.applied.get(netns, EMPTY) == text:
                     continue  # (a new namespace starts with the empty ruleset)
                 if apply(netns, text):
                     self.applied[netns] = text
+                else:
+                    failed.add(uid)
+                    self.dirty.set()
             for gone in set(self.applied) - live:
                 del self.applied[gone]
+            return failed
 
     def run(self) -> None:
-        """Sync whenever something changed (and every 10 s, in case a write failed)."""
+        """Sync whenever something changed (and every 10 s); retry failed writes after 1 s."""
         while True:
             self.dirty.wait(10.0)
             try:
-                self.sync()
+                if self.sync():
+                    time.sleep(1.0)
             except Exception:
                 log.exception("Failed syncing NetworkPolicy rules")
+                time.sleep(1.0)
 
 
 def _shape(pod: Obj) -> tuple[Any, ...]:
