@@ -372,7 +372,8 @@ def _shape(pod: Obj) -> tuple[Any, ...]:
 
 def apply(netns: str, text: str) -> bool:
     """Write ``text`` with ``iptables-restore`` in namespace ``netns``; return whether it did."""
-    p = subprocess.run(["ip", "netns", "exec", netns, "iptables-restore"], input=text,
+    # -w: with the legacy backend the xtables lock is machine-wide (other clusters, CNIs).
+    p = subprocess.run(["ip", "netns", "exec", netns, "iptables-restore", "-w", "5"], input=text,
                        capture_output=True, text=True)
     if p.returncode:
         if "Cannot open network namespace" not in p.stderr:
