@@ -234,12 +234,37 @@ def rogue_secret(name: str) -> tuple[Obj, str]:
     return secret, pem
 
 
+ROGUE_LABEL = "e2e.ppml.dev/rogue"
+
+
+def let_rogues_reach_the_superlink() -> Obj:
+    """A NetworkPolicy opening the SuperLink port to the rogue pods.
+
+    devcluster enforces the job's own policies, which refuse a pod outside the job before any
+    TLS handshake (``tests/integration/devcluster/test_netpol_operator.py`` shows that). Labels
+    are no identity, though: any pod of the namespace can wear the job's. This extra policy
+    (policies add up) lets the rogues through the network so that TLS and SuperNode
+    authentication are tested on their own.
+    """
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "let-rogues-reach-the-superlink"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "superlink"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {ROGUE_LABEL: "true"}}}],
+                         "ports": [{"protocol": "TCP", "port": 9092}]}],
+        },
+    }
+
+
 def rogue_pod(name: str, superlink: str, ca_secret: str, key_secret: str) -> Obj:
     security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                 "runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {
                     "type": "RuntimeDefault"}}
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {ROGUE_LABEL: "true"}},
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
@@ -285,6 +310,7 @@ def test_digits_3_silos(kube: Cluster, operator: OperatorProcess) -> None:
         if started or not is_true(job, "Running"):
             return
         kube.ok("apply", "-f", "-", input=json.dumps(secret))
+        kube.ok("apply", "-f", "-", input=json.dumps(let_rogues_reach_the_superlink()))
         # Trusts another CA: the TLS handshake with the job's SuperLink fails.
         kube.ok("apply", "-f", "-", input=json.dumps(
             rogue_pod("rogue-no-ca", superlink, "rogue-keys", "rogue-keys")))

@@ -9,6 +9,10 @@ Thresholds held: test accuracy at least ``ACCURACY_THRESHOLD`` (0.75; the exampl
 to 0.88 at epsilon 1 in this sandbox, see examples/private-training/README.md); the runtime's
 measured epsilon at most the epsilon charged; the budget holds exactly one Committed charge for
 the job, and re-applying the manifest charges nothing more.
+
+The same example also runs with ``spec.runtime.workers: 2`` (two pods training one model with
+DDP, meeting at the rendezvous through the headless Service): with devcluster enforcing the
+job's NetworkPolicy, the workers must still reach each other.
 """
 
 from __future__ import annotations
@@ -67,8 +71,19 @@ def operator(devcluster: Any, namespace: str, tmp_path: Path) -> Iterator[subpro
     print(log.read_text()[-4000:])
 
 
-def kubectl(devcluster: Any, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return devcluster.kubectl(*args, timeout=timeout)
+def kubectl(devcluster: Any, *args: str, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return devcluster.kubectl(*args, timeout=timeout, input=input)
+
+
+def manifests(workers: int) -> str:
+    """Return the example's YAML, with ``spec.runtime.workers`` set when above one."""
+    if workers == 1:
+        return EXAMPLE.read_text()
+    job = json.loads(json.dumps(JOB))
+    job["spec"]["runtime"]["workers"] = workers
+    # JSON, not YAML: a YAML dump leaves "1e-5" unquoted, and kubectl would read a number.
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [BUDGET, job]})
 
 
 def get(devcluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:
@@ -77,10 +92,11 @@ def get(devcluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any]
     return json.loads(p.stdout)
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["one process", "two DDP workers"])
 def test_digits_example_trains_on_devcluster_and_is_charged_once(
-    devcluster: Any, namespace: str, operator: subprocess.Popen[bytes]
+    devcluster: Any, namespace: str, operator: subprocess.Popen[bytes], workers: int
 ) -> None:
-    applied = kubectl(devcluster, "apply", "-n", namespace, "-f", str(EXAMPLE))
+    applied = kubectl(devcluster, "apply", "-n", namespace, "-f", "-", input=manifests(workers))
     assert applied.returncode == 0, applied.stderr
     name, budget_name = JOB["metadata"]["name"], BUDGET["metadata"]["name"]
 
@@ -118,13 +134,17 @@ def test_digits_example_trains_on_devcluster_and_is_charged_once(
     spent = budget["status"]["spentEpsilon"]
 
     # Re-applying the same manifests (a GitOps re-sync) never charges again.
-    again = kubectl(devcluster, "apply", "-n", namespace, "-f", str(EXAMPLE))
+    again = kubectl(devcluster, "apply", "-n", namespace, "-f", "-", input=manifests(workers))
     assert again.returncode == 0, again.stderr
     time.sleep(6)  # a few reconcile intervals
     budget = get(devcluster, "pbudget", budget_name, namespace)
     assert len(budget["status"]["charges"]) == 1
     assert budget["status"]["spentEpsilon"] == spent
+    if workers > 1:
+        pods = json.loads(kubectl(devcluster, "get", "pods", "-n", namespace, "-o", "json").stdout)
+        ok = [p for p in pods["items"] if p["status"].get("phase") == "Succeeded"]
+        assert len(ok) == workers, [p["metadata"]["name"] for p in pods["items"]]
     print(
-        f"digits-dp-sgd: accuracy {accuracy:.4f} (>= {ACCURACY_THRESHOLD}), epsilon charged "
-        f"{charged}, measured {measured}, budget spent {spent}"
+        f"digits-dp-sgd ({workers} workers): accuracy {accuracy:.4f} (>= {ACCURACY_THRESHOLD}), "
+        f"epsilon charged {charged}, measured {measured}, budget spent {spent}"
     )

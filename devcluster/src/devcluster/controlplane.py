@@ -21,6 +21,7 @@ from pathlib import Path
 
 from devcluster import network, pki, procs
 from devcluster.kubeapi import ApiError, Client
+from devcluster.nodeagent.netpol import enabled as netpol_enabled
 from devcluster.paths import (
     APISERVER_PORT,
     BRIDGE_IP,
@@ -245,6 +246,11 @@ def up(
         nodes_file(paths).write_text("1\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     state = running(paths)
+    if not state["node-agent"] and netpol_enabled():
+        try:
+            network.ensure_policy_tools()
+        except network.NetworkError as err:
+            raise ClusterError(str(err)) from err
     if not any(state.values()):
         _kill_orphans(paths)  # e.g. left by a state directory whose pid files were removed
     client = Client.admin(paths, timeout=5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -116,3 +117,31 @@ def list_pod_netns() -> list[str]:
     """Return the names of all pod namespaces devcluster created."""
     out = _ip("netns", "list", check=False).stdout
     return [ln.split()[0] for ln in out.splitlines() if ln.startswith(NETNS_PREFIX)]
+
+
+#: Debian packages the NetworkPolicy enforcer needs, by the command that shows they are there.
+POLICY_PACKAGES = {"iptables-restore": "iptables", "ipset": "ipset"}
+
+
+def ensure_policy_tools() -> None:
+    """Install ``iptables`` and ``ipset`` from Debian when missing (as ``.ci/run`` does for ``ip``).
+
+    Raises
+    ------
+    NetworkError
+        When they are missing and cannot be installed (not root, no ``apt-get``, or it failed).
+
+    """
+    missing = sorted({pkg for cmd, pkg in POLICY_PACKAGES.items() if shutil.which(cmd) is None})
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise NetworkError(
+            f"NetworkPolicy enforcement needs {', '.join(missing)}: install them, or set "
+            "DEVCLUSTER_NETWORK_POLICY=off to run without enforcement"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+        p = subprocess.run(argv, capture_output=True, text=True, env=env)
+        if p.returncode:
+            raise NetworkError(f"{' '.join(argv)} failed: {p.stderr.strip()[-500:]}")

@@ -164,3 +164,13 @@ def test_operator_settings_reach_its_environment(render):
     assert env["PPML_LEDGER_KEEP"] == "7"
     assert "--verbose" not in c["args"]
     assert "--verbose" in container(render("operator.logLevel=debug"))["args"]
+
+
+def test_the_operator_pods_wear_the_labels_trainer_policies_admit_to_the_metrics_port(default):
+    # A trainer's NetworkPolicy opens its metrics port only to pods with these labels, in any
+    # namespace; the operator scrapes live progress from there.
+    from ppml_operator.render.trainer import OPERATOR_PODS
+
+    labels = deployment(default)["spec"]["template"]["metadata"]["labels"]
+    wanted = OPERATOR_PODS["podSelector"]["matchLabels"]
+    assert {k: labels.get(k) for k in wanted} == wanted

@@ -132,10 +132,18 @@ def test_the_trainer_command_can_be_replaced_by_an_operator_setting() -> None:
     assert {"name": "X", "value": "1"} in container["env"]
 
 
-def test_the_network_policy_admits_only_the_jobs_own_pods_and_metrics() -> None:
+def test_the_network_policy_admits_only_the_jobs_own_pods_and_the_operators_scrape() -> None:
     policy = render(make_job())["NetworkPolicy"]["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     own = policy["podSelector"]["matchLabels"]
     assert own["ppml.dev/job-uid"] == UID
     assert {"from": [{"podSelector": {"matchLabels": own}}]} in policy["ingress"]
-    assert {"ports": [{"protocol": "TCP", "port": rc.METRICS_PORT}]} in policy["ingress"]
+    # The metrics (batch loss on private records, no noise) are for the operator's pods only,
+    # matched by the chart's labels in any namespace; no rule opens a port to every pod.
+    metrics = {"from": [{"namespaceSelector": {},
+                         "podSelector": {"matchLabels": {
+                             "app.kubernetes.io/name": "ppml-operator",
+                             "app.kubernetes.io/component": "operator"}}}],
+               "ports": [{"protocol": "TCP", "port": rc.METRICS_PORT}]}
+    assert metrics in policy["ingress"]
+    assert all(rule.get("from") for rule in policy["ingress"])

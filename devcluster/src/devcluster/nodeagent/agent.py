@@ -19,13 +19,13 @@ from typing import Any
 
 from devcluster import network
 from devcluster.kubeapi import ApiError, Client
-from devcluster.nodeagent import logserver
+from devcluster.nodeagent import logserver, netpol
 from devcluster.nodeagent.container import now_iso
 from devcluster.nodeagent.hosts import Hosts
 from devcluster.nodeagent.informer import Informer
 from devcluster.nodeagent.nodes import NodeRegistrar, count_gpus, memory_ki
 from devcluster.nodeagent.pod import PodWorker
-from devcluster.paths import NODE_NAME, REPO_ROOT, Paths
+from devcluster.paths import BRIDGE_IP, NODE_NAME, REPO_ROOT, Paths
 
 log = logging.getLogger("devcluster.nodeagent")
 
@@ -69,6 +69,7 @@ class Agent(NodeRegistrar):
         }
         self.allocatable = dict(self.capacity)
         self.root_entries = self._root_entries()
+        self.netpol = netpol.Enforcer(self._pod_addresses, BRIDGE_IP) if netpol.enabled() else None
 
 
 
@@ -130,9 +131,27 @@ class Agent(NodeRegistrar):
                 del self.gpu_alloc[key]
 
     def release_ip(self, uid: str) -> None:
-        """Return ``uid``'s address to the pool."""
+        """Return ``uid``'s address to the pool (and drop it from other pods' policy rules)."""
         with self.lock:
             self.ips.pop(uid, None)
+        if self.netpol is not None:
+            self.netpol.dirty.set()
+
+    def _pod_addresses(self) -> dict[str, tuple[str, str]]:
+        with self.lock:
+            return {uid: (network.netns_name(uid), ip) for uid, ip in self.ips.items()}
+
+    def enforce_policies(self, uid: str) -> None:
+        """Bring every pod's NetworkPolicy rules up to date before pod ``uid``'s processes start.
+
+        Raises
+        ------
+        RuntimeError
+            When ``uid``'s own rules could not be written: its processes must not start open.
+
+        """
+        if self.netpol is not None and uid in self.netpol.sync():
+            raise RuntimeError("its NetworkPolicy rules could not be written (see the agent log)")
 
     def forget(self, uid: str) -> None:
         """Drop the worker of ``uid`` (it has finished: a pod UID never runs twice)."""
@@ -179,6 +198,8 @@ class Agent(NodeRegistrar):
     def on_pod(self, ev: str, pod: dict[str, Any]) -> None:
         """Informer callback for pods bound to a node (only this agent's nodes are run)."""
         uid = pod["metadata"]["uid"]
+        if self.netpol is not None:
+            self.netpol.on_pod(ev, pod)
         with self.lock:
             w = self.workers.get(uid)
             if w is None and pod["spec"].get("nodeName") not in self.names:
@@ -265,6 +286,15 @@ class Agent(NodeRegistrar):
                      lambda e, o: self.hosts.on_service("slice", e, o)),
             Informer(self.client, "/api/v1/persistentvolumeclaims", self.on_pvc),
         ]
+        if self.netpol is not None:
+            informers += [
+                Informer(self.client, "/api/v1/namespaces", self.netpol.on_namespace),
+                Informer(self.client, "/apis/networking.k8s.io/v1/networkpolicies",
+                         self.netpol.on_policy),
+            ]
+            threading.Thread(target=self.netpol.run, name="netpol", daemon=True).start()
+        else:
+            log.warning("NetworkPolicies are not enforced (%s=off)", netpol.ENV_SWITCH)
         for inf in informers:
             inf.start()
         for inf in informers:

@@ -351,6 +351,8 @@ class PodWorker(Launcher, Prober, StatusReporter, threading.Thread):
         else:
             self.ip = self.agent.allocate_ip(self.uid, self.pod.get("status", {}).get("podIP"))
             network.create_pod_netns(self.netns, self.ip)
+            # Rules first, processes second: no window where a policy-selected pod is open.
+            self.agent.enforce_policies(self.uid)
         hostname = self.pod["spec"].get("hostname") or self.pname
         resolv = (
             f"search {self.ns}.svc.cluster.local svc.cluster.local cluster.local\n"

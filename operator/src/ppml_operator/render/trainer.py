@@ -6,7 +6,8 @@ Children (deterministic names from the job's name):
 - ``{job}-config`` ConfigMap holding the runtime contract's :class:`TrainerConfig` as JSON,
   with exactly the noise multiplier, sampling rate and steps that were paid for;
 - ``{job}-trainer`` NetworkPolicy: the trainer pods talk only to each other (the rendezvous) and
-  to DNS; only the metrics port is open to others;
+  to DNS; the metrics port is open to the operator's pods only (the batch loss it serves is
+  computed on private records without noise);
 - ``{job}-workers`` headless Service when ``runtime.workers > 1`` (the rendezvous addresses);
 - ``{job}-trainer`` batch/v1 Job, Indexed, one pod per worker (rank = completion index), meeting
   the ``restricted`` Pod Security Standard; a pod exiting with the contract's "invalid config"
@@ -148,8 +149,28 @@ def render_config_map(job: Obj, config: rc.TrainerConfig) -> Obj:
                       rc.dump_config(config))
 
 
+OPERATOR_PODS = {
+    "namespaceSelector": {},
+    "podSelector": {
+        "matchLabels": {
+            "app.kubernetes.io/name": "ppml-operator",
+            "app.kubernetes.io/component": "operator",
+        }
+    },
+}
+"""The peer that may scrape a trainer's metrics: the chart's operator pods, in any namespace.
+
+An operator outside the cluster's pod network (on a node, as on devcluster) reaches the port as
+the node, which NetworkPolicy implementations always admit.
+"""
+
+
 def render_network_policy(job: Obj) -> Obj:
-    """Render the NetworkPolicy: pods of the job talk to each other and DNS, metrics are open."""
+    """Render the NetworkPolicy: pods of the job talk to each other and DNS, the operator scrapes.
+
+    The live metrics (batch loss on private records, no noise) are telemetry for the operator,
+    not a DP release, so no other pod may read them.
+    """
     pods = {"matchLabels": selector(job, COMPONENT)}
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -160,7 +181,10 @@ def render_network_policy(job: Obj) -> Obj:
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {"from": [{"podSelector": pods}]},
-                {"ports": [{"protocol": "TCP", "port": rc.METRICS_PORT}]},
+                {
+                    "from": [OPERATOR_PODS],
+                    "ports": [{"protocol": "TCP", "port": rc.METRICS_PORT}],
+                },
             ],
             "egress": [
                 {"to": [{"podSelector": pods}]},
