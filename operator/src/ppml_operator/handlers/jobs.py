@@ -13,7 +13,10 @@ failures are retried by kopf.
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import http.client
+import json
 import logging
 import random
 import threading
@@ -50,7 +53,11 @@ PROGRESS_TIMEOUT_SECONDS = 1.0
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
-_prices: dict[tuple[str, int], Any] = {}
+_prices: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+_prices_guard = threading.Lock()
+
+PRICE_MEMO_SIZE = 1024
+"""How many distinct specs' prices are remembered."""
 _handled: dict[str, Any] = {}
 
 
@@ -65,18 +72,28 @@ def _lock(uid: str) -> threading.Lock:
 
 
 def price_of(kind: JobKind, job: Obj) -> Any:
-    """Return the job's price, computed once per UID and generation (calibration is slow)."""
-    meta = job["metadata"]
-    key = (str(meta["uid"]), int(meta.get("generation") or 0))
-    if key not in _prices:
-        _prices[key] = kind.price(job)
-    return _prices[key]
+    """Return the job's price, computed once per distinct spec (calibration is slow).
+
+    A price depends on the kind and the spec alone, so jobs with the same spec (a burst of
+    identical jobs, a job and its re-created twin) share one computation; the memo keeps the
+    most recent :data:`PRICE_MEMO_SIZE` specs.
+    """
+    key = (kind.kind, hashlib.sha256(json.dumps(job.get("spec") or {}, sort_keys=True)
+                                     .encode()).hexdigest())
+    with _prices_guard:
+        if key in _prices:
+            _prices.move_to_end(key)
+            return _prices[key]
+    price = kind.price(job)
+    with _prices_guard:
+        _prices[key] = price
+        while len(_prices) > PRICE_MEMO_SIZE:
+            _prices.popitem(last=False)
+    return price
 
 
 def forget(uid: str) -> None:
-    """Drop the memo and the lock of a job that is gone."""
-    for key in [k for k in _prices if k[0] == uid]:
-        _prices.pop(key, None)
+    """Drop what the process remembers of a job that is gone (its lock, its last pass)."""
     _handled.pop(uid, None)
     with _locks_guard:
         _locks.pop(uid, None)
