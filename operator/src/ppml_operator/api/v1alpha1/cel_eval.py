@@ -48,3 +48,22 @@ def failures(rules: Iterable[Rule], obj: dict[str, Any]) -> list[Rule]:
         if ok is not True and not (isinstance(ok, celpy.celtypes.BoolType) and bool(ok)):
             failed.append(rule)
     return failed
+
+
+def schema_extra(rules: Iterable[Rule]) -> dict[str, Any]:
+    """Return a model's ``json_schema_extra`` carrying ``rules`` as ``x-kubernetes-validations``."""
+    out = []
+    for expression, message, path in rules:
+        entry: dict[str, Any] = {"rule": expression, "message": message}
+        if path:
+            entry["fieldPath"] = path
+        out.append(entry)
+    return {"x-kubernetes-validations": out}
+
+
+def check(model: Any, rules: Iterable[Rule]) -> None:
+    """Raise ``ValueError`` with the first rule a model's wire form does not satisfy."""
+    failed = failures(rules, model.model_dump(mode="json", by_alias=True, exclude_none=True))
+    if failed:
+        raise ValueError(failed[0][1])
+

@@ -32,7 +32,14 @@ from .common import (
     immutable,
     steps_rule,
 )
-from .training import Delta, LearningRate, Momentum, NoiseMultiplier, TargetEpsilon
+from .training import (
+    OPTIMIZER_RULES,
+    Delta,
+    LearningRate,
+    Momentum,
+    NoiseMultiplier,
+    TargetEpsilon,
+)
 
 ClippingNorm = Annotated[str, DecimalBounds("clippingNorm", gt="0", le="1000000")]
 ProximalMu = Annotated[str, DecimalBounds("proximalMu", ge="0", le="1000")]
@@ -343,20 +350,11 @@ class FederatedTraining(ApiModel):
         default=None, ge=0, le=2**31 - 1, description="seed seeds initialisation and sampling."
     )
 
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            cel(
-                "!has(self.momentum) || self.optimizer == 'Sgd'",
-                "momentum applies to optimizer Sgd only",
-                field_path=".momentum",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_eval.schema_extra(OPTIMIZER_RULES))
 
     @model_validator(mode="after")
     def _check(self) -> FederatedTraining:
-        if self.momentum is not None and self.optimizer != Optimizer.SGD:
-            raise ValueError("momentum applies to optimizer Sgd only")
+        cel_eval.check(self, OPTIMIZER_RULES)
         return self
 
 
@@ -564,26 +562,16 @@ class FederatedJobSpec(ApiModel):
         description="ttlSecondsAfterFinished deletes the job this long after it finishes.",
     )
 
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            *(
-                cel(rule, message, field_path=path) if path else cel(rule, message)
-                for rule, message, path in _SPEC_RULES
-            )
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_eval.schema_extra(_SPEC_RULES))
 
     @model_validator(mode="after")
     def _check(self) -> FederatedJobSpec:
         n = len(self.clients)
         names = [c.name for c in self.clients]
-        if len(set(names)) != n:
+        if len(set(names)) != n:  # the CRD's list-map keys enforce this on the server
             raise ValueError("clients must have unique names")
         # Every other rule is CEL, evaluated here from the same text the CRD carries.
-        failed = cel_eval.failures(_SPEC_RULES, self.model_dump(mode="json", by_alias=True,
-                                                           exclude_none=True))
-        if failed:
-            raise ValueError(failed[0][1])
+        cel_eval.check(self, _SPEC_RULES)
         return self
 
 

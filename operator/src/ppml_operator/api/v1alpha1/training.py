@@ -97,6 +97,13 @@ class PrivacySpec(ApiModel):
         return self
 
 
+OPTIMIZER_RULES: list[cel_eval.Rule] = [
+    ("!has(self.momentum) || self.optimizer == 'Sgd'", "momentum applies to optimizer Sgd only",
+     ".momentum"),
+]
+"""The optimizer's CEL rules, shared by a trainer's and a federation's training settings."""
+
+
 class TrainingSpec(ApiModel):
     """Training hyper-parameters that determine the number of steps paid for."""
 
@@ -131,20 +138,11 @@ class TrainingSpec(ApiModel):
         description="seed seeds model initialisation and sampling; unset draws a fresh seed.",
     )
 
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            cel(
-                "!has(self.momentum) || self.optimizer == 'Sgd'",
-                "momentum applies to optimizer Sgd only",
-                field_path=".momentum",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_eval.schema_extra(OPTIMIZER_RULES))
 
     @model_validator(mode="after")
     def _check(self) -> TrainingSpec:
-        if self.momentum is not None and self.optimizer != Optimizer.SGD:
-            raise ValueError("momentum applies to optimizer Sgd only")
+        cel_eval.check(self, OPTIMIZER_RULES)
         return self
 
 
@@ -271,19 +269,12 @@ class PrivateTrainingJobSpec(ApiModel):
         "Defaults to 0. Immutable: the charge covers exactly these attempts.",
     )
 
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            *(cel(rule, message, field_path=path) for rule, message, path in _SPEC_RULES)
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_eval.schema_extra(_SPEC_RULES))
 
     @model_validator(mode="after")
     def _check(self) -> PrivateTrainingJobSpec:
         # The CRD's own CEL rules, evaluated from the same text (api/v1alpha1/cel_eval.py).
-        failed = cel_eval.failures(_SPEC_RULES, self.model_dump(mode="json", by_alias=True,
-                                                               exclude_none=True))
-        if failed:
-            raise ValueError(failed[0][1])
+        cel_eval.check(self, _SPEC_RULES)
         return self
 
 
