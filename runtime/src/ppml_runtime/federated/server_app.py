@@ -46,6 +46,7 @@ def build_workflow(config: FederationConfig) -> DefaultWorkflow:
             max_weight=float(sa.max_weight),
             clipping_range=float(sa.clipping_range),
             quantization_range=sa.quantization_range,
+            modulus_range=sa.modulus_range,
             timeout=float(config.round_timeout_seconds),
         )
     )
