@@ -42,6 +42,7 @@ from ppml_runtime.federated import flwr_cli
 from ppml_runtime.federated.contract import RUN_CONFIG_KEY, FederationConfig
 from ppml_runtime.federated.roles import submit
 from ppml_runtime.federated.silo_data import build_silo_data, save_silo_data
+from ppml_runtime.federated.warm import ENV_FLOWER_POLLS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "federated.json"
 DIGITS = 1797
@@ -172,7 +173,8 @@ def run_by_hand(config: FederationConfig, workdir: Path) -> dict[str, Any]:
             ["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
              "--host", "127.0.0.1", "--port", port],
             "superlink.log",
-            {"HOME": str(workdir)},
+            # The ServerApp (ours, the same in every way) keeps Flower's own 3 s reply polls.
+            {"HOME": str(workdir), ENV_FLOWER_POLLS: "1"},
         )
         for entry in config.clients:
             procs.start(["flower-supernode", "--insecure", "--superlink", config.superlink_address,
