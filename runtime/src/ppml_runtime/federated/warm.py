@@ -233,7 +233,10 @@ def serve_client_tasks(runtime_api_address: str, stop: threading.Event | None = 
             time.sleep(IDLE_POLL_CAP)
             continue
         if res.HasField("task") and res.token:
-            run_client_task(runtime_api_address, res.token, apps)
+            try:
+                run_client_task(runtime_api_address, res.token, apps)
+            except Exception:  # a reply that could not be pushed: the round fails, not the node
+                LOG.exception("ClientApp task could not report back to the SuperNode")
             clock.activity()
             continue
         clock.sleep(1.0)
