@@ -13,8 +13,8 @@ trusts another CA (its TLS handshake fails) and one that trusts the job's CA but
 job never registered (the SuperLink refuses to activate it). devcluster does not enforce
 NetworkPolicies, so these checks exercise TLS and authentication on their own.
 
-Flower runs every message in a fresh process, so these are slow on 2 shared cores: FedAvg with
-3 silos and 3 rounds takes minutes, SecAgg+ several times longer.
+Every example ends with a useful model, and the tests assert its accuracy: FedAvg on non-IID
+shards >= 0.85, local DP (and SecAgg+ with it, epsilon <= 10 per clinic) >= 0.80.
 """
 
 from __future__ import annotations
@@ -177,6 +177,11 @@ def run_example(kube: Cluster, name: str, timeout: float,
     return job, docs, peak
 
 
+def final_accuracy(job: Obj) -> float:
+    """The test accuracy of the delivered (final) global model, as the job's status records it."""
+    return float(job["status"]["federation"]["rounds"][-1]["accuracy"])
+
+
 def assert_completed(kube: Cluster, job: Obj, peak: Obj) -> None:
     spec, status = job["spec"], job["status"]
     assert is_true(job, "Complete"), condition(job, "Failed")
@@ -332,6 +337,8 @@ def test_digits_3_silos(kube: Cluster, operator: OperatorProcess) -> None:
 
     job, _, peak = run_example(kube, "digits-3-silos.yaml", timeout=1200, during=during)
     assert_completed(kube, job, peak)
+    # Non-IID (Dirichlet) shards without DP: the model is good for something (~0.93 measured).
+    assert final_accuracy(job) >= 0.85, job["status"]["federation"]["rounds"]
     assert job["status"]["privacy"]["budgets"] == []  # privacy mode None charges nothing
     assert started.get("checked"), "the rogue SuperNodes were not seen refused while it ran"
     for rogue in ("rogue-no-ca", "rogue-no-key"):
@@ -345,14 +352,16 @@ def test_digits_3_silos(kube: Cluster, operator: OperatorProcess) -> None:
 
 
 @pytest.mark.timeout(2400)
-def test_digits_secagg_central_dp(kube: Cluster, operator: OperatorProcess) -> None:
-    """SecAgg+ with central DP completes and charges the federation's budget exactly once."""
+def test_digits_secagg_with_dp(kube: Cluster, operator: OperatorProcess) -> None:
+    """SecAgg+ with DP at epsilon <= 10 per clinic delivers test accuracy >= 0.80, each clinic's
+    budget charged exactly once."""
     job, docs, peak = run_example(kube, "digits-secagg.yaml", timeout=2100)
     assert_completed(kube, job, peak)
     budgets = [d["metadata"]["name"] for d in docs if d["kind"] == "PrivacyBudget"]
+    assert len(budgets) == 3
     assert_charged_once(kube, job, budgets)
-    privacy = job["status"]["privacy"]
-    assert privacy["steps"] == job["spec"]["rounds"] and privacy["sampleRate"] == "1.0"
+    assert all(float(b["epsilon"]) <= 10 for b in job["status"]["privacy"]["budgets"])
+    assert final_accuracy(job) >= 0.80, job["status"]["federation"]["rounds"]
     # Re-applying the manifest (a GitOps re-sync) never charges again.
     kube.ok("apply", "-f", "-", input=example("digits-secagg.yaml")[0])
     time.sleep(8)
@@ -364,6 +373,7 @@ def test_digits_local_dp(kube: Cluster, operator: OperatorProcess) -> None:
     """Local DP-SGD at each silo completes and charges each silo's own budget exactly once."""
     job, docs, peak = run_example(kube, "digits-local-dp.yaml", timeout=1500)
     assert_completed(kube, job, peak)
+    assert final_accuracy(job) >= 0.80, job["status"]["federation"]["rounds"]
     budgets = [d["metadata"]["name"] for d in docs if d["kind"] == "PrivacyBudget"]
     assert len(budgets) == 3
     assert_charged_once(kube, job, budgets)

@@ -11,6 +11,16 @@ from typing import Any
 
 UID = "99999999-8888-7777-6666-555555555555"
 DIGITS = {"source": "Builtin", "builtin": {"name": "Digits"}, "numRecords": 1797}
+DIGITS_RECORDS = 1797
+
+
+def digits_shard(index: int, count: int) -> dict[str, Any]:
+    """The data of IID shard ``index`` of ``count`` of Digits (its size as numRecords)."""
+    if count == 1:
+        return copy.deepcopy(DIGITS)
+    size = DIGITS_RECORDS // count + (1 if index < DIGITS_RECORDS % count else 0)
+    return {**copy.deepcopy(DIGITS), "numRecords": size,
+            "partition": {"scheme": "Iid", "index": index, "count": count}}
 
 
 class FedJobBuilder:
@@ -38,9 +48,9 @@ class FedJobBuilder:
         return spec
 
     def clients(self, n: int, **extra: Any) -> FedJobBuilder:
-        """Use ``n`` silos named silo-0..silo-{n-1}, each on Digits, with ``extra`` fields."""
+        """Use ``n`` silos named silo-0..silo-{n-1}, each on its IID shard of Digits."""
         self.spec["clients"] = [
-            {"name": f"silo-{i}", "data": copy.deepcopy(DIGITS), **copy.deepcopy(extra)}
+            {"name": f"silo-{i}", "data": digits_shard(i, n), **copy.deepcopy(extra)}
             for i in range(n)
         ]
         return self

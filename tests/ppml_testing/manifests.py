@@ -48,11 +48,16 @@ def ptj(name: str = "digits", budget: str = "clinic") -> Obj:
     }
 
 
-def client(name: str, records: int = 599, budget: str | None = None) -> Obj:
-    out: Obj = {
-        "name": name,
-        "data": {"source": "Builtin", "builtin": {"name": "Digits"}, "numRecords": records},
-    }
+def client(name: str, records: int | None = None, budget: str | None = None, *,
+           index: int = 0, count: int = 3) -> Obj:
+    """A silo: ``records`` synthetic records of its own, or IID shard ``index`` of ``count`` of
+    Digits when ``records`` is None."""
+    from ppml_testing.fedjobs import digits_shard
+
+    data = digits_shard(index, count) if records is None else {
+        "source": "Synthetic", "synthetic": {"numFeatures": 64, "numClasses": 10},
+        "numRecords": records}
+    out: Obj = {"name": name, "data": data}
     if budget:
         out["budgetRef"] = {"name": budget}
     return out
@@ -61,7 +66,7 @@ def client(name: str, records: int = 599, budget: str | None = None) -> Obj:
 def fedjob(name: str = "silos", clients: int = 3, mode: str = "Central") -> Obj:
     spec: Obj = {
         "rounds": 3,
-        "clients": [client(f"silo-{i}") for i in range(clients)],
+        "clients": [client(f"silo-{i}", index=i, count=clients) for i in range(clients)],
         "model": {"architecture": "LogisticRegression"},
         "training": {"batchSize": 32, "learningRate": "0.1"},
     }

@@ -299,14 +299,17 @@ def test_manifest_form_prices_a_federation_with_central_dp(
 ) -> None:
     from ppml_operator.reconcile.cost import job_charges
 
-    silo = {"data": {"source": "Builtin", "builtin": {"name": "Digits"}, "numRecords": 599}}
+    def silo(i: int) -> dict[str, object]:
+        return {"data": {"source": "Builtin", "builtin": {"name": "Digits"}, "numRecords": 599,
+                         "partition": {"index": i, "count": 3}}}
+
     job = {
         "apiVersion": "ppml.dev/v1alpha1",
         "kind": "FederatedJob",
         "metadata": {"name": "silos"},
         "spec": {
             "rounds": 3,
-            "clients": [{"name": f"silo-{i}", **silo} for i in range(3)],
+            "clients": [{"name": f"silo-{i}", **silo(i)} for i in range(3)],
             "model": {"architecture": "LogisticRegression"},
             "training": {"batchSize": 32, "learningRate": "0.1"},
             "budgetRef": {"name": "federation"},

@@ -248,7 +248,7 @@ def test_a_federation_that_cannot_be_admitted_creates_nothing(
      make_fedjob().secagg(numShares=3, reconstructionThreshold=3), "spec"),
     ("a local batch larger than a silo's training split",
      make_fedjob().local(job_budget="b").with_spec(
-         training={"batchSize": 1500, "learningRate": "0.1"}),
+         training={"batchSize": 500, "learningRate": "0.1"}),
      "spec.clients[0].data.numRecords"),
 ])
 def test_a_spec_that_cannot_run_fails_before_anything_is_reserved(

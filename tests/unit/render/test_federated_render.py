@@ -258,7 +258,9 @@ def test_the_config_carries_the_spec_and_exactly_what_central_dp_paid_for() -> N
     cfg = config_of(render(job, CENTRAL_PAID))
     assert cfg.job.uid == UID and cfg.rounds == 2
     assert [c.name for c in cfg.clients] == ["silo-0", "silo-1", "silo-2"]
-    assert all(c.data.num_records == 1437 for c in cfg.clients)  # 1797 - ceil(1797 * 0.2)
+    assert all(c.data.num_records == 479 for c in cfg.clients)  # 599 - ceil(599 * 0.2)
+    assert [(c.partition.index, c.partition.count) for c in cfg.clients if c.partition] == [
+        (0, 3), (1, 3), (2, 3)]
     central = cfg.privacy.central
     assert central is not None
     assert (central.noise_multiplier, central.clients_per_round, central.charged_epsilon) == (
@@ -285,11 +287,6 @@ def test_local_dp_configures_each_silo_with_its_own_paid_dp_sgd_parameters() -> 
     ("authentication without TLS", lambda b: b.tls(False), "spec.authentication.enabled"),
     ("adaptive clipping, which the runtime does not run",
      lambda b: b.central(clipping="Adaptive"), "spec.privacy.clipping"),
-    ("a modulus range other than Flower's",
-     lambda b: b.secagg(numShares=3, reconstructionThreshold=2, modulusRange=2**40,
-                        quantizationRange=2**20), "spec.secureAggregation.modulusRange"),
-    ("a reconstruction threshold equal to numShares (Flower needs fewer)",
-     lambda b: b.secagg(numShares=3, reconstructionThreshold=3), "spec"),
 ])
 def test_specs_the_runtime_cannot_run_are_refused_naming_the_field(
     situation: str, builder: Any, field: str

@@ -97,6 +97,9 @@ class Launcher(PodBase):
             "HOSTNAME": self.pod["spec"].get("hostname") or self.pname,
             "HOME": "/tmp",
             "PYTHONUNBUFFERED": "1",
+            # The agent's own PYTHONPATH (a git worktree's sources, ahead of the shared venv's
+            # .pth) reaches the pods, so that a worktree's cluster runs that worktree's code.
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
             "KUBERNETES_SERVICE_HOST": BRIDGE_IP,
             "KUBERNETES_SERVICE_PORT": str(APISERVER_PORT),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(APISERVER_PORT),

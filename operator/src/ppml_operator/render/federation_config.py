@@ -83,6 +83,16 @@ def _privacy(fj: FederatedJob, paid: FederationPaid) -> Obj:
 
 def _client_entry(client: FederatedClient, fj: FederatedJob, paid: FederationPaid) -> Obj:
     entry: Obj = {"name": client.name, "data": data_config(client.data)}
+    part = client.data.partition
+    if part is not None:
+        entry["partition"] = {
+            "scheme": str(part.scheme),
+            "index": part.index,
+            "count": part.count,
+            "seed": part.seed,
+        }
+        if part.alpha is not None:
+            entry["partition"]["alpha"] = part.alpha
     if fj.spec.privacy.mode == PrivacyMode.LOCAL:
         local = dict(paid.clients).get(client.name)
         if local is None:
@@ -105,17 +115,12 @@ def _secure_aggregation(fj: FederatedJob) -> Obj | None:
     sa = fj.spec.secure_aggregation
     if sa is None:
         return None
-    if sa.modulus_range != fc.MODULUS_RANGE:
-        raise InvalidSpecError(
-            "spec.secureAggregation.modulusRange",
-            f"modulusRange {sa.modulus_range} is not supported: the federation runtime "
-            f"(Flower's SecAgg+) uses {fc.MODULUS_RANGE}",
-        )
     return {
         "numShares": sa.num_shares,
         "reconstructionThreshold": sa.reconstruction_threshold,
         "clippingRange": sa.clipping_range,
         "quantizationRange": sa.quantization_range,
+        "modulusRange": sa.modulus_range,
     }
 
 

@@ -49,7 +49,7 @@ ENV_DATA_DIR = "PPML_FEDERATION_DATA_DIR"
 ENV_AUDIT_DIR = "PPML_FEDERATION_AUDIT_DIR"
 #: Prefix of the ServerApp log line carrying one round's metrics (JSON after the prefix).
 ROUND_LOG_PREFIX = "PPML_ROUND "
-#: Flower's ceiling on ``numShares`` (``modulusRange / quantizationRange``) is checked here too.
+#: Flower's default SecAgg+ modulus, and the largest this runtime accepts (32-bit masks).
 MODULUS_RANGE = 4294967296
 
 
@@ -96,6 +96,7 @@ class SecureAggregation(ContractModel):
     reconstruction_threshold: int = Field(ge=2)
     clipping_range: DecimalStr = "8.0"
     quantization_range: int = Field(default=4194304, ge=2)
+    modulus_range: int = Field(default=MODULUS_RANGE, ge=2, le=MODULUS_RANGE)
     max_weight: DecimalStr = "1000"
 
 
@@ -115,14 +116,26 @@ class AuthConfig(ContractModel):
 
 
 class ClientPartition(ContractModel):
-    """Which shard of the declared data this silo holds (``index`` of ``count`` IID shards).
+    """Which shard of the declared data this silo holds: ``index`` of ``count``, seeded.
 
-    Real silos mount their own data and leave this unset; the examples carve one public set.
+    ``scheme`` is ``Iid`` or ``Dirichlet`` (label skew with concentration ``alpha``); see
+    :mod:`ppml_runtime.federated.partition`. Real silos mount their own data and leave this
+    unset; the examples carve one built-in set into disjoint shards.
     """
 
+    scheme: Literal["Iid", "Dirichlet"] = "Iid"
     index: int = Field(ge=0)
     count: int = Field(ge=1)
     seed: int = 0
+    alpha: DecimalStr | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ClientPartition:
+        if self.index >= self.count:
+            raise ValueError(f"partition.index {self.index} is not below count {self.count}")
+        if (self.scheme == "Dirichlet") != (self.alpha is not None):
+            raise ValueError("partition.alpha is required with scheme Dirichlet, and only there")
+        return self
 
 
 class ClientEntry(ContractModel):
@@ -218,15 +231,25 @@ class FederationConfig(ContractModel):
                 f"secureAggregation.reconstructionThreshold {sa.reconstruction_threshold} must "
                 f"be less than numShares {sa.num_shares}"
             )
+        if 2 * sa.reconstruction_threshold <= sa.num_shares:
+            raise ValueError(
+                f"secureAggregation.reconstructionThreshold {sa.reconstruction_threshold} must "
+                f"exceed half of numShares {sa.num_shares}"
+            )
         if sa.num_shares > sampled:
             raise ValueError(
                 f"secureAggregation.numShares {sa.num_shares} is more than the {sampled} clients "
                 "sampled per round"
             )
-        if sa.num_shares * sa.quantization_range > MODULUS_RANGE:
+        if sa.modulus_range & (sa.modulus_range - 1):
             raise ValueError(
-                f"secureAggregation.numShares {sa.num_shares} times quantizationRange "
-                f"{sa.quantization_range} exceeds the modulus range {MODULUS_RANGE}"
+                f"secureAggregation.modulusRange {sa.modulus_range} is not a power of 2"
+            )
+        if sampled * sa.quantization_range > sa.modulus_range:
+            raise ValueError(
+                f"{sampled} clients per round times secureAggregation.quantizationRange "
+                f"{sa.quantization_range} exceeds the modulus range {sa.modulus_range}: the sum "
+                "of the quantized updates would wrap around"
             )
         if Decimal(sa.clipping_range) <= 0 or Decimal(sa.max_weight) <= 0:
             raise ValueError("secureAggregation.clippingRange and maxWeight must be positive")

@@ -99,11 +99,19 @@ def supernode_command(
     port: int = SUPERNODE_RUNTIME_PORT,
     max_wait_seconds: int | None = None,
 ) -> list[str]:
-    """Return the ``flower-supernode`` command line for the silo called ``client``."""
+    """Return the SuperNode command line for the silo called ``client``.
+
+    It runs Flower's ``flower-supernode`` with these arguments through
+    :mod:`ppml_runtime.federated.warm`: one warm in-process ClientApp instead of a
+    ``flwr-clientapp`` process per message, and no fixed 3 s polls.
+    """
     config.client(client)  # refuse a silo the federation does not know
     node_config = f'{NODE_CONFIG_CLIENT}="{client}" {NODE_CONFIG_DATA}="{data_path}"'
     cmd = [
-        flower_binary("flower-supernode"),
+        sys.executable,
+        "-m",
+        "ppml_runtime.federated.warm",
+        "supernode",
         "--superlink",
         config.superlink_address,
         "--host",

@@ -14,6 +14,11 @@ from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from ppml_runtime.federated.contract import RUN_CONFIG_KEY, FederationConfig
+from ppml_runtime.federated.warm import prompt_server_polls
+
+# The grid this process pulls replies through sleeps a fixed 3 s between pulls; every fit,
+# evaluate and SecAgg+ stage would wait for it (see ppml_runtime.federated.warm).
+prompt_server_polls()
 
 
 def initial_parameters(config: FederationConfig) -> Parameters | None:
@@ -46,6 +51,7 @@ def build_workflow(config: FederationConfig) -> DefaultWorkflow:
             max_weight=float(sa.max_weight),
             clipping_range=float(sa.clipping_range),
             quantization_range=sa.quantization_range,
+            modulus_range=sa.modulus_range,
             timeout=float(config.round_timeout_seconds),
         )
     )

@@ -53,11 +53,11 @@ def build_silo_data(entry: ClientEntry) -> SiloData:
         When the silo's training split does not hold ``data.numRecords`` records.
 
     """
+    from ppml_runtime.federated.partition import shard_indices
     from ppml_runtime.training.data import Records, load_records, split_records
     from ppml_runtime.training.errors import DataMismatchError
 
     records = load_records(entry.data)
-    total = int(records.labels.shape[0])
     if entry.partition is not None:
         part = entry.partition
         if part.index >= part.count:
@@ -65,8 +65,9 @@ def build_silo_data(entry: ClientEntry) -> SiloData:
                 f"clients[{entry.name}].partition.index {part.index} is not below count "
                 f"{part.count}"
             )
-        order = np.random.default_rng(part.seed).permutation(total)
-        shard = np.sort(np.array_split(order, part.count)[part.index])
+        shard = shard_indices(
+            records.labels, part.scheme, part.index, part.count, part.seed, part.alpha
+        )
         records = Records(
             features=records.features[shard],
             labels=records.labels[shard],

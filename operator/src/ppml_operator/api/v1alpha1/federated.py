@@ -14,6 +14,7 @@ from .common import (
     Accountant,
     ApiModel,
     BudgetRef,
+    BuiltinDataset,
     Conditions,
     DataSpec,
     DecimalBounds,
@@ -45,6 +46,7 @@ ClippingNorm = Annotated[str, DecimalBounds("clippingNorm", gt="0", le="1000000"
 ProximalMu = Annotated[str, DecimalBounds("proximalMu", ge="0", le="1000")]
 ServerLearningRate = Annotated[str, DecimalBounds("serverLearningRate", gt="0", le="100")]
 ClippingRange = Annotated[str, DecimalBounds("clippingRange", gt="0", le="1000000")]
+Alpha = Annotated[str, DecimalBounds("alpha", gt="0", le="1000")]
 
 MAX_CLIENTS = 100
 """The most clients (silos) one FederatedJob may list."""
@@ -139,6 +141,151 @@ class Strategy(ApiModel):
         return self
 
 
+class PartitionScheme(StrEnum):
+    """How a built-in data set is cut into disjoint shards, one per silo."""
+
+    IID = "Iid"
+    DIRICHLET = "Dirichlet"
+
+
+#: Records of each built-in set, for the rules that check a shard's size.
+BUILTIN_RECORDS: dict[str, int] = {
+    str(BuiltinDataset.DIGITS): 1797,
+    str(BuiltinDataset.BREAST_CANCER): 569,
+    str(BuiltinDataset.MNIST5K): 5000,
+    str(BuiltinDataset.IRIS): 150,
+    str(BuiltinDataset.WINE): 178,
+}
+_RECORDS_CEL = "{" + ", ".join(f"'{k}': {v}" for k, v in BUILTIN_RECORDS.items()) + "}"
+
+_PARTITION_RULES: list[tuple[str, str, str | None]] = [
+    ("self.index < self.count", "partition.index must be below partition.count", ".index"),
+    (
+        "(self.scheme == 'Dirichlet') == has(self.alpha)",
+        "partition.alpha is required with scheme Dirichlet and applies to it only",
+        ".alpha",
+    ),
+]
+
+
+class DataPartition(ApiModel):
+    """One disjoint shard of a built-in data set: shard index of count, IID or Dirichlet."""
+
+    scheme: PartitionScheme = Field(
+        default=PartitionScheme.IID,
+        description="scheme is how the set is cut: Iid (the default: a seeded permutation cut "
+        "into count near-equal shards; the first N % count hold one record more) or Dirichlet "
+        "(label skew: each class is split over the shards by proportions drawn from "
+        "Dirichlet(alpha); a small alpha gives each shard few classes).",
+    )
+    index: int = Field(
+        ge=0, le=MAX_CLIENTS - 1, description="index is this silo's shard, from 0 to count - 1."
+    )
+    count: int = Field(
+        ge=1,
+        le=MAX_CLIENTS,
+        description="count is the number of shards the set is cut into (1-100); silos of one "
+        "job on the same set must use the same count, scheme, seed and alpha and different "
+        "indexes, so that no record belongs to two silos.",
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="seed seeds the permutation (and the Dirichlet proportions). Defaults to 0.",
+    )
+    alpha: Alpha | None = Field(
+        default=None,
+        description="alpha is the Dirichlet concentration, a decimal (quote fractions: "
+        "\"0.5\") in (0, 1000]; required with scheme Dirichlet, refused otherwise.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            *(cel(rule, message, field_path=path) for rule, message, path in _PARTITION_RULES)
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DataPartition:
+        failed = cel_eval.failures(_PARTITION_RULES, self.to_dict())
+        if failed:
+            raise ValueError(failed[0][1])
+        return self
+
+
+_FEDERATED_DATA_RULES: list[tuple[str, str, str | None]] = [
+    (
+        "!has(self.partition) || self.source == 'Builtin'",
+        "partition applies to source Builtin only (a volume already holds only the silo's own "
+        "records)",
+        ".partition",
+    ),
+    (
+        "!has(self.partition) || self.source != 'Builtin' || self.partition.scheme != 'Iid' || "
+        f"self.numRecords == {_RECORDS_CEL}[self.builtin.name] / self.partition.count + "
+        f"(self.partition.index < {_RECORDS_CEL}[self.builtin.name] % self.partition.count "
+        "? 1 : 0)",
+        "numRecords must be the size of the Iid shard: N / partition.count records, one more "
+        "for the first N % partition.count shards, where N is the built-in set's size ("
+        + ", ".join(f"{k} {v}" for k, v in BUILTIN_RECORDS.items())
+        + ")",
+        ".numRecords",
+    ),
+]
+
+
+_DATA_SPEC_EXTRA: Any = DataSpec.model_config.get("json_schema_extra")
+_DATA_SPEC_RULES: list[Any] = list(_DATA_SPEC_EXTRA["x-kubernetes-validations"])
+"""DataSpec's own rules: a subclass's ``json_schema_extra`` replaces, not extends, its parent's."""
+
+
+class FederatedData(DataSpec):
+    """A silo's data: a data source, optionally cut to one disjoint shard of a built-in set."""
+
+    partition: DataPartition | None = Field(
+        default=None,
+        description="partition gives the silo one disjoint shard of a built-in set (source "
+        "Builtin only); numRecords is then the shard's size, which the privacy cost uses. "
+        "Without it the silo holds the whole set, and no other silo of the job may use it.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            *_DATA_SPEC_RULES,
+            *(
+                cel(rule, message, field_path=path)
+                for rule, message, path in _FEDERATED_DATA_RULES
+            ),
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check_partition(self) -> FederatedData:
+        failed = cel_eval.failures(_FEDERATED_DATA_RULES, self.to_dict())
+        if failed:
+            raise ValueError(failed[0][1])
+        part = self.partition
+        if part is None or part.scheme != PartitionScheme.DIRICHLET or self.builtin is None:
+            return self
+        # Only Python can draw the Dirichlet proportions: the shard's size, from the set's
+        # class counts, with the very function the runtime cuts the shard with.
+        from ppml_runtime.federated.partition import BUILTIN_CLASS_COUNTS, shard_size
+
+        name = str(self.builtin.name)
+        size = shard_size(
+            BUILTIN_CLASS_COUNTS[name], "Dirichlet", part.index, part.count, part.seed,
+            part.alpha,
+        )
+        if size != self.num_records:
+            raise ValueError(
+                f"numRecords is {self.num_records} but shard {part.index} of {part.count} of "
+                f"{name} (Dirichlet, alpha {part.alpha}, seed {part.seed}) holds {size} records; "
+                f"set numRecords to {size}"
+            )
+        return self
+
+
 class FederatedClient(ApiModel):
     """One data silo: a SuperNode with its own data and, optionally, its own budget."""
 
@@ -146,7 +293,9 @@ class FederatedClient(ApiModel):
         description="name identifies the silo within the job (an RFC 1123 label); its "
         "SuperNode is named {job}-{name}."
     )
-    data: DataSpec = Field(description="data is the silo's own data; it never leaves its pod.")
+    data: FederatedData = Field(
+        description="data is the silo's own data; it never leaves its pod."
+    )
     budget_ref: BudgetRef | None = Field(
         default=None,
         description="budgetRef names the silo's own PrivacyBudget, charged under privacy mode "
@@ -250,6 +399,44 @@ class FederatedPrivacy(ApiModel):
         return self
 
 
+#: Flower's SecAgg+ keeps masked values in 32-bit integers: the largest modulus it can use.
+MAX_MODULUS_RANGE = 2**32
+
+_SECAGG_RULES: list[tuple[str, str, str | None]] = [
+    # Flower's SecAggPlusWorkflow refuses a threshold of numShares or more at the first round,
+    # after the budget was charged: refuse it here instead.
+    (
+        "self.reconstructionThreshold < self.numShares",
+        "reconstructionThreshold must be less than numShares (Flower's SecAgg+ refuses "
+        "otherwise)",
+        ".reconstructionThreshold",
+    ),
+    # A server that lies about which clients dropped out asks some neighbours for a client's
+    # self-mask shares and others for its pairwise-mask shares; it unmasks the client's update
+    # only when it can collect the threshold of both, which a threshold above half the shares
+    # rules out.
+    (
+        "2 * self.reconstructionThreshold > self.numShares",
+        "reconstructionThreshold must exceed half of numShares: otherwise a server that lies "
+        "about dropouts can reconstruct both masks of one client and see its update",
+        ".reconstructionThreshold",
+    ),
+    (
+        "self.quantizationRange < self.modulusRange",
+        "quantizationRange must be less than modulusRange (Flower's SecAgg+ refuses otherwise)",
+        ".quantizationRange",
+    ),
+    (
+        "self.modulusRange in ["
+        + ", ".join(str(2**k) for k in range(1, 33))
+        + "]",
+        f"modulusRange must be a power of 2 of at most {MAX_MODULUS_RANGE} (Flower's SecAgg+ "
+        "refuses other values and keeps masked values in 32-bit integers)",
+        ".modulusRange",
+    ),
+]
+
+
 class SecureAggregation(ApiModel):
     """SecAgg+ parameters: the server only ever sees the sum of the sampled clients' updates."""
 
@@ -264,9 +451,10 @@ class SecureAggregation(ApiModel):
         default=2,
         ge=2,
         le=MAX_CLIENTS,
-        description="reconstructionThreshold is how many shares reconstruct a secret (at "
-        "least 2, at most numShares); higher tolerates fewer dropouts but resists more "
-        "collusion. Defaults to 2.",
+        description="reconstructionThreshold is how many shares reconstruct a secret: more "
+        "than half of numShares (so a server lying about dropouts cannot reconstruct both of a "
+        "client's masks) and less than numShares (Flower's own limit); higher tolerates fewer "
+        "dropouts but resists more collusion. Defaults to 2 (with the default 3 shares).",
     )
     clipping_range: ClippingRange = Field(
         default="8.0",
@@ -278,40 +466,30 @@ class SecureAggregation(ApiModel):
         default=4194304,
         ge=1,
         le=2**31,
-        description="quantizationRange is the number of quantization levels of a parameter "
-        "(at most modulusRange). Defaults to 4194304.",
+        description="quantizationRange is the number of quantization levels of a parameter, "
+        "less than modulusRange, and at most modulusRange / clientsPerRound so that the sum "
+        "of the sampled clients' updates cannot wrap around. Defaults to 4194304.",
     )
     modulus_range: int = Field(
         default=4294967296,
         ge=2,
-        le=2**62,
-        description="modulusRange is the size of the field masks live in, a power of 2. "
-        "Defaults to 4294967296.",
+        le=MAX_MODULUS_RANGE,
+        description="modulusRange is the size of the field masks live in, a power of 2 of at "
+        "most 4294967296 (the default). clientsPerRound * quantizationRange must not exceed it: "
+        "the sum of the sampled clients' quantized updates is taken modulo modulusRange.",
     )
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
-            cel(
-                "self.reconstructionThreshold <= self.numShares",
-                "reconstructionThreshold must not exceed numShares",
-                field_path=".reconstructionThreshold",
-            ),
-            cel(
-                "self.quantizationRange <= self.modulusRange",
-                "quantizationRange must not exceed modulusRange",
-                field_path=".quantizationRange",
-            ),
+            *(cel(rule, message, field_path=path) for rule, message, path in _SECAGG_RULES)
         )
     )
 
     @model_validator(mode="after")
     def _check(self) -> SecureAggregation:
-        if self.reconstruction_threshold > self.num_shares:
-            raise ValueError("reconstructionThreshold must not exceed numShares")
-        if self.quantization_range > self.modulus_range:
-            raise ValueError("quantizationRange must not exceed modulusRange")
-        if self.modulus_range & (self.modulus_range - 1):
-            raise ValueError(f"modulusRange must be a power of 2, got {self.modulus_range}")
+        failed = cel_eval.failures(_SECAGG_RULES, self.to_dict())
+        if failed:
+            raise ValueError(failed[0][1])
         return self
 
 
@@ -422,6 +600,32 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
         "(has(self.clientsPerRound) ? self.clientsPerRound : size(self.clients))",
         "secureAggregation.numShares must not exceed the clients sampled per round",
         ".secureAggregation.numShares",
+    ),
+    (
+        "!has(self.secureAggregation) || "
+        "(self.privacy.mode == 'Central' && has(self.clientsPerRound) ? self.clientsPerRound "
+        ": size(self.clients)) * self.secureAggregation.quantizationRange <= "
+        "self.secureAggregation.modulusRange",
+        "clientsPerRound * secureAggregation.quantizationRange must not exceed "
+        "secureAggregation.modulusRange: the sum of the sampled clients' quantized updates would "
+        "wrap around the modulus (lower quantizationRange)",
+        ".secureAggregation.quantizationRange",
+    ),
+    (
+        "self.clients.all(a, self.clients.all(b, a.name == b.name || "
+        "a.data.source != 'Builtin' || b.data.source != 'Builtin' || "
+        "a.data.builtin.name != b.data.builtin.name || "
+        "(has(a.data.partition) && has(b.data.partition) && "
+        "a.data.partition.index != b.data.partition.index && "
+        "a.data.partition.count == b.data.partition.count && "
+        "a.data.partition.scheme == b.data.partition.scheme && "
+        "a.data.partition.seed == b.data.partition.seed && "
+        "(!has(a.data.partition.alpha) || !has(b.data.partition.alpha) || "
+        "double(a.data.partition.alpha) == double(b.data.partition.alpha)))))",
+        "clients on the same built-in data set must hold disjoint shards of one partitioning: "
+        "set data.partition on each, with the same scheme, count, seed and alpha and a "
+        "different index, so that no record is in two silos",
+        ".clients",
     ),
     (
         "self.privacy.mode == 'None' || !has(self.strategy.weighting) || "
