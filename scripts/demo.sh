@@ -15,7 +15,7 @@ export PATH="$(devcluster/scripts/build-tools.sh):$PWD/.venv/bin:$PATH"
 
 echo "== devcluster"
 $PY -m devcluster up
-export KUBECONFIG="$PWD/.devcluster/kubeconfig"
+eval "$($PY -m devcluster env)"  # KUBECONFIG of this devcluster (DEVCLUSTER_INSTANCE-aware)
 kubectl get nodes
 
 echo "== CRDs"
