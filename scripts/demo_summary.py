@@ -62,7 +62,6 @@ def main() -> int:
             where = (
                 f"round {rounds}/{job['spec'].get('rounds')}" if rounds is not None
                 else f"step {progress.get('step', 0)}/{progress.get('totalSteps', '?')}"
-                f" loss {progress.get('loss', '-')}"
                 f" epsilon so far {progress.get('epsilonSoFar', '-')}"
             )
             print(f"  {job['kind']}/{job['metadata']['name']}: {_state(job)}, {where}")

@@ -218,11 +218,14 @@ def _report(pods: Sequence[Obj]) -> rc.TrainingReport | None:
 
 
 def progress_status(progress: rc.ProgressSnapshot, steps: int) -> Obj:
-    """Return ``status.progress`` from the runtime's live gauges."""
+    """Return ``status.progress`` from the runtime's live gauges.
+
+    The per-step batch loss is never copied into status: it is computed on private records
+    without noise, so it is not a differentially private release (it stays on the trainer's
+    metrics port, which only the operator may reach; ``render/trainer.py``'s NetworkPolicy).
+    """
     out: Obj = {"step": progress.step, "totalSteps": progress.total_steps or steps,
                 "epoch": int(progress.epoch)}
-    if progress.loss is not None:
-        out["loss"] = f"{progress.loss:.6g}"
     if progress.epsilon is not None:
         out["epsilonSoFar"] = f"{progress.epsilon:.6g}"
     return out

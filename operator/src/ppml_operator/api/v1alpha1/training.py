@@ -286,7 +286,12 @@ class Progress(ApiModel):
         default=None, description="totalSteps is the number of steps paid for."
     )
     epoch: int | None = Field(default=None, description="epoch is the current epoch.")
-    loss: str | None = Field(default=None, description="loss is the last training loss.")
+    loss: str | None = Field(
+        default=None,
+        description="loss is no longer reported: the batch loss is computed on private records "
+        "without noise, so it is not a differentially private release (kept for compatibility; "
+        "always empty).",
+    )
     epsilon_so_far: str | None = Field(
         default=None,
         description="epsilonSoFar is the ε spent by the steps done so far, by the runtime's "
