@@ -16,6 +16,8 @@ from typing import Any
 import celpy
 from celpy.adapter import json_to_cel
 
+from .common import cel, cel_rules
+
 Rule = tuple[str, str, str | None]
 """``(expression, message, fieldPath or None)``, as :func:`common.cel` renders it."""
 
@@ -50,15 +52,14 @@ def failures(rules: Iterable[Rule], obj: dict[str, Any]) -> list[Rule]:
     return failed
 
 
+def entries(rules: Iterable[Rule]) -> list[dict[str, Any]]:
+    """Return ``rules`` as ``x-kubernetes-validations`` entries (:func:`common.cel`)."""
+    return [cel(expression, message, field_path=path) for expression, message, path in rules]
+
+
 def schema_extra(rules: Iterable[Rule]) -> dict[str, Any]:
-    """Return a model's ``json_schema_extra`` carrying ``rules`` as ``x-kubernetes-validations``."""
-    out = []
-    for expression, message, path in rules:
-        entry: dict[str, Any] = {"rule": expression, "message": message}
-        if path:
-            entry["fieldPath"] = path
-        out.append(entry)
-    return {"x-kubernetes-validations": out}
+    """Return a model's ``json_schema_extra`` carrying ``rules`` (:func:`common.cel_rules`)."""
+    return cel_rules(*entries(rules))
 
 
 def check(model: Any, rules: Iterable[Rule]) -> None:

@@ -200,17 +200,11 @@ class DataPartition(ApiModel):
         "\"0.5\") in (0, 1000]; required with scheme Dirichlet, refused otherwise.",
     )
 
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            *(cel(rule, message, field_path=path) for rule, message, path in _PARTITION_RULES)
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_eval.schema_extra(_PARTITION_RULES))
 
     @model_validator(mode="after")
     def _check(self) -> DataPartition:
-        failed = cel_eval.failures(_PARTITION_RULES, self.to_dict())
-        if failed:
-            raise ValueError(failed[0][1])
+        cel_eval.check(self, _PARTITION_RULES)
         return self
 
 
@@ -251,20 +245,12 @@ class FederatedData(DataSpec):
     )
 
     model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            *_DATA_SPEC_RULES,
-            *(
-                cel(rule, message, field_path=path)
-                for rule, message, path in _FEDERATED_DATA_RULES
-            ),
-        )
+        json_schema_extra=cel_rules(*_DATA_SPEC_RULES, *cel_eval.entries(_FEDERATED_DATA_RULES))
     )
 
     @model_validator(mode="after")
     def _check_partition(self) -> FederatedData:
-        failed = cel_eval.failures(_FEDERATED_DATA_RULES, self.to_dict())
-        if failed:
-            raise ValueError(failed[0][1])
+        cel_eval.check(self, _FEDERATED_DATA_RULES)
         part = self.partition
         if part is None or part.scheme != PartitionScheme.DIRICHLET or self.builtin is None:
             return self
@@ -479,17 +465,11 @@ class SecureAggregation(ApiModel):
         "the sum of the sampled clients' quantized updates is taken modulo modulusRange.",
     )
 
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            *(cel(rule, message, field_path=path) for rule, message, path in _SECAGG_RULES)
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_eval.schema_extra(_SECAGG_RULES))
 
     @model_validator(mode="after")
     def _check(self) -> SecureAggregation:
-        failed = cel_eval.failures(_SECAGG_RULES, self.to_dict())
-        if failed:
-            raise ValueError(failed[0][1])
+        cel_eval.check(self, _SECAGG_RULES)
         return self
 
 
