@@ -117,11 +117,10 @@ def write_ledger(
             write_budget(client, write, logger)
         return dataclasses.replace(plan, budget_writes=[])
     [key] = targets
-    budget = observed.budgets.get(key[1])
-    if budget is None:  # the write's own base (cannot happen: decide writes what it read)
-        budget = plan.budget_writes[0].budget
     queue = _queue(*key)
-    mine = _Pass(observed, budget, key[1], plan, decide, now, logger)
+    # The base is what this pass's decide read (the write carries it) and the budget's name is
+    # its key in ``observed.budgets``.
+    mine = _Pass(observed, plan.budget_writes[0].budget, key[1], plan, decide, now, logger)
     with queue.lock:
         queue.waiting.append(mine)
         lead = not queue.leader

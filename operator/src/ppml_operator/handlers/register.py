@@ -113,12 +113,6 @@ def _index_id(kind: JobKind) -> str:
     return f"waiting_{kind.plural}"
 
 
-def _finished(body: kopf.Body) -> bool:
-    conds = (body.get("status") or {}).get("conditions") or []
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-               for c in conds)
-
-
 def waiting_index(kind: JobKind) -> Callable[..., dict[tuple[str, str], Any] | None]:
     """Return the index function of a kind's jobs waiting for budget, by (namespace, budget)."""
 
@@ -133,7 +127,8 @@ def waiting_index(kind: JobKind) -> Callable[..., dict[tuple[str, str], Any] | N
             and c.get("reason") == "BudgetExhausted" for c in conds
         )
         meta = body.get("metadata") or {}
-        if not waiting or _finished(body) or spec.get("suspend") or meta.get("deletionTimestamp"):
+        finished = lifecycle.is_finished(dict(body))
+        if not waiting or finished or spec.get("suspend") or meta.get("deletionTimestamp"):
             return None
         entry = (str(meta.get("creationTimestamp", "")), str(meta.get("name")), str(meta["uid"]))
         return {(str(meta.get("namespace")), budget): entry
@@ -197,7 +192,8 @@ def register_kind(kind: JobKind) -> None:
 
     def tick(**kwargs: Any) -> None:
         body: kopf.Body = kwargs["body"]
-        if _finished(body) and (body.get("spec") or {}).get("ttlSecondsAfterFinished") is None:
+        ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+        if lifecycle.is_finished(dict(body)) and ttl is None:
             return
         if FINALIZER not in ((body.get("metadata") or {}).get("finalizers") or []):
             return

@@ -349,11 +349,14 @@ def pods_may_have_started(kind: JobKind, observed: Observed) -> bool:
     runner = runner_of(kind, observed)
     active, failed, succeeded = job_counters(runner)
     ready = int(((runner or {}).get("status") or {}).get("ready") or 0)
-    own = [p for p in observed.pods
-           if (p.get("metadata") or {}).get("ownerReferences") is None
-           or any(o.get("uid") == (runner or {}).get("metadata", {}).get("uid")
-                  for o in p["metadata"]["ownerReferences"])]
-    return failed + succeeded + ready > 0 or active > len(own)
+    runner_uid = ((runner or {}).get("metadata") or {}).get("uid")
+
+    def owned_by_runner(pod: Obj) -> bool:  # an orphaned pod (no owner left) counts too
+        owners = {o.get("uid") for o in pod["metadata"].get("ownerReferences") or []}
+        return not owners or runner_uid in owners
+
+    own = sum(1 for pod in observed.pods if owned_by_runner(pod))
+    return failed + succeeded + ready > 0 or active > own
 
 
 def held_charges(observed: Observed) -> dict[str, str]:

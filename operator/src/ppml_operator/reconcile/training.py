@@ -26,7 +26,6 @@ from ppml_operator.reconcile.lifecycle import (
     job_condition,
     job_counters,
     newest_report,
-    pods_may_have_started,
     set_condition,
 )
 from ppml_operator.reconcile.plan import Event, Plan
@@ -134,7 +133,9 @@ class TrainingKind(lifecycle.JobKind):
         gen = job["metadata"].get("generation")
         spec = job.get("spec") or {}
         active, failed, succeeded = job_counters(runner)
-        started = pods_may_have_started(self, observed)
+        # The lifecycle recorded startTime in this very status when any evidence of a start
+        # was seen (reconcile/lifecycle.py, _running): the same verdict, not judged twice.
+        started = bool(status.get("startTime"))
         status["attempts"] = max(int(status.get("attempts") or 0),
                                  failed + succeeded + active if started else 0)
         status["failed"] = failed
