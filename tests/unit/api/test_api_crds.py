@@ -176,8 +176,13 @@ def test_exactly_one_of_target_epsilon_and_noise_multiplier_is_a_cel_rule():
     } in rules
 
 
-def test_budget_ref_is_required_on_training_jobs_only():
-    assert "budgetRef" in node_at("PrivateTrainingJob", "spec")["required"]
+def test_a_training_job_names_exactly_one_of_data_and_dataset_and_pays_by_it():
+    spec = node_at("PrivateTrainingJob", "spec")
+    assert "budgetRef" not in spec["required"] and "data" not in spec["required"]
+    rules = {r["rule"] for r in spec["x-kubernetes-validations"]}
+    assert "has(self.datasetRef) != has(self.data)" in rules
+    assert "has(self.datasetRef) != has(self.budgetRef)" in rules
+    assert "!has(self.datasetRef) || !has(self.checkpoint)" in rules
     assert "budgetRef" not in node_at("FederatedJob", "spec").get("required", [])
 
 
@@ -204,6 +209,7 @@ def test_budget_ref_is_required_on_training_jobs_only():
             "privatetrainingjobs",
             ["ptj"],
             [
+                "Dataset",
                 "Budget",
                 "Epsilon",
                 "Admitted",
@@ -213,6 +219,7 @@ def test_budget_ref_is_required_on_training_jobs_only():
                 "Step",
                 "Steps",
                 "Accuracy",
+                "Model",
                 "Age",
             ],
         ),

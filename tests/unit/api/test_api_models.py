@@ -18,6 +18,7 @@ from ppml_operator.api.v1alpha1 import (
     DataSpec,
     FederatedJob,
     PrivacyBudget,
+    PrivateDataset,
     PrivateTrainingJob,
     parse_decimal,
 )
@@ -27,6 +28,7 @@ REPO = Path(__file__).resolve().parents[3]
 CORPUS = sorted((REPO / "tests" / "integration" / "api" / "invalid").glob("*.yaml"))
 MODELS = {
     "PrivacyBudget": PrivacyBudget,
+    "PrivateDataset": PrivateDataset,
     "PrivateTrainingJob": PrivateTrainingJob,
     "FederatedJob": FederatedJob,
 }

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel
 
 from . import GROUP
-from .v1alpha1 import FederatedJob, PrivacyBudget, PrivateTrainingJob
+from .v1alpha1 import FederatedJob, PrivacyBudget, PrivateDataset, PrivateTrainingJob
 
 VERSION = "v1alpha1"
 CATEGORY = "ppml"
@@ -134,11 +134,28 @@ KINDS: tuple[KindInfo, ...] = (
         ),
     ),
     KindInfo(
+        PrivateDataset,
+        plural="privatedatasets",
+        short_names=("pdata",),
+        printer_columns=(
+            _column("Budget", ".spec.budgetRef.name", "The PrivacyBudget that guards the data."),
+            _column("Source", ".spec.data.source", "Where the records are."),
+            _column("Records", ".spec.data.numRecords", "Records declared by the owner.",
+                    "integer"),
+            _column("Claim", ".spec.data.volume.claimName", "The claim holding the records.",
+                    priority=1),
+            _column("Max-Epsilon", ".spec.access.maxEpsilonPerJob", "Largest charge per job.",
+                    priority=1),
+            _AGE,
+        ),
+    ),
+    KindInfo(
         PrivateTrainingJob,
         plural="privatetrainingjobs",
         short_names=("ptj",),
         printer_columns=(
-            _column("Budget", ".spec.budgetRef.name", "The PrivacyBudget that pays."),
+            _column("Dataset", ".spec.datasetRef.name", "The PrivateDataset trained on."),
+            _column("Budget", ".status.privacy.budgets[0].name", "The PrivacyBudget that pays."),
             _column("Epsilon", ".status.privacy.epsilon", "Epsilon charged."),
             _condition_column("Admitted", "Admitted"),
             _condition_column("Running", "Running", priority=1),
@@ -146,7 +163,9 @@ KINDS: tuple[KindInfo, ...] = (
             _condition_column("Failed", "Failed", priority=1),
             _column("Step", ".status.progress.step", "Last step completed.", "integer"),
             _column("Steps", ".status.privacy.steps", "Steps paid for.", "integer", priority=1),
-            _column("Accuracy", ".status.metrics.testAccuracy", "Test accuracy.", priority=1),
+            _column("Accuracy", ".status.metrics.testAccuracy",
+                    "Test accuracy released with DP noise.", priority=1),
+            _column("Model", ".status.output.uri", "Where the model was delivered.", priority=1),
             _AGE,
         ),
     ),

@@ -149,6 +149,8 @@ def _kind_section(info: KindInfo) -> list[str]:
     ]
     rules: list[tuple[str, dict[str, Any]]] = []
     for part in ("spec", "status"):
+        if part not in schema["properties"]:
+            continue  # a declaration only people write (PrivateDataset) has no status
         lines += [
             "",
             f"### {info.kind}.{part}",

@@ -1,4 +1,4 @@
-"""ppml.dev/v1alpha1: PrivacyBudget, PrivateTrainingJob and FederatedJob.
+"""ppml.dev/v1alpha1: PrivacyBudget, PrivateDataset, PrivateTrainingJob and FederatedJob.
 
 Parse a manifest (a dict as the API server returns it) with ``Kind.model_validate(obj)``;
 write one with ``obj.to_dict()``.
@@ -28,17 +28,22 @@ from .common import (
     Condition,
     ConditionStatus,
     DataFormat,
+    DatasetRef,
     DataSource,
     DataSpec,
     JobPrivacyStatus,
+    MetricsRelease,
+    ModelDelivery,
     ModelSpec,
     Optimizer,
+    OutputSpec,
     ResourceRequirements,
     SyntheticData,
     Toleration,
     VolumeData,
     parse_decimal,
 )
+from .dataset import DatasetAccess, PrivateDataset, PrivateDatasetSpec
 from .federated import (
     ClippingKind,
     ClippingSide,
@@ -61,6 +66,7 @@ from .federated import (
 from .training import (
     CheckpointSpec,
     Metrics,
+    OutputStatus,
     PrivacySpec,
     PrivateTrainingJob,
     PrivateTrainingJobSpec,
@@ -70,7 +76,7 @@ from .training import (
     TrainingSpec,
 )
 
-KINDS = (PrivacyBudget, PrivateTrainingJob, FederatedJob)
+KINDS = (PrivacyBudget, PrivateDataset, PrivateTrainingJob, FederatedJob)
 """Every kind of the version, in the order their CRDs are generated."""
 
 __all__ = [
@@ -96,6 +102,8 @@ __all__ = [
     "DataFormat",
     "DataSource",
     "DataSpec",
+    "DatasetAccess",
+    "DatasetRef",
     "FederatedClient",
     "FederatedJob",
     "FederatedJobSpec",
@@ -108,13 +116,19 @@ __all__ = [
     "JobKind",
     "JobPrivacyStatus",
     "Metrics",
+    "MetricsRelease",
+    "ModelDelivery",
     "ModelSpec",
     "Optimizer",
+    "OutputSpec",
+    "OutputStatus",
     "PrivacyBudget",
     "PrivacyBudgetSpec",
     "PrivacyBudgetStatus",
     "PrivacyMode",
     "PrivacySpec",
+    "PrivateDataset",
+    "PrivateDatasetSpec",
     "PrivateTrainingJob",
     "PrivateTrainingJobSpec",
     "PrivateTrainingJobStatus",

@@ -361,6 +361,93 @@ class BudgetRef(ApiModel):
     )
 
 
+class DatasetRef(ApiModel):
+    """A reference to a PrivateDataset, in the job's namespace or in a data owner's."""
+
+    name: DnsSubdomain = Field(description="name is the PrivateDataset's name.")
+    namespace: DnsLabel | None = Field(
+        default=None,
+        description="namespace is the data owner's namespace holding the PrivateDataset; "
+        "unset means the job's own. The dataset must grant the job's namespace "
+        "(access.namespaces).",
+    )
+
+
+RelativePath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+RELATIVE_PATH_RULE = (
+    "!self.path.startsWith('/') && !self.path.split('/').exists(p, p == '..' || p == '.')",
+    "path must be relative to the claim's root and must not contain '..' or '.'",
+    ".path",
+)
+
+
+class ModelDelivery(ApiModel):
+    """Where the trained model is delivered: a claim in the job's namespace."""
+
+    claim_name: DnsSubdomain = Field(
+        description="claimName is the PersistentVolumeClaim, in the job's namespace, the "
+        "model is written to (the operator's delivery pod mounts it read-write)."
+    )
+    path: RelativePath | None = Field(
+        default=None,
+        description="path is the directory inside the claim that receives the model "
+        "(model.safetensors, config.json, model-card.json, README.md); it must not exist yet. "
+        "Defaults to the job's name. status.output.uri then reads pvc://<claimName>/<path>, "
+        "as KServe's storageUri addresses a model on a claim.",
+    )
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(
+        cel("!has(self.path) || (" + RELATIVE_PATH_RULE[0] + ")", RELATIVE_PATH_RULE[1],
+            field_path=RELATIVE_PATH_RULE[2])))
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelDelivery:
+        if self.path is not None and (
+                self.path.startswith("/") or {"..", "."} & set(self.path.split("/"))):
+            raise ValueError(RELATIVE_PATH_RULE[1])
+        return self
+
+
+ReleaseNoise = Annotated[str, DecimalBounds("noiseMultiplier", gt="0", le="1000")]
+LossBound = Annotated[str, DecimalBounds("lossBound", gt="0", le="1000")]
+
+
+class MetricsRelease(ApiModel):
+    """Test metrics released through the Gaussian mechanism, charged with the job."""
+
+    noise_multiplier: ReleaseNoise = Field(
+        description="noiseMultiplier is sigma of the two Gaussian mechanisms releasing the test "
+        "metrics: N(0, sigma^2) is added to the number of correct test predictions and "
+        "N(0, (sigma * lossBound)^2) to the sum of the clipped test losses, each divided by the "
+        "test split's size. Both mechanisms are charged to the budget with the training. "
+        "Larger is cheaper and noisier: sigma 20 on a test split of 360 records gives an "
+        "accuracy within about ±0.06 (one standard deviation)."
+    )
+    loss_bound: LossBound = Field(
+        default="10",
+        description="lossBound clips each test record's loss to [0, lossBound] before the "
+        "noisy sum (the sensitivity of the sum). Defaults to 10.",
+    )
+
+
+class OutputSpec(ApiModel):
+    """What crosses back to the job's namespace: the model, and DP-released test metrics."""
+
+    model: ModelDelivery | None = Field(
+        default=None,
+        description="model delivers the trained model (differentially private by "
+        "post-processing) to a claim in the job's namespace. Unset: the model is not kept.",
+    )
+    test_metrics: MetricsRelease | None = Field(
+        default=None,
+        description="testMetrics releases test accuracy and loss into status.metrics through "
+        "a charged Gaussian mechanism. Unset: no metric on the private test records reaches "
+        "the job's status (the data owner sees the exact figures in the trainer's events and "
+        "logs).",
+    )
+
+
 class Accountant(StrEnum):
     """How the privacy cost of the job's own steps is computed."""
 

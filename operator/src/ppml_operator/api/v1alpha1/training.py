@@ -15,6 +15,7 @@ from .common import (
     BudgetRef,
     ClippingMode,
     Conditions,
+    DatasetRef,
     DataSpec,
     DecimalBounds,
     DnsSubdomain,
@@ -23,6 +24,7 @@ from .common import (
     ModelSpec,
     NodeSelector,
     Optimizer,
+    OutputSpec,
     ResourceRequirements,
     Timestamp,
     Tolerations,
@@ -190,18 +192,37 @@ STEPS_MESSAGE = (
 
 _SPEC_RULES: list[tuple[str, str, str | None]] = [
     (
-        "self.training.batchSize <= self.data.numRecords",
+        "has(self.datasetRef) != has(self.data)",
+        "set exactly one of datasetRef (data a PrivateDataset declares) and data (unprotected "
+        "data of this namespace)",
+        ".datasetRef",
+    ),
+    (
+        "has(self.datasetRef) != has(self.budgetRef)",
+        "a job on a PrivateDataset is charged to the dataset's own budget: leave budgetRef "
+        "unset; a job with inline data must set budgetRef",
+        ".budgetRef",
+    ),
+    (
+        "!has(self.datasetRef) || !has(self.checkpoint)",
+        "a job on a PrivateDataset checkpoints to storage the operator owns: leave checkpoint "
+        "unset",
+        ".checkpoint",
+    ),
+    (
+        "!has(self.data) || self.training.batchSize <= self.data.numRecords",
         "training.batchSize must not exceed data.numRecords",
         ".training.batchSize",
     ),
     (
-        "double(self.privacy.delta) * double(self.data.numRecords) < 1.0",
+        "!has(self.data) || double(self.privacy.delta) * double(self.data.numRecords) < 1.0",
         "privacy.delta must be below 1/data.numRecords: a larger delta allows releasing whole "
         "records",
         ".privacy.delta",
     ),
     (
-        steps_rule("self.training.epochs", "self.data.numRecords", "self.training.batchSize"),
+        "!has(self.data) || (" + steps_rule("self.training.epochs", "self.data.numRecords",
+                                            "self.training.batchSize") + ")",
         STEPS_MESSAGE,
         ".training.epochs",
     ),
@@ -210,6 +231,11 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
         "spec.checkpoint cannot be added or removed after creation",
         ".checkpoint",
     ),
+    (
+        "has(self.output) == has(oldSelf.output)",
+        "spec.output cannot be added or removed after creation",
+        ".output",
+    ),
 ]
 """The spec's CEL rules: the CRD carries them and the model evaluates the same text."""
 
@@ -217,15 +243,27 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
 class PrivateTrainingJobSpec(ApiModel):
     """The desired state of a PrivateTrainingJob."""
 
-    budget_ref: Annotated[BudgetRef, immutable("spec.budgetRef")] = Field(
-        description="budgetRef names the PrivacyBudget that pays for the job. Required: a job "
-        "that charges no budget would bypass enforcement. Immutable."
+    dataset_ref: Annotated[DatasetRef, immutable("spec.datasetRef")] | None = Field(
+        default=None,
+        description="datasetRef names the PrivateDataset the job trains on, in a data owner's "
+        "namespace that grants this one, or in this namespace. The dataset's budget pays, its "
+        "access policy decides what may run, and the trainer pods run in its namespace. Set "
+        "exactly one of datasetRef and data. Immutable.",
+    )
+    budget_ref: Annotated[BudgetRef, immutable("spec.budgetRef")] | None = Field(
+        default=None,
+        description="budgetRef names the PrivacyBudget, in this namespace, that pays for a job "
+        "with inline data. Required with data, not allowed with datasetRef (the dataset's "
+        "budget pays). Immutable.",
     )
     privacy: Annotated[PrivacySpec, immutable("spec.privacy")] = Field(
         description="privacy is the DP-SGD guarantee the job runs under. Immutable."
     )
-    data: Annotated[DataSpec, immutable("spec.data")] = Field(
-        description="data is what the job trains on. Immutable."
+    data: Annotated[DataSpec, immutable("spec.data")] | None = Field(
+        default=None,
+        description="data is unprotected data of this namespace the job trains on (a "
+        "built-in or synthetic set, or a claim no PrivateDataset declares). Set exactly one of "
+        "data and datasetRef. Immutable.",
     )
     model: Annotated[ModelSpec, immutable("spec.model")] = Field(
         description="model is the network to train. Immutable."
@@ -242,6 +280,11 @@ class PrivateTrainingJobSpec(ApiModel):
         default=None,
         description="checkpoint enables checkpoints to a volume, so that a restarted attempt "
         "resumes instead of paying again. Immutable.",
+    )
+    output: Annotated[OutputSpec, immutable("spec.output")] | None = Field(
+        default=None,
+        description="output is what crosses back into this namespace: the trained model on a "
+        "claim, and test metrics released through a charged DP mechanism. Immutable.",
     )
     suspend: bool = Field(
         default=False,
@@ -300,17 +343,43 @@ class Progress(ApiModel):
 
 
 class Metrics(ApiModel):
-    """What the runtime's final report says about the trained model."""
+    """What the runtime's final report says about the trained model, as far as it is DP."""
 
     test_accuracy: str | None = Field(
-        default=None, description="testAccuracy is the accuracy on the test split, in [0, 1]."
+        default=None,
+        description="testAccuracy is the accuracy on the test split, in [0, 1], released "
+        "through the Gaussian mechanism of spec.output.testMetrics (charged); unset without it.",
     )
-    test_loss: str | None = Field(default=None, description="testLoss is the loss on it.")
+    test_loss: str | None = Field(
+        default=None,
+        description="testLoss is the mean clipped test loss, released the same way.",
+    )
+    release_noise_multiplier: str | None = Field(
+        default=None,
+        description="releaseNoiseMultiplier is sigma of the mechanism that released the two "
+        "figures above.",
+    )
     wall_seconds: str | None = Field(
         default=None, description="wallSeconds is the training's wall-clock time."
     )
     device: str | None = Field(
         default=None, description="device is what trained the model, e.g. cpu or cuda:0."
+    )
+
+
+class OutputStatus(ApiModel):
+    """Where the delivered model is."""
+
+    uri: str | None = Field(
+        default=None,
+        description="uri addresses the delivered model as KServe's storageUri does: "
+        "pvc://<claimName>/<path>.",
+    )
+    model_sha256: str | None = Field(
+        default=None, description="modelSha256 is the SHA-256 of model.safetensors."
+    )
+    delivery_time: Timestamp | None = Field(
+        default=None, description="deliveryTime is when the model was written to the claim."
     )
 
 
@@ -331,6 +400,9 @@ class PrivateTrainingJobStatus(ApiModel):
     )
     progress: Progress | None = Field(default=None, description="progress while training.")
     metrics: Metrics | None = Field(default=None, description="metrics of the final model.")
+    output: OutputStatus | None = Field(
+        default=None, description="output says where the delivered model is."
+    )
     start_time: Timestamp | None = Field(
         default=None, description="startTime is when the first attempt started."
     )
