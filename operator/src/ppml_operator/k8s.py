@@ -90,6 +90,8 @@ RESOURCES: dict[str, Resource] = {
     "Event": Resource("/api/v1", "events"),
     "Job": Resource("/apis/batch/v1", "jobs"),
     "NetworkPolicy": Resource("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "PersistentVolumeClaim": Resource("/api/v1", "persistentvolumeclaims"),
+    "PrivateDataset": Resource(f"/apis/{GROUP}/{VERSION}", "privatedatasets"),
     "PrivacyBudget": Resource(f"/apis/{GROUP}/{VERSION}", "privacybudgets"),
     "PrivateTrainingJob": Resource(f"/apis/{GROUP}/{VERSION}", "privatetrainingjobs"),
     "FederatedJob": Resource(f"/apis/{GROUP}/{VERSION}", "federatedjobs"),

@@ -167,10 +167,16 @@ def test_operator_settings_reach_its_environment(render):
 
 
 def test_the_operator_pods_wear_the_labels_trainer_policies_admit_to_the_metrics_port(default):
-    # A trainer's NetworkPolicy opens its metrics port only to pods with these labels, in any
-    # namespace; the operator scrapes live progress from there.
-    from ppml_operator.render.trainer import OPERATOR_PODS
+    # A trainer's NetworkPolicy opens its metrics port only to pods with these labels, in the
+    # operator's own namespace (PPML_OPERATOR_NAMESPACE, from the pod's); the operator scrapes
+    # live progress from there.
+    from ppml_operator.render.common import RenderSettings
+    from ppml_operator.render.trainer import operator_pods
 
-    labels = deployment(default)["spec"]["template"]["metadata"]["labels"]
-    wanted = OPERATOR_PODS["podSelector"]["matchLabels"]
+    template = deployment(default)["spec"]["template"]
+    labels = template["metadata"]["labels"]
+    wanted = operator_pods(RenderSettings())["podSelector"]["matchLabels"]
     assert {k: labels.get(k) for k in wanted} == wanted
+    env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+    assert env["PPML_OPERATOR_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}}

@@ -58,6 +58,7 @@ def test_every_child_is_labelled_named_and_owned_by_the_job(workers: int) -> Non
             "app.kubernetes.io/component": "trainer",
             "app.kubernetes.io/managed-by": "ppml-operator",
             "ppml.dev/job-name": "digits",
+            "ppml.dev/job-namespace": "ns",
             "ppml.dev/job-uid": UID,
         }
         assert meta["ownerReferences"] == [{
@@ -139,8 +140,10 @@ def test_the_network_policy_admits_only_the_jobs_own_pods_and_the_operators_scra
     assert own["ppml.dev/job-uid"] == UID
     assert {"from": [{"podSelector": {"matchLabels": own}}]} in policy["ingress"]
     # The metrics (batch loss on private records, no noise) are for the operator's pods only,
-    # matched by the chart's labels in any namespace; no rule opens a port to every pod.
-    metrics = {"from": [{"namespaceSelector": {},
+    # matched by the chart's labels in the operator's namespace (a pod labelled alike in an
+    # analyst's namespace is not admitted); no rule opens a port to every pod.
+    metrics = {"from": [{"namespaceSelector": {"matchLabels": {
+                             "kubernetes.io/metadata.name": "ppml-system"}},
                          "podSelector": {"matchLabels": {
                              "app.kubernetes.io/name": "ppml-operator",
                              "app.kubernetes.io/component": "operator"}}}],

@@ -19,7 +19,7 @@ from ppml_operator import k8s, metrics
 from ppml_operator.api.conditions import format_time
 from ppml_operator.handlers.crash import crashpoint
 from ppml_operator.reconcile import ledger
-from ppml_operator.reconcile.plan import BudgetWrite, Plan
+from ppml_operator.reconcile.plan import BudgetWrite, Event, Plan
 from ppml_operator.render.common import LABEL_JOB_UID
 
 Obj = dict[str, Any]
@@ -124,6 +124,30 @@ def _create(client: k8s.Client, child: Obj) -> bool:
     return created
 
 
+def _owner_event(client: k8s.Client, namespace: str, kind: str, name: str, event: Event,
+                 logger: logging.Logger) -> None:
+    """Post an event on a child in the execution namespace (the data owner's eyes only).
+
+    Best effort, like kopf's own events: a lost event never fails the pass.
+    """
+    stamp = format_time(datetime.now(UTC))
+    api_version = {"Job": "batch/v1"}.get(kind, "v1")
+    body: Obj = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{name}.", "namespace": namespace},
+        "involvedObject": {"apiVersion": api_version, "kind": kind, "name": name,
+                           "namespace": namespace},
+        "type": event.type, "reason": event.reason, "message": event.message[:1024],
+        "source": {"component": "ppml-operator"},
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+    }
+    try:
+        client.create(body)
+    except k8s.KubernetesError as err:
+        logger.warning("Could not post event %s on %s %s/%s: %s", event.reason, kind, namespace,
+                       name, err)
+
+
 def act(
     client: k8s.Client,
     kind: str,
@@ -173,14 +197,16 @@ def act(
         if created:
             logger.info("Created %s %s/%s", child["kind"], ns, child["metadata"]["name"])
             crashpoint(f"after-create-{child['kind']}")
+    child_ns = plan.child_namespace or ns
     for child_kind, child_name, patch in plan.patches:
-        client.patch(child_kind, ns, child_name, patch)
-        logger.info("Patched %s %s/%s", child_kind, ns, child_name)
+        client.patch(child_kind, child_ns, child_name, patch)
+        logger.info("Patched %s %s/%s", child_kind, child_ns, child_name)
     for deletion in plan.deletions:
+        target_ns = deletion.namespace or child_ns
         try:
             gone = client.delete(
                 deletion.kind,
-                ns,
+                target_ns,
                 deletion.name,
                 propagation=deletion.propagation,
                 uid=deletion.uid,
@@ -189,7 +215,7 @@ def act(
         except k8s.ConflictError as err:
             raise PlanAborted(f"{deletion.kind} {deletion.name} changed: {err.message}") from err
         if gone:
-            logger.info("Deleted %s %s/%s (%s)", deletion.kind, ns, deletion.name,
+            logger.info("Deleted %s %s/%s (%s)", deletion.kind, target_ns, deletion.name,
                         deletion.propagation)
         if deletion.propagation == "Orphan":
             crashpoint("after-orphan-delete")
@@ -198,6 +224,8 @@ def act(
     if emit is not None:
         for event in plan.events:
             emit(event.type, event.reason, event.message)
+    for child_kind, child_name, event in plan.owner_events:
+        _owner_event(client, child_ns, child_kind, child_name, event, logger)
     if plan.delete_self:
         client.delete(kind, ns, name, uid=meta.get("uid"))
         logger.info("Deleted %s %s/%s", kind, ns, name)

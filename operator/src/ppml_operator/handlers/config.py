@@ -1,7 +1,10 @@
 """Operator settings, read once from the environment at start-up.
 
 - ``PPML_RECONCILE_INTERVAL``: seconds between timer passes over each object (default 10);
-- ``PPML_RUNTIME_IMAGE``: the trainer image when a job names none;
+- ``PPML_RUNTIME_IMAGE``: the trainer image when a job names none, and the image of every pod
+  the operator runs for itself (model export and delivery, a federation's server side);
+- ``PPML_OPERATOR_NAMESPACE``: the operator's own namespace (the chart sets it from the pod's);
+  only pods of it may scrape a trainer's metrics (default ``ppml-system``);
 - ``PPML_TRAINER_COMMAND``: a JSON list replacing the trainer container's command. Meant for
   tests (devcluster runs pods as local processes, so a test may run ``python -c ...`` instead
   of the real trainer); never set in production;
@@ -41,7 +44,9 @@ class Settings:
         image = os.environ.get("PPML_RUNTIME_IMAGE") or RenderSettings().image
         return cls(
             interval=float(os.environ.get("PPML_RECONCILE_INTERVAL") or 10.0),
-            render=RenderSettings(image=image, command=command, extra_env=extra_env),
+            render=RenderSettings(
+                image=image, command=command, extra_env=extra_env,
+                operator_namespace=os.environ.get("PPML_OPERATOR_NAMESPACE") or "ppml-system"),
             keep_committed=int(os.environ.get("PPML_LEDGER_KEEP") or 50),
             cas_attempts=int(os.environ.get("PPML_CAS_ATTEMPTS") or 8),
         )

@@ -32,10 +32,10 @@ from ppml_operator.api import conditions as c
 from ppml_operator.handlers.act import EventSink, ForeignChildError, PlanAborted, act
 from ppml_operator.handlers.config import Settings
 from ppml_operator.handlers.ledger_writer import write_ledger
-from ppml_operator.reconcile import ledger, lifecycle
+from ppml_operator.reconcile import dataset, ledger, lifecycle
 from ppml_operator.reconcile.lifecycle import InvalidSpec, JobKind, Observed
 from ppml_operator.reconcile.plan import Plan
-from ppml_operator.render.common import LABEL_JOB_UID
+from ppml_operator.render.common import LABEL_JOB_UID, child_base
 from ppml_runtime import contract as rc
 
 Obj = dict[str, Any]
@@ -142,42 +142,54 @@ def observe(
     when the pass may touch the ledger: before admission, when the runner ended or vanished,
     on deletion, and once the job finished; a routine pass over a running job skips them.
     """
-    job = client.get(kind.kind, namespace, name)
-    if job is None:
+    stored = client.get(kind.kind, namespace, name)
+    if stored is None:
         return None
-    job.setdefault("kind", kind.kind)
-    job.setdefault("apiVersion", f"{GROUP}/{k8s.VERSION}")
-    meta = job["metadata"]
+    stored.setdefault("kind", kind.kind)
+    stored.setdefault("apiVersion", f"{GROUP}/{k8s.VERSION}")
+    meta = stored["metadata"]
     deleting = bool(meta.get("deletionTimestamp"))
-    admitted = lifecycle.was_admitted(job)
-    finished = lifecycle.is_finished(job)
+    admitted = lifecycle.was_admitted(stored)
+    finished = lifecycle.is_finished(stored)
+    resolved, refused = resolve(client, stored, settings, enforce=not admitted)
+    job = resolved.job
+    exec_ns = resolved.exec_namespace
     price = price_of(kind, job)
+    if refused is None and not admitted and not isinstance(price, InvalidSpec):
+        refused = dataset.epsilon_refusal(resolved, [(ch.budget, ch.epsilon)
+                                                     for ch in price.charges])
     children: list[Obj] = []
     pods: list[Obj] = []
     runner: Obj | None = None
     all_children = True
     if admitted or deleting:
         selector = f"{LABEL_JOB_UID}={meta['uid']}"
-        runner = client.get("Job", namespace, kind.runner_name(name))
+        runner = client.get("Job", exec_ns, kind.runner_name(child_base(job)))
         if runner is not None and (runner["metadata"].get("labels") or {}).get(
                 LABEL_JOB_UID) == meta["uid"]:
             runner.setdefault("kind", "Job")
             children.append(runner)
         else:
             runner = None
-        pods = client.list("Pod", namespace, selector)
-        all_children = runner is None
+        pods = client.list("Pod", exec_ns, selector)
+        all_children = runner is None or (deleting and resolved.remote)
         if all_children:
             for child_kind in kind.child_kinds:
                 if child_kind != "Job":
-                    children.extend(client.list(child_kind, namespace, selector))
+                    children.extend(client.list(child_kind, exec_ns, selector))
+        for extra in kind.delivery_children(job):
+            found = client.get(extra[0], namespace, extra[1])
+            if found is not None and (found["metadata"].get("labels") or {}).get(
+                    LABEL_JOB_UID) == meta["uid"]:
+                found.setdefault("kind", extra[0])
+                children.append(found)
     ended = runner is not None and (lifecycle.job_condition(runner, "Complete") is not None
                                     or lifecycle.job_condition(runner, "Failed") is not None)
     need_budgets = not admitted or runner is None or ended or deleting or finished
     budgets: dict[str, Obj | None] = {}
-    if need_budgets and not isinstance(price, InvalidSpec):
+    if need_budgets and not isinstance(price, InvalidSpec) and (refused is None or admitted):
         for charge in price.charges:
-            budget = client.get("PrivacyBudget", namespace, charge.budget)
+            budget = client.get("PrivacyBudget", resolved.budget_namespace, charge.budget)
             if budget is not None:
                 budget.setdefault("kind", "PrivacyBudget")
             budgets[charge.budget] = budget
@@ -204,7 +216,32 @@ def observe(
         extras=kind.extras(job, now or datetime.now(UTC)),
         all_children=all_children,
         budget_read=need_budgets,
+        exec_namespace=exec_ns,
+        refused=refused,
     )
+
+
+def resolve(client: k8s.Client, job: Obj, settings: Settings, *,
+            enforce: bool) -> tuple[dataset.Resolved, dataset.Refused | None]:
+    """Resolve the job against the PrivateDataset it names (``reconcile/dataset.py``).
+
+    Before admission (``enforce``) the dataset's policy applies, and a job with inline data
+    is checked against the claims the datasets of its namespace protect (one list, only for a
+    job that mounts a claim). Once admitted the job is only resolved (the owner may revoke a
+    grant; that stops future jobs, not the running one).
+    """
+    namespace = str(job["metadata"]["namespace"])
+    ref = dataset.dataset_ref(job)
+    found: Obj | None = None
+    protected: dict[str, str] = {}
+    if ref is not None:
+        found = client.get("PrivateDataset", ref[0], ref[1])
+    elif enforce and dataset.mounts_claims(job):
+        protected = dataset.protected_claims(client.list("PrivateDataset", namespace))
+    outcome = dataset.resolve(job, found, protected, enforce=enforce)
+    if isinstance(outcome, dataset.Refused):
+        return dataset.Resolved(job, namespace, namespace), outcome
+    return outcome, None
 
 
 def _record(kind: JobKind, job: Obj, plan: Plan, *, deleting: bool) -> None:

@@ -19,7 +19,7 @@ from ppml_operator.handlers import budget as budget_handler
 from ppml_operator.handlers import jobs
 from ppml_operator.handlers.act import EventSink, ForeignChildError
 from ppml_operator.handlers.config import Settings
-from ppml_operator.reconcile import kinds, lifecycle
+from ppml_operator.reconcile import dataset, kinds, lifecycle
 from ppml_operator.reconcile.lifecycle import JobKind
 
 VERSION = k8s.VERSION
@@ -131,8 +131,8 @@ def waiting_index(kind: JobKind) -> Callable[..., dict[tuple[str, str], Any] | N
         if not waiting or finished or spec.get("suspend") or meta.get("deletionTimestamp"):
             return None
         entry = (str(meta.get("creationTimestamp", "")), str(meta.get("name")), str(meta["uid"]))
-        return {(str(meta.get("namespace")), budget): entry
-                for budget in kind.budget_names(dict(spec))}
+        return {key: entry for key in dataset.arrival_keys(
+            str(meta.get("namespace")), dict(spec), kind.budget_names(dict(spec)))}
 
     return index
 
@@ -141,7 +141,8 @@ def _reconcile(kind: JobKind, kwargs: dict[str, Any], *, deleting: bool = False)
     body: kopf.Body = kwargs["body"]
     meta = body.get("metadata") or {}
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
-    budgets = kind.budget_names(dict(body.get("spec") or {}))
+    spec = dict(body.get("spec") or {})
+    keys = dataset.arrival_keys(namespace, spec, kind.budget_names(spec))
 
     def waiting() -> list[tuple[str, str, str]]:
         out: list[tuple[str, str, str]] = []
@@ -149,8 +150,8 @@ def _reconcile(kind: JobKind, kwargs: dict[str, Any], *, deleting: bool = False)
             index: kopf.Index[Any, Any] | None = kwargs.get(_index_id(other))
             if index is None:
                 continue
-            for budget in budgets:
-                out.extend(index.get((namespace, budget), []))
+            for key in keys:
+                out.extend(index.get(key, []))
         return out
 
     try:

@@ -50,6 +50,7 @@ from ppml_operator.privacy import (
     CalibrationError,
     ClientLevelDpEvent,
     DpSgdEvent,
+    GaussianEvent,
     InvalidPrivacyParameterError,
     LocalDpSgdEvent,
     PrivacyEvent,
@@ -231,6 +232,10 @@ def training_job_charges(job: PrivateTrainingJob) -> list[JobCharge]:
     """
     spec = job.spec
     privacy = spec.privacy
+    if spec.data is None:
+        raise InvalidSpecError(
+            "spec.datasetRef", "the cost of a job on a PrivateDataset depends on the records "
+            "its owner declares: the operator prices it once it has read the dataset")
     delta = parse_decimal(privacy.delta)
     _check_delta(delta, spec.data.num_records, "spec.privacy.delta", "records")
     plan = sampling_plan(
@@ -247,19 +252,30 @@ def training_job_charges(job: PrivateTrainingJob) -> list[JobCharge]:
         field_prefix="spec.privacy",
     )
     event = DpSgdEvent(noise, plan.sample_rate, plan.steps)
+    events: tuple[PrivacyEvent, ...] = (event,)
     epsilon = (
         calibrated
         if calibrated is not None
         else _epsilon([event], delta, accountant, "spec.privacy.noiseMultiplier")
     )
+    release = spec.output.test_metrics if spec.output is not None else None
+    if release is not None:
+        # Two Gaussian mechanisms release the test metrics (ppml_runtime/release.py): the
+        # count of correct predictions (sensitivity 1) and the sum of clipped losses
+        # (sensitivity lossBound), each with noise sigma * sensitivity. They compose with the
+        # training on the same budget (an upper bound: the test records are disjoint from the
+        # training records, which parallel composition would not charge twice).
+        events = (event, GaussianEvent(parse_decimal(release.noise_multiplier), count=2))
+        epsilon = _epsilon(list(events), delta, accountant,
+                           "spec.output.testMetrics.noiseMultiplier")
     return [
         JobCharge(
             kind="PrivateTrainingJob",
             name=str(job.metadata.get("name", "")),
-            budget=spec.budget_ref.name,
+            budget=spec.budget_ref.name if spec.budget_ref is not None else "",
             epsilon=epsilon,
             delta=delta,
-            events=(event,),
+            events=events,
             accountant=accountant,
             noise_multiplier=noise,
             sample_rate=plan.sample_rate,

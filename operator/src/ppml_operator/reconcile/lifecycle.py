@@ -41,7 +41,7 @@ from ppml_operator.api import conditions as c
 from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.reconcile import ledger
 from ppml_operator.reconcile.plan import BudgetWrite, Deletion, Event, Plan
-from ppml_operator.render.common import RenderSettings
+from ppml_operator.render.common import RenderSettings, child_base
 from ppml_runtime import contract as rc
 
 Obj = dict[str, Any]
@@ -139,6 +139,12 @@ class Observed:
         lists only the runner and the pods).
     budget_read
         Whether the budgets were read in this pass (only a pass that read them may end a job).
+    exec_namespace
+        Where the children live (the data owner's namespace for a job on another namespace's
+        PrivateDataset; ``reconcile/dataset.py``); None: the job's.
+    refused
+        The PrivateDataset policy's :class:`~ppml_operator.reconcile.dataset.Refused`, when it
+        refuses the job (only consulted before admission).
 
     """
 
@@ -154,6 +160,13 @@ class Observed:
     extras: Mapping[str, Any] = field(default_factory=dict)
     all_children: bool = True
     budget_read: bool = True
+    exec_namespace: str | None = None
+    refused: Any = None
+
+    @property
+    def remote(self) -> bool:
+        """Whether the children live in another namespace than the job (a data owner's)."""
+        return self.exec_namespace not in (None, _meta(self.job)["namespace"])
 
     def child(self, kind: str, name: str) -> Obj | None:
         """Return the observed child of that kind and name, if any."""
@@ -235,6 +248,13 @@ class JobKind(ABC):
     def progress_url(self, pods: Sequence[Obj]) -> str | None:
         """Return where the runner's live gauges are served, if this kind has any."""
         return None
+
+    def delivery_children(self, job: Obj) -> Sequence[tuple[str, str]]:
+        """Return ``(kind, name)`` of children in the job's own namespace to observe by name.
+
+        The model delivery Job, for a job whose other children may live elsewhere.
+        """
+        return ()
 
 
 _KINDS: dict[str, JobKind] = {}
@@ -330,7 +350,7 @@ def newest_report(pods: Sequence[Obj], parse: Callable[[str], T],
 
 def runner_of(kind: JobKind, observed: Observed) -> Obj | None:
     """Return the job's runner as observed, if it exists."""
-    return observed.child("Job", kind.runner_name(_meta(observed.job)["name"]))
+    return observed.child("Job", kind.runner_name(child_base(observed.job)))
 
 
 def pods_may_have_started(kind: JobKind, observed: Observed) -> bool:
@@ -493,13 +513,21 @@ def decide(kind: JobKind, observed: Observed, now: datetime) -> Plan:
     job = observed.job
     gen = _meta(job).get("generation")
     status = copy.deepcopy(job.get("status") or {})
-    plan = Plan()
+    plan = Plan(child_namespace=observed.exec_namespace if observed.remote else None)
     if is_finished(job):
         # Settle charges left Reserved by a crash between the end and the commit; finish a
         # teardown a crash may have interrupted.
         commit_all(plan, observed, now)
         plan.deletions.extend(kind.teardown(observed))
         _ttl(plan, job, status, now)
+        return _finish(kind, plan, job, status)
+    if observed.refused is not None and not was_admitted(job):
+        # The data owner's policy refuses it (reconcile/dataset.py): wait, so that a grant or
+        # an approval the owner adds later admits it. Checked before the price, which is
+        # computed on the owner's data.
+        refused = observed.refused
+        _wait(status, plan, refused.reason, f"{refused.field}: {refused.message}", now=now,
+              gen=gen, level="Warning")
         return _finish(kind, plan, job, status)
     if isinstance(observed.price, InvalidSpec):
         _fail(status, plan, c.INVALID_SPEC, f"{observed.price.field}: {observed.price.message}",
@@ -618,7 +646,6 @@ def _admission(kind: JobKind, observed: Observed, children: Callable[[], list[Ob
 def _running(kind: JobKind, observed: Observed, children: Callable[[], list[Obj]],
              status: Obj, plan: Plan, now: datetime) -> None:
     job = observed.job
-    meta = _meta(job)
     started = pods_may_have_started(kind, observed)
     if started and not status.get("startTime"):
         status["startTime"] = c.format_time(now)
@@ -628,7 +655,7 @@ def _running(kind: JobKind, observed: Observed, children: Callable[[], list[Obj]
     if runner is None:
         if seen_running or started:
             # The runner existed and is gone (deleted by someone): never run it again.
-            message = (f"the {kind.runner} Job {kind.runner_name(meta['name'])} was deleted "
+            message = (f"the {kind.runner} Job {kind.runner_name(child_base(job))} was deleted "
                        f"before the {kind.noun} finished")
             end(kind, observed, status, plan, now, Ending(False, c.POD_FAILED, message))
             return
@@ -699,6 +726,25 @@ def decide_deletion(kind: JobKind, observed: Observed, now: datetime) -> Plan:
         ``done`` is True when the finalizer may be removed after the plan succeeds.
 
     """
+    plan = _settle_deletion(kind, observed, now)
+    plan.child_namespace = observed.exec_namespace if observed.remote else None
+    if observed.remote and plan.done:
+        # Owner references never cross namespaces: the finalizer stays until every child in
+        # the data owner's namespace is gone, deleted here by the job-uid label.
+        planned = {(d.kind, d.name) for d in plan.deletions}
+        leftovers = [(str(obj.get("kind") or "Pod"), _meta(obj)) for obj in
+                     [*observed.children, *observed.pods]
+                     if _meta(obj).get("namespace", observed.exec_namespace)
+                     == observed.exec_namespace]
+        for child_kind, meta in leftovers:
+            if (child_kind, meta["name"]) not in planned and not meta.get("deletionTimestamp"):
+                plan.deletions.append(Deletion(child_kind, meta["name"]))
+        plan.done = not leftovers
+    return plan
+
+
+def _settle_deletion(kind: JobKind, observed: Observed, now: datetime) -> Plan:
+    """Settle a deleted job's charges (see :func:`decide_deletion`)."""
     job = observed.job
     plan = Plan()
     if ledger.RESERVED not in held_charges(observed).values():

@@ -51,6 +51,8 @@ class Deletion:
     propagation: str = "Background"
     uid: str | None = None
     resource_version: str | None = None
+    namespace: str | None = None
+    """Where the object is; None: the plan's ``child_namespace`` (or the job's)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,12 @@ class Plan:
         Delete the reconciled object (ttlSecondsAfterFinished).
     done
         For deletion passes: True when the finalizer may go.
+    child_namespace
+        Where the children live when not in the job's namespace (a job on another
+        namespace's PrivateDataset): patches and deletions go there.
+    owner_events
+        ``(kind, name, event)``: events on a child in the execution namespace, for the data
+        owner's eyes only (exact metrics and raw error text never reach the job's events).
 
     """
 
@@ -99,3 +107,5 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     delete_self: bool = False
     done: bool = True
+    child_namespace: str | None = None
+    owner_events: list[tuple[str, str, Event]] = field(default_factory=list)

@@ -28,8 +28,10 @@ from ppml_operator.reconcile.lifecycle import (
     newest_report,
     set_condition,
 )
-from ppml_operator.reconcile.plan import Event, Plan
-from ppml_operator.render.trainer import Paid, names, render_children
+from ppml_operator.reconcile.plan import Deletion, Event, Plan
+from ppml_operator.render import delivery
+from ppml_operator.render.common import exec_namespace
+from ppml_operator.render.trainer import COMPONENT, Paid, names, render_children
 from ppml_runtime import contract as rc
 
 Obj = dict[str, Any]
@@ -90,8 +92,11 @@ class TrainingKind(lifecycle.JobKind):
     plural = "privatetrainingjobs"
     noun = "job"
     runner = "trainer"
+    child_kinds = ("ServiceAccount", "ConfigMap", "NetworkPolicy", "Service",
+                   "PersistentVolumeClaim", "Job")
 
-    def runner_name(self, job_name: str) -> str:  # noqa: D102
+    def runner_name(self, job_name: str) -> str:
+        """Return the trainer Job's name (``job_name`` is the child base: ``child_base``)."""
         return names(job_name)["job"]
 
     def budget_names(self, spec: Obj) -> tuple[str, ...]:  # noqa: D102
@@ -116,9 +121,20 @@ class TrainingKind(lifecycle.JobKind):
             "budgets": [{"name": price.budget, "epsilon": price.epsilon, "state": state}],
         }
 
+    def delivery_children(self, job: Obj) -> Sequence[tuple[str, str]]:  # noqa: D102
+        return [("Job", delivery.names(job)["delivery"])] if _wants_model(job) else []
+
+    def teardown(self, observed: Observed) -> list[Deletion]:
+        """Delete the model's export pod, its policy and the operator-owned output claim."""
+        if not _wants_model(observed.job):
+            return []
+        n = delivery.names(observed.job)
+        return [Deletion("Pod", n["export"]), Deletion("NetworkPolicy", n["export"]),
+                Deletion("PersistentVolumeClaim", n["output"])]
+
     def progress_url(self, pods: Sequence[Obj]) -> str | None:
         """Return the rank-0 trainer's metrics endpoint while it runs."""
-        for pod in pods:
+        for pod in _trainer_pods(pods):
             annotations = pod["metadata"].get("annotations") or {}
             ip = (pod.get("status") or {}).get("podIP")
             if (pod.get("status") or {}).get("phase") == "Running" and ip and annotations.get(
@@ -141,11 +157,15 @@ class TrainingKind(lifecycle.JobKind):
         status["failed"] = failed
         report = _report(observed.pods)
         if report is not None:
-            _record_report(status, report, price, plan, now, gen)
+            _record_report(status, report, price, plan, now, gen, spec)
             status["progress"] = {**(status.get("progress") or {}),
                                   "step": report.steps_completed, "totalSteps": price.steps}
+        runner_name = runner["metadata"]["name"]
         if job_condition(runner, "Complete") is not None:
-            return Ending(True, c.SUCCEEDED, "every worker finished; the charge is committed")
+            ending = _deliver(observed, report, status, plan, now, gen)
+            if ending is not None:
+                _owner_report(plan, runner_name, report)
+            return ending
         failed_cond = job_condition(runner, "Failed")
         if failed_cond is not None:
             reason = {
@@ -153,9 +173,17 @@ class TrainingKind(lifecycle.JobKind):
                 "BackoffLimitExceeded": c.BACKOFF_LIMIT_EXCEEDED if spec.get("backoffLimit")
                 else c.POD_FAILED,
             }.get(str(failed_cond.get("reason")), c.POD_FAILED)
+            # The runtime's own words may quote values, columns and counts of private records:
+            # they go to the data owner (an event on the trainer Job, and its pod's logs); the
+            # job's condition names only the cause's kind and where the owner finds the rest.
             detail = (report.error if report and report.error
                       else failed_cond.get("message")) or ""
-            message = f"the trainer failed ({failed_cond.get('reason')}): {detail}".strip()
+            plan.owner_events.append(("Job", runner_name, Event(
+                "Warning", "TrainerFailed", f"{failed_cond.get('reason')}: {detail}")))
+            _owner_report(plan, runner_name, report)
+            message = (f"the trainer failed ({failed_cond.get('reason')}); the details are in "
+                       f"the events and logs of Job {runner_name} in namespace "
+                       f"{exec_namespace(job)}, for its owner")
             return Ending(False, reason, message)
         # Suspend: the trainer Job's own suspend stops its pods; the reservation is kept. A
         # trainer that started and was suspended is never resumed: its next pod would train
@@ -183,7 +211,7 @@ class TrainingKind(lifecycle.JobKind):
         elif c.get_condition(status.get("conditions"), c.SUSPENDED) is not None:
             set_condition(status, c.SUSPENDED, False, c.RESUMED, "spec.suspend is false",
                           now=now, gen=gen)
-        running = [p for p in observed.pods
+        running = [p for p in _trainer_pods(observed.pods)
                    if (p.get("status") or {}).get("phase") == "Running"]
         if observed.progress is not None:
             status["progress"] = progress_status(observed.progress, price.steps)
@@ -211,9 +239,76 @@ def decide_deletion(observed: Observed, now: datetime) -> Plan:
     return lifecycle.decide_deletion(TRAINING, observed, now)
 
 
+def _trainer_pods(pods: Sequence[Obj]) -> list[Obj]:
+    """Return the trainer's pods among the job's (not the model's export pod)."""
+    return [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(
+        "app.kubernetes.io/component", COMPONENT) == COMPONENT]
+
+
+def _wants_model(job: Obj) -> bool:
+    return bool(((job.get("spec") or {}).get("output") or {}).get("model"))
+
+
+def _deliver(observed: Observed, report: rc.TrainingReport | None, status: Obj, plan: Plan,
+             now: datetime, gen: int | None) -> Ending | None:
+    """Take the completed trainer's model to the job's claim (``render/delivery.py``).
+
+    Returns the ending once the delivery Job completed or failed (or there is nothing to
+    deliver), None while the model is on its way.
+    """
+    job = observed.job
+    if not _wants_model(job):
+        return Ending(True, c.SUCCEEDED, "every worker finished; the charge is committed")
+    sha256 = report.model_sha256 if report is not None else None
+    if not sha256:
+        return Ending(False, c.DELIVERY_FAILED,
+                      "the trainer finished but reported no model to deliver; the charge is "
+                      "committed")
+    uri = delivery.model_uri(job)
+    n = delivery.names(job)
+    fetcher = observed.child("Job", n["delivery"])
+    if fetcher is not None and job_condition(fetcher, "Complete") is not None:
+        status["output"] = {"uri": uri, "modelSha256": sha256,
+                            "deliveryTime": c.format_time(now)}
+        return Ending(True, c.SUCCEEDED,
+                      f"every worker finished and the model was delivered to {uri}; the "
+                      "charge is committed")
+    if fetcher is not None and job_condition(fetcher, "Failed") is not None:
+        return Ending(False, c.DELIVERY_FAILED,
+                      f"the model could not be delivered to {uri} (see the pods of Job "
+                      f"{n['delivery']}); the charge is committed")
+    export = delivery.export_pod(job, list(observed.pods))
+    pod_status = (export or {}).get("status") or {}
+    if export is None:
+        plan.create.extend(delivery.render_export(job, observed.settings))
+    elif pod_status.get("phase") in ("Succeeded", "Failed") and fetcher is None:
+        plan.deletions.append(Deletion("Pod", n["export"], uid=export["metadata"].get("uid")))
+    elif fetcher is None and pod_status.get("phase") == "Running" and pod_status.get("podIP"):
+        plan.create.append(delivery.render_delivery(job, observed.settings,
+                                                    str(pod_status["podIP"]), sha256))
+    set_condition(status, c.RUNNING, False, c.DELIVERING_MODEL,
+                  f"the trainer finished; delivering the model to {uri}", now=now, gen=gen)
+    return None
+
+
+def _owner_report(plan: Plan, runner_name: str, report: rc.TrainingReport | None) -> None:
+    """Tell the data owner the exact test metrics (an event on the trainer Job, their side).
+
+    They are computed on private records without noise, so never copied to the job's status
+    or events: only the DP release (``spec.output.testMetrics``) is.
+    """
+    if report is None or (report.test_accuracy is None and report.test_loss is None):
+        return
+    plan.owner_events.append(("Job", runner_name, Event(
+        "Normal", "ExactTestMetrics",
+        f"test accuracy {report.test_accuracy}, test loss {report.test_loss} on "
+        f"{report.test_records} records (exact: not differentially private, for the data "
+        "owner only)")))
+
+
 def _report(pods: Sequence[Obj]) -> rc.TrainingReport | None:
-    """Return the newest rank-0 termination report among the pods, if any parses."""
-    return newest_report(pods, rc.parse_report, lambda pod: (
+    """Return the newest rank-0 termination report among the trainer pods, if any parses."""
+    return newest_report(_trainer_pods(pods), rc.parse_report, lambda pod: (
         (pod.get("metadata") or {}).get("annotations") or {}).get(
             "batch.kubernetes.io/job-completion-index", "0") == "0")
 
@@ -234,13 +329,18 @@ def progress_status(progress: rc.ProgressSnapshot, steps: int) -> Obj:
 
 def _record_report(
     status: Obj, report: rc.TrainingReport, price: Price, plan: Plan, now: datetime,
-    gen: int | None,
+    gen: int | None, job_spec: Obj | None = None,
 ) -> None:
     metrics: Obj = {}
-    if report.test_accuracy is not None:
-        metrics["testAccuracy"] = repr(report.test_accuracy)
-    if report.test_loss is not None:
-        metrics["testLoss"] = repr(report.test_loss)
+    # Only the DP release of the test metrics (spec.output.testMetrics, charged with the job);
+    # the exact figures go to the data owner (_owner_report).
+    if report.released_test_accuracy is not None:
+        metrics["testAccuracy"] = repr(report.released_test_accuracy)
+    if report.released_test_loss is not None:
+        metrics["testLoss"] = repr(report.released_test_loss)
+    release = ((job_spec or {}).get("output") or {}).get("testMetrics") or {}
+    if metrics and release.get("noiseMultiplier"):
+        metrics["releaseNoiseMultiplier"] = str(release["noiseMultiplier"])
     if report.wall_seconds is not None:
         metrics["wallSeconds"] = repr(report.wall_seconds)
     if report.device:

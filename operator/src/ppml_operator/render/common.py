@@ -1,9 +1,14 @@
 """Shared pieces of every rendered child: names, labels, owner references, security contexts.
 
 Rendering is pure: plain dicts in, plain dicts out, no client and no clock. Every child carries
-the ``app.kubernetes.io/*`` labels, ``ppml.dev/job-name`` and ``ppml.dev/job-uid`` (so a
-recreated job of the same name never adopts its predecessor's pods), and a controller owner
-reference to its job, so the garbage collector removes it with the job.
+the ``app.kubernetes.io/*`` labels, ``ppml.dev/job-name``, ``ppml.dev/job-namespace`` and
+``ppml.dev/job-uid`` (so a recreated job of the same name never adopts its predecessor's pods).
+A child in the job's own namespace has a controller owner reference to its job, so the garbage
+collector removes it with the job. A child in a data owner's namespace (a job on a
+PrivateDataset of another namespace: ``reconcile/dataset.py``) cannot have one (owner references
+never cross namespaces): the job's finalizer deletes it by label (``reconcile/lifecycle.py``,
+``decide_deletion``), and its name starts with the job's namespace, so jobs of the same name in
+two analysts' namespaces never collide.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class RenderSettings:
     image: str = "ghcr.io/ppml-dev/ppml-runtime:0.1.0"
     command: tuple[str, ...] = DEFAULT_COMMAND
     extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    operator_namespace: str = "ppml-system"
+    """The namespace of the operator's pods (the only peers that may scrape trainer metrics)."""
 
 MANAGED_BY = "ppml-operator"
 """The ``app.kubernetes.io/managed-by`` value of every child."""
@@ -36,6 +43,30 @@ LABEL_JOB_NAME = "ppml.dev/job-name"
 
 LABEL_JOB_UID = "ppml.dev/job-uid"
 """Label carrying the UID of the job a child belongs to."""
+
+LABEL_JOB_NAMESPACE = "ppml.dev/job-namespace"
+"""Label naming the namespace of the job a child belongs to (the analyst's, for a remote one)."""
+
+EXEC_NAMESPACE = "ppml.dev/exec-namespace"
+"""Key of the in-memory resolved job's metadata naming where its children run.
+
+Set only on the effective job ``reconcile/dataset.py`` builds (never written to the API server):
+a job on another namespace's PrivateDataset runs its pods in that namespace.
+"""
+
+
+def exec_namespace(job: Obj) -> str:
+    """Return the namespace the job's children are rendered into."""
+    meta = job["metadata"]
+    return str(meta.get(EXEC_NAMESPACE) or meta["namespace"])
+
+
+def child_base(job: Obj) -> str:
+    """Return the base of the job's child names: its name, prefixed by its namespace if remote."""
+    meta = job["metadata"]
+    if exec_namespace(job) == meta["namespace"]:
+        return str(meta["name"])
+    return f"{meta['namespace']}-{meta['name']}"
 
 NONROOT_UID = 65532
 """The user and group the runtime containers run as (the distroless ``nonroot`` user)."""
@@ -64,6 +95,7 @@ def labels(job: Obj, component: str) -> dict[str, str]:
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/managed-by": MANAGED_BY,
         LABEL_JOB_NAME: meta["name"],
+        LABEL_JOB_NAMESPACE: meta["namespace"],
         LABEL_JOB_UID: meta["uid"],
     }
 
@@ -96,14 +128,17 @@ def owner_reference(job: Obj) -> Obj:
     }
 
 
-def metadata(job: Obj, name: str, component: str) -> Obj:
-    """Return the metadata of a child: name, namespace, labels and the owner reference."""
-    return {
-        "name": name,
-        "namespace": job["metadata"]["namespace"],
-        "labels": labels(job, component),
-        "ownerReferences": [owner_reference(job)],
-    }
+def metadata(job: Obj, name: str, component: str, *, namespace: str | None = None) -> Obj:
+    """Return the metadata of a child: name, namespace, labels and the owner reference.
+
+    The namespace is the job's execution namespace unless given; the owner reference is set
+    only when the child lives in the job's own namespace.
+    """
+    ns = namespace or exec_namespace(job)
+    meta: Obj = {"name": name, "namespace": ns, "labels": labels(job, component)}
+    if ns == job["metadata"]["namespace"]:
+        meta["ownerReferences"] = [owner_reference(job)]
+    return meta
 
 
 def pod_security_context() -> Obj:

@@ -9,9 +9,14 @@ Children (deterministic names from the job's name):
   to DNS; the metrics port is open to the operator's pods only (the batch loss it serves is
   computed on private records without noise);
 - ``{job}-workers`` headless Service when ``runtime.workers > 1`` (the rendezvous addresses);
+- ``{job}-output`` PersistentVolumeClaim when ``spec.output.model`` is set: operator-owned
+  storage the trainer writes the model to (``render/delivery.py`` takes it from there);
 - ``{job}-trainer`` batch/v1 Job, Indexed, one pod per worker (rank = completion index), meeting
   the ``restricted`` Pod Security Standard; a pod exiting with the contract's "invalid config"
   or "data mismatch" code fails the whole job at once (retrying cannot help).
+
+For a job on another namespace's PrivateDataset every child is rendered into that namespace
+and named ``{namespace}-{job}-...`` (``render/common.py``, ``child_base``).
 """
 
 from __future__ import annotations
@@ -20,11 +25,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import DataSpec, PrivateTrainingJob
+from ppml_operator.render import delivery
 from ppml_operator.render.common import (
     RenderSettings,
+    child_base,
     config_map,
     container_security_context,
+    exec_namespace,
     metadata,
     pin_config,
     pod_security_context,
@@ -70,6 +79,14 @@ def names(job_name: str) -> dict[str, str]:
     }
 
 
+def resolved_data(ptj: PrivateTrainingJob) -> DataSpec:
+    """Return the data of a resolved job (``reconcile/dataset.py`` fills a dataset's in)."""
+    if ptj.spec.data is None:
+        raise InvalidSpecError("spec.datasetRef",
+                               "the job's PrivateDataset was not resolved before rendering")
+    return ptj.spec.data
+
+
 def data_config(data: DataSpec) -> Obj:
     """Render the runtime contract's data section; ``numRecords`` is the training split's size."""
     train_records, _ = data.split_sizes()
@@ -98,12 +115,42 @@ def data_config(data: DataSpec) -> Obj:
     return cfg
 
 
-def trainer_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid) -> rc.TrainerConfig:
+def release_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid,
+                   settings: RenderSettings) -> Obj:
+    """Render the runtime contract's release section.
+
+    Where the model goes, how the test metrics are released (the Gaussian mechanism paid for
+    with the training) and the model card's facts.
+    """
+    output = ptj.spec.output
+    if output is None:
+        return {}
+    out: Obj = {}
+    if output.model is not None:
+        out["modelDir"] = delivery.MODEL_DIR
+    if output.test_metrics is not None:
+        out["metricsNoiseMultiplier"] = output.test_metrics.noise_multiplier
+        out["lossBound"] = output.test_metrics.loss_bound
+    meta = job["metadata"]
+    budget = ptj.spec.budget_ref.name if ptj.spec.budget_ref else ""
+    card = {
+        "job": f"{meta['namespace']}/{meta['name']}",
+        "budget": f"{exec_namespace(job)}/{budget}",
+        "runtimeImage": ptj.spec.runtime.image or settings.image,
+        "chargedEpsilon": paid.epsilon,
+    }
+    if meta.get("ppml.dev/dataset"):  # reconcile/dataset.py records it on the resolved job
+        card["dataset"] = str(meta["ppml.dev/dataset"])
+    out["card"] = card
+    return out
+
+
+def trainer_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid,
+                   settings: RenderSettings | None = None) -> rc.TrainerConfig:
     """Build the runtime contract config: the data, model, training and what was paid for."""
     spec = ptj.spec
     meta = job["metadata"]
-    data = spec.data
-    data_cfg = data_config(data)
+    data_cfg = data_config(resolved_data(ptj))
     model: Obj = {"architecture": str(spec.model.architecture)}
     if spec.model.hidden_units is not None:
         model["hiddenUnits"] = list(spec.model.hidden_units)
@@ -138,6 +185,9 @@ def trainer_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid) -> rc.TrainerC
         },
         "distributed": {"workers": spec.runtime.workers},
     }
+    release = release_config(job, ptj, paid, settings or RenderSettings())
+    if release:
+        raw["release"] = release
     if spec.checkpoint is not None:
         raw["checkpoint"] = {"dir": CHECKPOINT_MOUNT}
     return rc.TrainerConfig.model_validate(raw)
@@ -145,27 +195,31 @@ def trainer_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid) -> rc.TrainerC
 
 def render_config_map(job: Obj, config: rc.TrainerConfig) -> Obj:
     """Render the immutable ConfigMap that the trainer reads its contract config from."""
-    return config_map(job, names(job["metadata"]["name"])["configMap"], COMPONENT,
+    return config_map(job, names(child_base(job))["configMap"], COMPONENT,
                       rc.dump_config(config))
 
 
-OPERATOR_PODS = {
-    "namespaceSelector": {},
-    "podSelector": {
-        "matchLabels": {
-            "app.kubernetes.io/name": "ppml-operator",
-            "app.kubernetes.io/component": "operator",
-        }
-    },
-}
-"""The peer that may scrape a trainer's metrics: the chart's operator pods, in any namespace.
+def operator_pods(settings: RenderSettings) -> Obj:
+    """Return the peer that may scrape a trainer's metrics: the operator's pods, in its namespace.
 
-An operator outside the cluster's pod network (on a node, as on devcluster) reaches the port as
-the node, which NetworkPolicy implementations always admit.
-"""
+    Only in the operator's own namespace: a pod labelled like the operator in an analyst's
+    namespace must not read the trainer's unnoised batch loss. An operator outside the
+    cluster's pod network (on a node, as on devcluster) reaches the port as the node, which
+    NetworkPolicy implementations always admit.
+    """
+    return {
+        "namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": settings.operator_namespace}},
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "ppml-operator",
+                "app.kubernetes.io/component": "operator",
+            }
+        },
+    }
 
 
-def render_network_policy(job: Obj) -> Obj:
+def render_network_policy(job: Obj, settings: RenderSettings | None = None) -> Obj:
     """Render the NetworkPolicy: pods of the job talk to each other and DNS, the operator scrapes.
 
     The live metrics (batch loss on private records, no noise) are telemetry for the operator,
@@ -175,14 +229,14 @@ def render_network_policy(job: Obj) -> Obj:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": metadata(job, names(job["metadata"]["name"])["networkPolicy"], COMPONENT),
+        "metadata": metadata(job, names(child_base(job))["networkPolicy"], COMPONENT),
         "spec": {
             "podSelector": pods,
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {"from": [{"podSelector": pods}]},
                 {
-                    "from": [OPERATOR_PODS],
+                    "from": [operator_pods(settings or RenderSettings())],
                     "ports": [{"protocol": "TCP", "port": rc.METRICS_PORT}],
                 },
             ],
@@ -199,7 +253,7 @@ def render_service(job: Obj) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(job, names(job["metadata"]["name"])["service"], COMPONENT),
+        "metadata": metadata(job, names(child_base(job))["service"], COMPONENT),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -214,7 +268,7 @@ def render_service(job: Obj) -> Obj:
 
 def _env(job: Obj, ptj: PrivateTrainingJob, settings: RenderSettings) -> list[Obj]:
     meta = job["metadata"]
-    n = names(meta["name"])
+    n = names(child_base(job))
     workers = ptj.spec.runtime.workers
     env: list[Obj] = [
         {"name": rc.ENV_CONFIG, "value": rc.CONFIG_PATH},
@@ -260,8 +314,7 @@ def render_job(job: Obj, ptj: PrivateTrainingJob, settings: RenderSettings) -> O
 
     """
     spec = ptj.spec
-    meta = job["metadata"]
-    n = names(meta["name"])
+    n = names(child_base(job))
     workers = spec.runtime.workers
     mounts: list[Obj] = [{"name": "config", "mountPath": rc.CONFIG_DIR, "readOnly": True}]
     volumes: list[Obj] = [
@@ -269,17 +322,22 @@ def render_job(job: Obj, ptj: PrivateTrainingJob, settings: RenderSettings) -> O
         {"name": "tmp", "emptyDir": {}},
     ]
     mounts.append({"name": "tmp", "mountPath": "/tmp"})
-    if spec.data.volume is not None:
+    volume = resolved_data(ptj).volume
+    if volume is not None:
         volumes.append(
             {
                 "name": "data",
                 "persistentVolumeClaim": {
-                    "claimName": spec.data.volume.claim_name,
+                    "claimName": volume.claim_name,
                     "readOnly": True,
                 },
             }
         )
         mounts.append({"name": "data", "mountPath": DATA_MOUNT, "readOnly": True})
+    if spec.output is not None and spec.output.model is not None:
+        volumes.append({"name": "output", "persistentVolumeClaim": {
+            "claimName": delivery.names(job)["output"]}})
+        mounts.append({"name": "output", "mountPath": delivery.OUTPUT_MOUNT})
     if spec.checkpoint is not None:
         volumes.append(
             {
@@ -374,20 +432,23 @@ def render_children(
         workers, then the Job: the pods start only once everything they need exists.
 
     """
-    n = names(job["metadata"]["name"])
-    config = render_config_map(job, trainer_config(job, ptj, paid))
+    n = names(child_base(job))
+    config = render_config_map(job, trainer_config(job, ptj, paid, settings))
     children = [
         service_account(job, n["serviceAccount"], COMPONENT),
         config,
-        render_network_policy(job),
+        render_network_policy(job, settings),
     ]
     if ptj.spec.runtime.workers > 1:
         children.append(render_service(job))
+    if ptj.spec.output is not None and ptj.spec.output.model is not None:
+        children.append(delivery.render_output_claim(job, COMPONENT))
     children.append(render_job(job, ptj, settings))
     return pin_config(children, config["data"][rc.CONFIG_FILE])
 
 
-def config_json(job: Obj, ptj: PrivateTrainingJob, paid: Paid) -> Obj:
+def config_json(job: Obj, ptj: PrivateTrainingJob, paid: Paid,
+                settings: RenderSettings | None = None) -> Obj:
     """Return the trainer config as the JSON object stored in the ConfigMap (for tests)."""
-    decoded: Obj = json.loads(rc.dump_config(trainer_config(job, ptj, paid)))
+    decoded: Obj = json.loads(rc.dump_config(trainer_config(job, ptj, paid, settings)))
     return decoded

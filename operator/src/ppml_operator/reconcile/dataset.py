@@ -1,0 +1,246 @@
+"""Resolve a job against the data it reads: the PrivateDataset's budget, namespace and policy.
+
+Pure: the caller (``handlers/jobs.py``, observe) reads the dataset and the claims that datasets
+of the job's namespace protect, and this module decides. A job naming ``spec.datasetRef`` is
+*resolved* into the job the rest of the lifecycle prices, renders and charges: its
+``spec.data`` is the dataset's (the owner's declared count and split, never the analyst's) and
+its ``spec.budgetRef`` the dataset's budget, which lives in the dataset's namespace, where the
+pods that touch the data run too. A job with inline data is checked against the claims that
+the PrivateDatasets of its namespace protect, so nobody reaches protected records by naming
+the claim instead of the dataset.
+
+What the analyst reads in a refusal is kept generic: a dataset that does not exist and one that
+does not grant the analyst's namespace read the same, so the condition is no oracle for what a
+data owner holds (``docs/concepts.md``, the threat model).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ppml_operator.render.common import EXEC_NAMESPACE
+
+DATASET = "ppml.dev/dataset"
+"""Key of the in-memory resolved job's metadata naming its PrivateDataset (``ns/name``): the
+resolved spec carries the dataset's data and budget instead of ``datasetRef``."""
+
+Obj = dict[str, Any]
+
+DATASET_NOT_GRANTED = "DatasetNotGranted"
+"""Admitted=False reason: no dataset of that name grants the job's namespace (or none exists)."""
+
+IMAGE_NOT_APPROVED = "ImageNotApproved"
+"""Admitted=False reason: the runtime image is not one the data owner approved."""
+
+MODEL_NOT_APPROVED = "ModelNotApproved"
+"""Admitted=False reason: ``model.importPath`` is not a builder the data owner approved."""
+
+NON_PRIVATE_NOT_ALLOWED = "NonPrivateNotAllowed"
+"""Admitted=False reason: a job without DP reads data whose owner does not allow it."""
+
+EPSILON_ABOVE_DATASET_LIMIT = "EpsilonAboveDatasetLimit"
+"""Admitted=False reason: the job costs more than the dataset lets one job take."""
+
+CLAIM_PROTECTED = "ClaimProtected"
+"""Admitted=False reason: inline data or a checkpoint names a claim a PrivateDataset protects."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The job as the lifecycle sees it, and where its budget and pods live.
+
+    Attributes
+    ----------
+    job
+        The effective job: for a job on a dataset, a copy whose ``spec.data`` and
+        ``spec.budgetRef`` are the dataset's (and ``spec.datasetRef`` gone, recorded in the
+        metadata under :data:`DATASET`); otherwise the job itself.
+    budget_namespace
+        Where the budgets it charges live (the dataset's namespace, or the job's).
+    exec_namespace
+        Where the pods that touch the data, and every other child but the delivery, run.
+    dataset
+        The PrivateDataset, for a job that names one.
+
+    """
+
+    job: Obj
+    budget_namespace: str
+    exec_namespace: str
+    dataset: Obj | None = None
+
+    @property
+    def remote(self) -> bool:
+        """Whether the job's children live in another namespace than the job."""
+        return bool(self.exec_namespace != self.job["metadata"]["namespace"])
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why the dataset's policy refuses the job: a reason, the field, a sentence for the job."""
+
+    reason: str
+    field: str
+    message: str
+
+
+def dataset_ref(job: Obj) -> tuple[str, str] | None:
+    """Return ``(namespace, name)`` of the PrivateDataset a job names, if it names one."""
+    ref = (job.get("spec") or {}).get("datasetRef")
+    if not ref:
+        return None
+    return str(ref.get("namespace") or job["metadata"]["namespace"]), str(ref["name"])
+
+
+def arrival_keys(namespace: str, spec: Obj, budget_names: Iterable[str]) -> list[tuple[str, str]]:
+    """Return the keys under which a job waits its turn (admission in arrival order).
+
+    A job on a dataset waits behind older jobs on the same dataset (its budget is not known
+    before the dataset is read); a job with inline data behind older jobs on its budgets.
+    """
+    ref = spec.get("datasetRef")
+    if ref:
+        return [(str(ref.get("namespace") or namespace), f"PrivateDataset/{ref['name']}")]
+    return [(namespace, name) for name in budget_names]
+
+
+def protected_claims(datasets: Iterable[Obj]) -> dict[str, str]:
+    """Return ``claim -> dataset`` for every claim the given datasets (one namespace) protect."""
+    out: dict[str, str] = {}
+    for ds in datasets:
+        volume = ((ds.get("spec") or {}).get("data") or {}).get("volume") or {}
+        if volume.get("claimName"):
+            out.setdefault(str(volume["claimName"]), str(ds["metadata"]["name"]))
+    return out
+
+
+def _claims_of(spec: Obj) -> list[tuple[str, str]]:
+    """Return ``(field, claim)`` for every claim a job's spec mounts by name."""
+    out = []
+    volume = (spec.get("data") or {}).get("volume") or {}
+    if volume.get("claimName"):
+        out.append(("spec.data.volume.claimName", str(volume["claimName"])))
+    checkpoint = spec.get("checkpoint") or {}
+    if checkpoint.get("claimName"):
+        out.append(("spec.checkpoint.claimName", str(checkpoint["claimName"])))
+    for i, client in enumerate(spec.get("clients") or []):
+        cv = (client.get("data") or {}).get("volume") or {}
+        if cv.get("claimName"):
+            out.append((f"spec.clients[{i}].data.volume.claimName", str(cv["claimName"])))
+    return out
+
+
+def mounts_claims(job: Obj) -> bool:
+    """Return whether a job's spec mounts any claim by name (inline data, checkpoints)."""
+    return bool(_claims_of(job.get("spec") or {}))
+
+
+def resolve(job: Obj, dataset: Obj | None, protected: Mapping[str, str], *,
+            enforce: bool = True) -> Resolved | Refused:
+    """Resolve a job against the dataset it names, or check its inline data's claims.
+
+    Parameters
+    ----------
+    job
+        The job as stored.
+    dataset
+        The PrivateDataset ``spec.datasetRef`` names, or None (not found, or no reference).
+    protected
+        ``claim -> dataset`` for the claims protected in the job's own namespace.
+    enforce
+        Apply the access policy (before admission). An admitted job is only resolved.
+
+    Returns
+    -------
+    Resolved or Refused
+        The effective job and its namespaces, or why the policy refuses it.
+
+    """
+    meta = job["metadata"]
+    namespace = str(meta["namespace"])
+    spec = job.get("spec") or {}
+    ref = dataset_ref(job)
+    if ref is None:
+        for field_path, claim in _claims_of(spec):
+            if claim in protected:
+                return Refused(CLAIM_PROTECTED, field_path,
+                               f"claim {claim} holds records that PrivateDataset "
+                               f"{protected[claim]} protects: name the dataset in "
+                               "spec.datasetRef instead")
+        return Resolved(job, namespace, namespace)
+    ds_namespace, ds_name = ref
+    not_granted = Refused(
+        DATASET_NOT_GRANTED, "spec.datasetRef",
+        f"PrivateDataset {ds_namespace}/{ds_name} does not exist or does not grant namespace "
+        f"{namespace} (its access.namespaces)")
+    if dataset is None:
+        return not_granted
+    ds_spec = dataset.get("spec") or {}
+    access = ds_spec.get("access") or {}
+    refused = _policy(job, namespace, ds_namespace, ds_name, access, not_granted) \
+        if enforce else None
+    if refused is not None:
+        return refused
+    effective = copy.deepcopy(job)
+    effective_spec = effective.setdefault("spec", {})
+    effective_spec["data"] = copy.deepcopy(ds_spec.get("data") or {})
+    effective_spec["budgetRef"] = {"name": str((ds_spec.get("budgetRef") or {}).get("name"))}
+    effective_spec.pop("datasetRef", None)  # now a job with inline data, as far as pricing goes
+    effective["metadata"][DATASET] = f"{ds_namespace}/{ds_name}"
+    if ds_namespace != namespace:
+        effective["metadata"][EXEC_NAMESPACE] = ds_namespace
+    return Resolved(effective, ds_namespace, ds_namespace, dataset)
+
+
+def _policy(job: Obj, namespace: str, ds_namespace: str, ds_name: str, access: Obj,
+            not_granted: Refused) -> Refused | None:
+    """Apply a dataset's access policy to a job; return the refusal, if any."""
+    spec = job.get("spec") or {}
+    if ds_namespace != namespace and namespace not in (access.get("namespaces") or []):
+        return not_granted
+    image = (spec.get("runtime") or {}).get("image")
+    if image is not None and image not in (access.get("images") or []):
+        allowed = "the images in its access.images" if access.get("images") else \
+            "only the operator's runtime image (leave spec.runtime.image unset)"
+        return Refused(IMAGE_NOT_APPROVED, "spec.runtime.image",
+                       f"image {image} is not approved by PrivateDataset "
+                       f"{ds_namespace}/{ds_name}: it allows {allowed}")
+    import_path = (spec.get("model") or {}).get("importPath")
+    if import_path is not None and import_path not in (access.get("importPaths") or []):
+        return Refused(MODEL_NOT_APPROVED, "spec.model.importPath",
+                       f"model builder {import_path} is not approved by PrivateDataset "
+                       f"{ds_namespace}/{ds_name} (its access.importPaths)")
+    privacy = spec.get("privacy") or {}
+    if privacy.get("mode") == "None" and not access.get("allowNonPrivate"):
+        return Refused(NON_PRIVATE_NOT_ALLOWED, "spec.privacy.mode",
+                       f"PrivateDataset {ds_namespace}/{ds_name} does not allow jobs without "
+                       "differential privacy (its access.allowNonPrivate)")
+    return None
+
+
+def epsilon_refusal(resolved: Resolved, charged: Iterable[tuple[str, str]]) -> Refused | None:
+    """Refuse a job whose charge exceeds the dataset's ``access.maxEpsilonPerJob``.
+
+    ``charged`` is ``(budget, epsilon)`` of each charge the job's price holds.
+    """
+    if resolved.dataset is None:
+        return None
+    limit = ((resolved.dataset.get("spec") or {}).get("access") or {}).get("maxEpsilonPerJob")
+    if limit is None:
+        return None
+    ds = resolved.dataset["metadata"]
+    for _budget, epsilon in charged:
+        try:
+            over = Decimal(str(epsilon)) > Decimal(str(limit))
+        except InvalidOperation:
+            over = True
+        if over:
+            return Refused(EPSILON_ABOVE_DATASET_LIMIT, "spec.privacy",
+                           f"the job costs epsilon {epsilon}, more than the {limit} "
+                           f"PrivateDataset {ds['namespace']}/{ds['name']} lets one job take "
+                           "(its access.maxEpsilonPerJob)")
+    return None
