@@ -143,7 +143,7 @@ def budgets_for(job: Obj, epsilon: str = "50") -> dict[str, Obj | None]:
 @pytest.mark.parametrize(("situation", "builder", "budgets", "events"), [
     ("no differential privacy charges no budget", make_fedjob(), [], []),
     ("central DP charges the federation's budget once, with the client-level event",
-     central(), ["fed-budget"], ["ClientLevelDp"]),
+     central(), ["fed-budget"], ["FixedClientSamplingDp"]),
     ("local DP charges each silo's own budget with its DP-SGD event",
      local(), ["silo-a", "silo-b", "silo-c"], ["LocalDpSgd"]),
 ])
