@@ -11,8 +11,8 @@ from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import PrivateTrainingJob
 from ppml_operator.privacy import (
     Accountant,
-    ClientLevelDpEvent,
     DpSgdEvent,
+    FixedClientSamplingDpEvent,
     LocalDpSgdEvent,
     epsilon_of,
     event_from_dict,
@@ -156,7 +156,8 @@ def test_status_is_ignored():
 
 def test_central_dp_charges_the_federation_budget_at_client_level():
     (charge,) = job_charges(edit(fedjob(clients=4), spec__clientsPerRound=2, spec__rounds=5))
-    event = ClientLevelDpEvent(Decimal("1.0"), Decimal("0.5"), 5)
+    # What Flower runs: 2 of the 4 clients each round, without replacement, 5 rounds.
+    event = FixedClientSamplingDpEvent(Decimal("1.0"), 4, 2, 5)
     assert charge.events == (event,)
     assert charge.epsilon == epsilon_of([event], DELTA, Accountant.RDP)
     assert (charge.budget, charge.sample_rate, charge.steps) == ("federation", Decimal("0.5"), 5)

@@ -323,4 +323,4 @@ def test_manifest_form_prices_a_federation_with_central_dp(
     assert charge["kind"] == "FederatedJob"
     assert charge["budget"] == "federation"
     assert charge["epsilon"] == str(expected.epsilon)
-    assert [e["type"] for e in charge["events"]] == ["ClientLevelDp"]
+    assert [e["type"] for e in charge["events"]] == ["FixedClientSamplingDp"]

@@ -143,7 +143,7 @@ def budgets_for(job: Obj, epsilon: str = "50") -> dict[str, Obj | None]:
 @pytest.mark.parametrize(("situation", "builder", "budgets", "events"), [
     ("no differential privacy charges no budget", make_fedjob(), [], []),
     ("central DP charges the federation's budget once, with the client-level event",
-     central(), ["fed-budget"], ["ClientLevelDp"]),
+     central(), ["fed-budget"], ["FixedClientSamplingDp"]),
     ("local DP charges each silo's own budget with its DP-SGD event",
      local(), ["silo-a", "silo-b", "silo-c"], ["LocalDpSgd"]),
 ])
@@ -484,3 +484,60 @@ def test_every_federated_example_is_planned_and_admitted_on_its_budgets(path: Pa
     assert cond(plan, "Admitted")["status"] == "True", plan.status
     assert len(plan.budget_writes) == len(budgets)
     assert [c["kind"] for c in plan.create].count("Pod") == 1  # SuperNodes come later
+
+
+# --- suspend after admission --------------------------------------------------------------------
+
+
+def _with_spec(job: Obj, **spec: Any) -> Obj:
+    return {**job, "spec": {**job["spec"], **spec}}
+
+
+def test_suspending_a_running_federation_stops_its_pods_and_keeps_the_reservation() -> None:
+    job = central().obj()
+    stored, budgets, created = admit(job, budgets_for(job))
+    stored = _with_spec(stored, suspend=True)
+    plan = federated.decide(observe(stored, budgets, children=running_children(
+        created, submit_job()), pods=federation_pods()), NOW)
+    assert ("Job", "digits-submit", {"spec": {"suspend": True}}) in plan.patches
+    assert sorted(d.name for d in plan.deletions if d.kind == "Pod") == sorted(
+        p["metadata"]["name"] for p in federation_pods())
+    assert plan.create == [] and plan.budget_writes == []  # nothing recreated, nothing released
+    assert cond(plan, "Suspended")["reason"] == "SuspendedByUser"
+    assert cond(plan, "Running")["status"] == "False"
+    assert plan.status["privacy"]["budgets"][0]["state"] == "Reserved"
+
+
+def test_a_federation_suspended_after_it_started_is_never_resumed() -> None:
+    job = central().obj()
+    stored, budgets, created = admit(job, budgets_for(job))
+    stored = _with_spec(stored, suspend=True)
+    plan = federated.decide(observe(stored, budgets, children=running_children(
+        created, submit_job()), pods=federation_pods()), NOW)
+    stored = {**stored, "status": plan.status}
+    assert stored["status"]["startTime"]  # its pods had been bound: it started
+    resumed = _with_spec(stored, suspend=False)
+    suspended_submit = {**submit_job(active=0), "spec": {"suspend": True}}
+    plan = federated.decide(observe(resumed, budgets, children=running_children(
+        created, suspended_submit), pods=[]), NOW)
+    assert plan.create == []  # no SuperLink, no SuperNode: round 1 would run again, unpaid
+    assert not any(p[2] == {"spec": {"suspend": False}} for p in plan.patches)
+    assert cond(plan, "Suspended")["reason"] == "ResumeNotPaid"
+    assert [e.reason for e in plan.events] == ["ResumeNotPaid"]
+    assert plan.budget_writes == []
+
+
+def test_a_federation_suspended_before_any_pod_started_resumes() -> None:
+    job = central().obj()
+    stored, budgets, created = admit(job, budgets_for(job))
+    stored = _with_spec(stored, suspend=True)
+    plan = federated.decide(observe(stored, budgets, children=running_children(
+        created, submit_job(active=0)), pods=[]), NOW)
+    assert plan.create == [] and "startTime" not in plan.status
+    stored = _with_spec({**stored, "status": plan.status}, suspend=False)
+    suspended_submit = {**submit_job(active=0), "spec": {"suspend": True}}
+    plan = federated.decide(observe(stored, budgets, children=running_children(
+        created, suspended_submit), pods=[]), NOW)
+    assert ("Job", "digits-submit", {"spec": {"suspend": False}}) in plan.patches
+    assert [c["metadata"]["name"] for c in plan.create] == ["digits-superlink"]
+    assert cond(plan, "Suspended")["reason"] == "Resumed"

@@ -66,8 +66,9 @@ the runtime runs exactly what was paid for and counts the records it finds.
 - DP-SGD: sampling rate `q = batchSize / n` (Poisson sampling), `steps = epochs * ceil(n /
   batchSize)`. Under FederatedJob privacy `Local`, each silo pays
   `rounds * localEpochs * ceil(n / batchSize)` steps at `q = batchSize / n` on its budget.
-- FederatedJob privacy `Central`: client-level DP, `q = clientsPerRound / len(clients)`, one
-  Gaussian release per round, `rounds` times, on `spec.budgetRef`.
+- FederatedJob privacy `Central`: client-level DP as Flower runs it: `clientsPerRound` of the
+  `len(clients)` clients sampled each round without replacement, one Gaussian release per round,
+  `rounds` times, on `spec.budgetRef`, under the replace-one relation (see the ledger page).
 - With `targetEpsilon`, the noise multiplier is the smallest whose epsilon at `delta` is at most
   the target; with `noiseMultiplier`, the epsilon follows from it.
 - `delta` must be below `1/N` (DP-SGD) or `1/len(clients)` (Central).

@@ -13,6 +13,7 @@ from typing import Any
 from ppml_operator.privacy.events import (
     ClientLevelDpEvent,
     DpSgdEvent,
+    FixedClientSamplingDpEvent,
     GaussianEvent,
     LaplaceEvent,
     LocalDpSgdEvent,
@@ -24,6 +25,28 @@ PLD_VALUE_DISCRETIZATION_INTERVAL = 1e-4
 
 dp_accounting discretises pessimistically, so a coarser interval costs tightness, not safety.
 """
+
+
+REPLACE_ONE_SENSITIVITY = 2
+"""L2 sensitivity, in clipping norms, of a sum of clipped updates when one is replaced.
+
+Replacing one client's update ``u`` (``|u| <= C``) by another ``u'`` moves the sum by
+``|u - u'| <= 2 C``; adding or removing one moves it by at most ``C``.
+"""
+
+
+def neighboring_relation(event: PrivacyEvent) -> Any:
+    """Return the dp_accounting ``NeighboringRelation`` under which ``event`` is priced.
+
+    :class:`~ppml_operator.privacy.events.FixedClientSamplingDpEvent` is priced under
+    ``REPLACE_ONE`` (the only relation dp_accounting's RDP accountant accepts for
+    ``SampledWithoutReplacementDpEvent``); every other event under ``ADD_OR_REMOVE_ONE``.
+    """
+    from dp_accounting import NeighboringRelation
+
+    if isinstance(event, FixedClientSamplingDpEvent):
+        return NeighboringRelation.REPLACE_ONE
+    return NeighboringRelation.ADD_OR_REMOVE_ONE
 
 
 def to_dp_event(event: PrivacyEvent) -> Any:
@@ -39,11 +62,27 @@ def to_dp_event(event: PrivacyEvent) -> Any:
     dp_accounting.DpEvent
         ``SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(z)), steps)`` for the
         DP-SGD family, ``SelfComposedDpEvent(GaussianDpEvent(z), count)`` and
-        ``SelfComposedDpEvent(LaplaceDpEvent(b), count)`` for the one-off mechanisms.
+        ``SelfComposedDpEvent(LaplaceDpEvent(b), count)`` for the one-off mechanisms, and
+        ``SelfComposedDpEvent(SampledWithoutReplacementDpEvent(clients, clientsPerRound,
+        GaussianDpEvent(z / 2)), rounds)`` for fixed-size client sampling (replace-one: the
+        sensitivity is two clipping norms; ``GaussianDpEvent(z / 2)`` alone, composed
+        ``rounds`` times, when every client takes part in every round: no sampling at all).
 
     """
     import dp_accounting
 
+    if isinstance(event, FixedClientSamplingDpEvent):
+        gaussian = dp_accounting.GaussianDpEvent(
+            float(event.noise_multiplier) / REPLACE_ONE_SENSITIVITY
+        )
+        if event.clients_per_round == event.clients:
+            return dp_accounting.SelfComposedDpEvent(gaussian, event.rounds)
+        return dp_accounting.SelfComposedDpEvent(
+            dp_accounting.SampledWithoutReplacementDpEvent(
+                event.clients, event.clients_per_round, gaussian
+            ),
+            event.rounds,
+        )
     if isinstance(event, DpSgdEvent | LocalDpSgdEvent):
         count = event.steps
     elif isinstance(event, ClientLevelDpEvent):
@@ -85,6 +124,8 @@ def pld_of(event: PrivacyEvent) -> Any:
             standard_deviation=float(event.noise_multiplier) / math.sqrt(event.count),
             value_discretization_interval=interval,
         )
+    if isinstance(event, FixedClientSamplingDpEvent):  # the accountant never asks
+        raise TypeError(f"{event!r} has no PLD here: it is priced with RDP only")
     if isinstance(event, LaplaceEvent):
         return pld.from_laplace_mechanism(
             parameter=float(event.scale_over_sensitivity),

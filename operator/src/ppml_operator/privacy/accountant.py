@@ -23,6 +23,7 @@ from ppml_operator.privacy.errors import InvalidPrivacyParameterError
 from ppml_operator.privacy.events import (
     ClientLevelDpEvent,
     DpSgdEvent,
+    FixedClientSamplingDpEvent,
     LocalDpSgdEvent,
     PrivacyEvent,
 )
@@ -65,7 +66,7 @@ def composed_count(events: Sequence[PrivacyEvent]) -> int:
     for event in events:
         if isinstance(event, DpSgdEvent | LocalDpSgdEvent):
             total += event.steps
-        elif isinstance(event, ClientLevelDpEvent):
+        elif isinstance(event, ClientLevelDpEvent | FixedClientSamplingDpEvent):
             total += event.rounds
         else:
             total += event.count
@@ -82,7 +83,13 @@ def pld_is_bounded(events: Sequence[PrivacyEvent], rdp_epsilon: float) -> bool:
     rdp_epsilon
         Their RDP epsilon (cheap to compute): a PLD's support grows with the epsilon.
 
+    Fixed-size client sampling (:class:`FixedClientSamplingDpEvent`) has no PLD in
+    dp_accounting (its PLD accountant does not accept ``SampledWithoutReplacementDpEvent``):
+    events that hold one are priced with RDP.
+
     """
+    if any(isinstance(event, FixedClientSamplingDpEvent) for event in events):
+        return False
     return composed_count(events) <= PLD_MAX_STEPS and rdp_epsilon <= PLD_MAX_EPSILON
 
 

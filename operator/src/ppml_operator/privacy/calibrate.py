@@ -24,7 +24,7 @@ from ppml_operator.privacy.decimals import (
     to_decimal,
 )
 from ppml_operator.privacy.errors import CalibrationError, InvalidPrivacyParameterError
-from ppml_operator.privacy.events import DpSgdEvent
+from ppml_operator.privacy.events import DpSgdEvent, PrivacyEvent
 
 NOISE_SIGNIFICANT_DIGITS: Final = 4
 """Significant digits of a calibrated noise multiplier (``1.137``, ``0.8125``, ``12.34``)."""
@@ -88,6 +88,8 @@ def calibrate_noise_multiplier(
     steps: int,
     delta: Decimal | str,
     accountant: Accountant | str = Accountant.RDP,
+    *,
+    event: Callable[[Decimal], PrivacyEvent] | None = None,
 ) -> Calibration:
     """Find the smallest noise multiplier whose DP-SGD epsilon is at most ``target_epsilon``.
 
@@ -103,6 +105,10 @@ def calibrate_noise_multiplier(
         The delta at which epsilon is computed.
     accountant
         :attr:`Accountant.RDP` (default) or :attr:`Accountant.PLD`.
+    event
+        The mechanism at a given noise multiplier, when it is not DP-SGD with
+        ``sample_rate`` and ``steps`` (e.g. fixed-size client sampling); ``sample_rate`` and
+        ``steps`` then only word the error.
 
     Returns
     -------
@@ -124,12 +130,12 @@ def calibrate_noise_multiplier(
     delta = parse_delta(delta)
     accountant = Accountant.parse(accountant)
     DpSgdEvent(Decimal(1), rate, steps)  # validates the rate and the steps
+    make = event if event is not None else (lambda z: DpSgdEvent(z, rate, steps))
     cache: dict[int, Decimal] = {}
 
     def cost(index: int) -> Decimal:
         if index not in cache:
-            event = DpSgdEvent(_grid_value(index), rate, steps)
-            cache[index] = epsilon_of([event], delta, accountant)
+            cache[index] = epsilon_of([make(_grid_value(index))], delta, accountant)
         return cache[index]
 
     top = _grid_index_max()
@@ -139,7 +145,7 @@ def calibrate_noise_multiplier(
         # close to the PLD answer: start there and step down gently (small noise makes large,
         # slow PLDs).
         try:
-            rdp = calibrate_noise_multiplier(target, rate, steps, delta)
+            rdp = calibrate_noise_multiplier(target, rate, steps, delta, event=event)
             guess = _grid_index(float(rdp.noise_multiplier))
         except CalibrationError:
             guess = top

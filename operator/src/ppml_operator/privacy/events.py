@@ -77,7 +77,11 @@ class DpSgdEvent:
 
 @dataclass(frozen=True)
 class ClientLevelDpEvent:
-    """Federated central DP at client level (DP-FedAvg): one Gaussian release per round.
+    """Federated central DP at client level (DP-FedAvg) with Poisson client sampling.
+
+    Charges written before :class:`FixedClientSamplingDpEvent` existed carry this event; it
+    still parses and prices as it always did (a meaning never changes), but the operator no
+    longer charges it: Flower samples a fixed number of clients without replacement.
 
     The mathematics are those of :class:`DpSgdEvent` (a Poisson-subsampled Gaussian composed
     ``rounds`` times), but the protected unit is a whole client, not a record.
@@ -101,6 +105,50 @@ class ClientLevelDpEvent:
         _set(self, "noise_multiplier", _positive(self.noise_multiplier, "noiseMultiplier"))
         _set(self, "sample_rate", _rate(self.sample_rate, "sampleRate"))
         _set(self, "rounds", _count(self.rounds, "rounds"))
+
+
+@dataclass(frozen=True)
+class FixedClientSamplingDpEvent:
+    """Federated central DP as Flower runs it: a fixed number of clients per round.
+
+    Each round samples exactly ``clients_per_round`` of the ``clients`` silos uniformly without
+    replacement, averages their clipped updates with equal weights and adds Gaussian noise of
+    standard deviation ``noise_multiplier * C`` to the sum (``noise_multiplier * C /
+    clients_per_round`` to the average), ``rounds`` times. The protected unit is a client, under
+    the replace-one relation (the set of silos is fixed and named in the spec; what differs is
+    one silo's data, so one update): the sum's L2 sensitivity is ``2 C``, so the Gaussian this
+    charges is ``noise_multiplier / 2`` per unit of sensitivity (see ``docs/ledger.md``).
+
+    Attributes
+    ----------
+    noise_multiplier
+        Noise standard deviation on the sum divided by the clipping norm ``C`` (> 0), as
+        Flower's ``noise_multiplier``.
+    clients
+        Number of clients (silos) the sample is drawn from (>= 1).
+    clients_per_round
+        Clients sampled each round, without replacement (1 to ``clients``); all of them is no
+        sampling at all.
+    rounds
+        Number of federated rounds (>= 1).
+
+    """
+
+    noise_multiplier: Decimal
+    clients: int
+    clients_per_round: int
+    rounds: int
+
+    def __post_init__(self) -> None:
+        _set(self, "noise_multiplier", _positive(self.noise_multiplier, "noiseMultiplier"))
+        _set(self, "clients", _count(self.clients, "clients"))
+        _set(self, "clients_per_round", _count(self.clients_per_round, "clientsPerRound"))
+        _set(self, "rounds", _count(self.rounds, "rounds"))
+        if self.clients_per_round > self.clients:
+            raise InvalidPrivacyParameterError(
+                f"clientsPerRound {self.clients_per_round} must be at most clients "
+                f"{self.clients}."
+            )
 
 
 @dataclass(frozen=True)
@@ -180,7 +228,14 @@ class LaplaceEvent:
         _set(self, "count", _count(self.count, "count"))
 
 
-PrivacyEvent = DpSgdEvent | ClientLevelDpEvent | LocalDpSgdEvent | GaussianEvent | LaplaceEvent
+PrivacyEvent = (
+    DpSgdEvent
+    | ClientLevelDpEvent
+    | FixedClientSamplingDpEvent
+    | LocalDpSgdEvent
+    | GaussianEvent
+    | LaplaceEvent
+)
 """Any event this library can price."""
 
 # type name -> (class, ((attribute, camelCase key, kind), ...)); kind is "decimal", "int", "str".
@@ -198,6 +253,15 @@ _FIELDS: Final[dict[str, tuple[type[Any], tuple[tuple[str, str, str], ...]]]] = 
         (
             ("noise_multiplier", "noiseMultiplier", "decimal"),
             ("sample_rate", "sampleRate", "decimal"),
+            ("rounds", "rounds", "int"),
+        ),
+    ),
+    "FixedClientSamplingDp": (
+        FixedClientSamplingDpEvent,
+        (
+            ("noise_multiplier", "noiseMultiplier", "decimal"),
+            ("clients", "clients", "int"),
+            ("clients_per_round", "clientsPerRound", "int"),
             ("rounds", "rounds", "int"),
         ),
     ),
@@ -224,6 +288,13 @@ _FIELDS: Final[dict[str, tuple[type[Any], tuple[tuple[str, str, str], ...]]]] = 
 }
 _OPTIONAL: Final = frozenset({"count"})
 """Attributes that may be absent from a serialised event (they default to 1)."""
+COUNT_FIELDS: Final[dict[str, str]] = {
+    "DpSgd": "steps",
+    "LocalDpSgd": "steps",
+    "ClientLevelDp": "rounds",
+    "FixedClientSamplingDp": "rounds",
+}
+"""The serialised key of each event type's self-composition count (``count`` otherwise)."""
 _TYPE_OF: Final[dict[type[Any], str]] = {cls: name for name, (cls, _) in _FIELDS.items()}
 
 

@@ -21,10 +21,10 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Final
 
-from ppml_operator.privacy._dp import to_dp_event
+from ppml_operator.privacy._dp import neighboring_relation, to_dp_event
 from ppml_operator.privacy.decimals import epsilon_from_float
 from ppml_operator.privacy.errors import InvalidPrivacyParameterError
-from ppml_operator.privacy.events import PrivacyEvent
+from ppml_operator.privacy.events import FixedClientSamplingDpEvent, PrivacyEvent
 
 RDP_ORDERS: Final[tuple[float, ...]] = tuple(
     [1 + x / 10.0 for x in range(1, 100)]
@@ -37,16 +37,36 @@ RDP_ORDERS_ID: Final = "dp-accounting-default-v1"
 """Name of :data:`RDP_ORDERS` for storage: a stored curve is only valid on the same grid."""
 
 
-@lru_cache(maxsize=8192)
-def _event_curve(event: PrivacyEvent) -> tuple[float, ...]:
+def _accountant_curve(event: PrivacyEvent) -> tuple[float, ...]:
     from dp_accounting.rdp import RdpAccountant
 
-    accountant = RdpAccountant(orders=list(RDP_ORDERS))
+    accountant = RdpAccountant(
+        orders=list(RDP_ORDERS), neighboring_relation=neighboring_relation(event)
+    )
     accountant.compose(to_dp_event(event))
     # A negative or NaN value can only be numerical trouble (RDP is non-negative), and
     # dp_accounting's conversion would turn a negative one into epsilon 0 at that order: treat
     # it as "no bound at this order" instead, which can only raise epsilon.
     return tuple(float(v) if v >= 0 else math.inf for v in accountant.rdp)
+
+
+@lru_cache(maxsize=8192)
+def _event_curve(event: PrivacyEvent) -> tuple[float, ...]:
+    curve = _accountant_curve(event)
+    if isinstance(event, FixedClientSamplingDpEvent) and event.clients_per_round < event.clients:
+        # The without-replacement bound (Wang, Balle, Kasiviswanathan 2019, Thm 27) is loose
+        # for large fractions (9 of 10 clients costs more than 10 of 10). Sampling never costs
+        # more than taking every client: the output is a mixture over subsets with the same
+        # weights under both neighbours, each pair of components a Gaussian pair at most 2C
+        # apart, and Renyi divergence of such mixtures is at most the largest of the pairs'.
+        # Both curves are valid at every order, so is their minimum.
+        everyone = _accountant_curve(
+            FixedClientSamplingDpEvent(
+                event.noise_multiplier, event.clients, event.clients, event.rounds
+            )
+        )
+        curve = tuple(min(a, b) for a, b in zip(curve, everyone, strict=True))
+    return curve
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,12 @@ The formulas (the runtime must run exactly these):
   sampling rate ``q = batchSize / n_train``; ``steps_per_epoch = ceil(n_train / batchSize)``;
   ``steps = epochs * steps_per_epoch`` (Local: ``rounds * localEpochs * steps_per_epoch``,
   every round charged, as if the silo were sampled every time).
-* Central DP (FederatedJob privacy mode Central): client sampling rate
-  ``q = clientsPerRound / len(clients)`` (clientsPerRound defaults to all clients), one
-  Gaussian release per round, ``rounds`` times; the protected unit is a client.
+* Central DP (FederatedJob privacy mode Central): as Flower runs it, exactly
+  ``m = clientsPerRound`` of the ``n = len(clients)`` clients are sampled each round, uniformly
+  without replacement (clientsPerRound defaults to all clients: no sampling), one Gaussian
+  release per round, ``rounds`` times; the protected unit is a client under the replace-one
+  relation (:class:`~ppml_operator.privacy.FixedClientSamplingDpEvent`, ``docs/ledger.md``).
+  The reported sampling rate is ``m / n``.
 * The noise multiplier is ``privacy.noiseMultiplier`` when given, otherwise the smallest one on
   the accounting library's grid whose epsilon at ``privacy.delta`` is at most
   ``privacy.targetEpsilon``.
@@ -29,7 +32,7 @@ over-estimate when their records are disjoint, never an under-estimate).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -48,8 +51,8 @@ from ppml_operator.api.v1alpha1 import (
 from ppml_operator.privacy import (
     Accountant,
     CalibrationError,
-    ClientLevelDpEvent,
     DpSgdEvent,
+    FixedClientSamplingDpEvent,
     GaussianEvent,
     InvalidPrivacyParameterError,
     LocalDpSgdEvent,
@@ -182,6 +185,7 @@ def _noise(
     delta: Decimal,
     accountant: Accountant,
     field_prefix: str,
+    event: Callable[[Decimal], PrivacyEvent] | None = None,
 ) -> tuple[Decimal, Decimal | None]:
     """Return the noise multiplier and, when calibrated, the epsilon it spends."""
     if noise_multiplier is not None:
@@ -192,7 +196,7 @@ def _noise(
         )
     try:
         calibration = calibrate_noise_multiplier(
-            parse_decimal(target_epsilon), sample_rate, steps, delta, accountant
+            parse_decimal(target_epsilon), sample_rate, steps, delta, accountant, event=event
         )
     except CalibrationError as err:
         raise InvalidSpecError(
@@ -317,7 +321,12 @@ def _central_charge(
         raise InvalidSpecError("spec.budgetRef", "budgetRef is required with privacy Central")
     clients = len(spec.clients)
     _check_delta(delta, clients, "spec.privacy.delta", "clients")
-    rate = Decimal(spec.clients_per_round or clients) / Decimal(clients)
+    per_round = spec.clients_per_round or clients
+    rate = Decimal(per_round) / Decimal(clients)
+
+    def mechanism(noise: Decimal) -> PrivacyEvent:
+        return FixedClientSamplingDpEvent(noise, clients, per_round, spec.rounds)
+
     noise, calibrated = _noise(
         noise_multiplier=spec.privacy.noise_multiplier,
         target_epsilon=spec.privacy.target_epsilon,
@@ -326,8 +335,9 @@ def _central_charge(
         delta=delta,
         accountant=accountant,
         field_prefix="spec.privacy",
+        event=mechanism,
     )
-    event = ClientLevelDpEvent(noise, rate, spec.rounds)
+    event = mechanism(noise)
     epsilon = (
         calibrated
         if calibrated is not None

@@ -39,7 +39,7 @@ from ppml_operator.reconcile.lifecycle import (
     newest_report,
     set_condition,
 )
-from ppml_operator.reconcile.plan import Deletion, Plan
+from ppml_operator.reconcile.plan import Deletion, Event, Plan
 from ppml_operator.render import federated as rf
 from ppml_operator.render.trainer import Paid
 from ppml_runtime.federated import contract as fc
@@ -139,7 +139,13 @@ class FederatedKind(lifecycle.JobKind):
                                   observed.extras.get(KEY_SECRET))
 
     def held_back(self, child: Obj, observed: Observed) -> bool:
-        """Hold the SuperNodes back until the submitter has started (see the module doc)."""
+        """Hold the SuperNodes back until the submitter has started (see the module doc).
+
+        No pod at all is (re)created while the federation is suspended, nor ever again once it
+        was suspended after it started (see :func:`_suspend`).
+        """
+        if child["kind"] == "Pod" and _suspended(observed.job):
+            return True
         if not (child["kind"] == "Pod" and _component(child) == rf.SUPERNODE):
             return False
         return not (submitter_started(observed.pods) or any(
@@ -180,6 +186,8 @@ class FederatedKind(lifecycle.JobKind):
         if ending is not None:
             status.setdefault("federation", {})["clientsConnected"] = 0
             return ending
+        if _suspend(self, observed, runner, status, plan, now):
+            return None
         superlink_running = any(
             _component(p) == rf.SUPERLINK and _phase(p) == "Running" for p in observed.pods)
         connected = int((status.get("federation") or {}).get("clientsConnected") or 0)
@@ -219,6 +227,58 @@ class FederatedKind(lifecycle.JobKind):
         if any(child["kind"] == "Secret" for child in plan.create):
             plan.patches.append((KIND, job["metadata"]["name"],
                                  rf.key_secret_recorded_patch(job)))
+
+
+def _suspended(job: Obj) -> bool:
+    """Return whether the federation's pods must stay down (see :func:`_suspend`)."""
+    status = job.get("status") or {}
+    if not c.is_true(status.get("conditions"), c.ADMITTED):
+        return False  # before admission the lifecycle keeps a suspended job waiting
+    if (job.get("spec") or {}).get("suspend"):
+        return True
+    cond = c.get_condition(status.get("conditions"), c.SUSPENDED)
+    return bool(status.get("startTime")) and cond is not None and cond.get("status") == "True"
+
+
+def _suspend(kind: FederatedKind, observed: Observed, runner: Obj, status: Obj, plan: Plan,
+             now: datetime) -> bool:
+    """Pass ``spec.suspend`` on to the federation after admission; return whether it is down.
+
+    Suspending stops the submitter (its Job's own suspend) and deletes the SuperLink and
+    SuperNode pods (bare pods: nothing else would stop the Flower run), keeping every
+    reservation. As for a PrivateTrainingJob, a federation that started and was suspended is
+    never resumed: a new SuperLink starts the run from round 1 again, rounds nobody paid for
+    (and suspend-resume could repeat them without limit). It stays suspended until deleted (the
+    charges commit). One that never started resumes freely.
+    """
+    job = observed.job
+    gen = job["metadata"].get("generation")
+    want = bool((job.get("spec") or {}).get("suspend"))
+    runner_suspended = bool((runner.get("spec") or {}).get("suspend"))
+    down = _suspended(job) or want
+    if not down:
+        if runner_suspended:
+            plan.patches.append(("Job", runner["metadata"]["name"], {"spec": {"suspend": False}}))
+        if c.get_condition(status.get("conditions"), c.SUSPENDED) is not None:
+            set_condition(status, c.SUSPENDED, False, c.RESUMED, "spec.suspend is false",
+                          now=now, gen=gen)
+        return False
+    if not runner_suspended:
+        plan.patches.append(("Job", runner["metadata"]["name"], {"spec": {"suspend": True}}))
+    plan.deletions.extend(d for d in kind.teardown(observed) if d.kind == "Pod")
+    status.setdefault("federation", {})["clientsConnected"] = 0
+    if want:
+        message = "spec.suspend is true: the federation's pods are stopped, the reservation kept"
+        set_condition(status, c.SUSPENDED, True, c.SUSPENDED_BY_USER, message, now=now, gen=gen)
+        set_condition(status, c.RUNNING, False, c.SUSPENDED_BY_USER, message, now=now, gen=gen)
+        return True
+    message = ("spec.suspend was set after the federation started: resuming would run its "
+               "rounds from round 1 again, which was not paid for; delete the job (its charges "
+               "are committed) and submit a new one")
+    if set_condition(status, c.SUSPENDED, True, c.RESUME_NOT_PAID, message, now=now, gen=gen):
+        plan.events.append(Event("Warning", c.RESUME_NOT_PAID, message))
+    set_condition(status, c.RUNNING, False, c.RESUME_NOT_PAID, message, now=now, gen=gen)
+    return True
 
 
 FEDERATED = lifecycle.register(FederatedKind())

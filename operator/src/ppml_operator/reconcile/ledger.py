@@ -39,7 +39,12 @@ from ppml_operator.privacy.decimals import (
     round_up,
 )
 from ppml_operator.privacy.errors import InvalidPrivacyParameterError
-from ppml_operator.privacy.events import PrivacyEvent, event_from_dict, event_to_dict
+from ppml_operator.privacy.events import (
+    COUNT_FIELDS,
+    PrivacyEvent,
+    event_from_dict,
+    event_to_dict,
+)
 from ppml_operator.privacy.ledger import Composition, LedgerAccount
 from ppml_operator.privacy.rdp import RdpCurve
 
@@ -52,7 +57,7 @@ RELEASED = "Released"
 DEFAULT_KEEP_COMMITTED = 50
 """Committed charges kept itemised in ``status.charges``; older ones are folded."""
 
-_COUNT_FIELD = {"DpSgd": "steps", "LocalDpSgd": "steps", "ClientLevelDp": "rounds"}
+_COUNT_FIELD = COUNT_FIELDS
 """The self-composition count of each serialised event type (``count`` otherwise)."""
 
 

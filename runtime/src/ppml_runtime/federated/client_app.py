@@ -13,6 +13,7 @@ evaluate message froze the SuperNode, so local DP lives inside ``fit``, not in a
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, cast
 
 import numpy as np
@@ -39,11 +40,16 @@ class SiloClient(NumPyClient):
     """A silo's NumPyClient: trains on its own data only."""
 
     def __init__(self, config: FederationConfig, name: str, data_path: str) -> None:
-        from ppml_runtime.federated.silo_data import load_silo_data
-
         self.config = config
         self.entry = config.client(name)
-        self.data = load_silo_data(data_path)
+        self.data_path = data_path
+
+    @cached_property
+    def data(self) -> Any:
+        """The silo's records, read on first use (a refused round never reads them)."""
+        from ppml_runtime.federated.silo_data import load_silo_data
+
+        return load_silo_data(self.data_path)
 
     def _model(self) -> Any:
         from ppml_runtime.federated.local_training import build_model, model_shape
@@ -68,13 +74,25 @@ class SiloClient(NumPyClient):
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         """Train locally from the global parameters; return the new ones."""
+        server_round = int(config.get(FIT_CONFIG_ROUND, 1))
+        local_steps = None
+        if self.config.privacy.mode == "Local" and self.entry.privacy is not None:
+            # Before anything touches the data: count this round against what was paid.
+            from ppml_runtime.federated.silo_budget import claim_round, spent_path
+
+            local_steps = claim_round(
+                spent_path(self.data_path),
+                silo=self.entry.name,
+                paid_rounds=self.config.rounds,
+                paid_steps=self.entry.privacy.steps,
+                server_round=server_round,
+            )
         from ppml_runtime.federated import local_training as lt
 
         model = self._model()
         lt.set_parameters(model, parameters)
-        server_round = int(config.get(FIT_CONFIG_ROUND, 1))
         seed = self.config.training.seed * 1000 + server_round
-        if self.config.privacy.mode == "Local" and self.entry.privacy is not None:
+        if local_steps is not None and self.entry.privacy is not None:
             result = lt.train_local_dp(
                 model,
                 self.data,
@@ -82,6 +100,7 @@ class SiloClient(NumPyClient):
                 self.entry.privacy,
                 rounds=self.config.rounds,
                 server_round=server_round,
+                steps=local_steps,
             )
         else:
             mu = (

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from ppml_runtime.contract import BUILTIN_DATASET_SHAPES, DataConfig, ModelConfig, TrainingParams
+from ppml_runtime.federated.silo_budget import steps_in_round
 
 if TYPE_CHECKING:
     from torch import nn
@@ -198,10 +199,6 @@ def evaluate_numpy(
     return loss, accuracy, n
 
 
-def steps_in_round(total_steps: int, rounds: int, server_round: int) -> int:
-    """Split the paid-for DP-SGD steps over the rounds: earlier rounds take the remainder."""
-    base, extra = divmod(total_steps, rounds)
-    return base + (1 if server_round <= extra else 0)
 
 
 def train_local_dp(
@@ -212,13 +209,20 @@ def train_local_dp(
     *,
     rounds: int,
     server_round: int,
+    steps: int | None = None,
 ) -> RoundResult:
-    """Run this round's share of the silo's DP-SGD steps with the trainer's ``train_private``."""
+    """Run this round's share of the silo's DP-SGD steps with the trainer's ``train_private``.
+
+    ``steps`` is the share the silo claimed against its budget
+    (:func:`ppml_runtime.federated.silo_budget.claim_round`); without it, the share of
+    ``server_round``.
+    """
     import torch
 
     from ppml_runtime.training.dp_sgd import ArrayDataset, DpSgdParams, train_private
 
-    steps = steps_in_round(privacy.steps, rounds, server_round)
+    if steps is None:
+        steps = steps_in_round(privacy.steps, rounds, server_round)
     params = DpSgdParams(
         noise_multiplier=privacy.noise_multiplier_value,
         sample_rate=privacy.sample_rate_value,
