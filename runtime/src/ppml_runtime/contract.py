@@ -65,6 +65,9 @@ SUPERNODE_RUNTIME_PORT = 9094
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
 
+#: Port the ``serve-model`` role listens on (owner side) for ``fetch-model`` (analyst side).
+MODEL_SERVER_PORT = 9096
+
 #: Exit code for a config the runtime cannot honour (fail fast, never train).
 EXIT_INVALID_CONFIG = 2
 #: Exit code when the data found differs from what was declared (and paid for).
@@ -415,6 +418,114 @@ class DistributedConfig(ContractModel):
     workers: int = Field(default=1, ge=1, le=1024)
 
 
+# ---------------------------------------------------------------------------------------------
+# The release: what crosses from the data owner's namespace to the analyst's
+# ---------------------------------------------------------------------------------------------
+
+#: ``format`` of a delivered model's ``config.json``.
+MODEL_FORMAT = "ppml.dev/model-v1"
+#: ``format`` of a delivered model's ``model-card.json``.
+MODEL_CARD_FORMAT = "ppml.dev/model-card-v1"
+#: The files of a delivered model directory (flat; nothing else is ever served or fetched).
+MODEL_WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "config.json"
+MODEL_CARD_FILE = "model-card.json"
+MODEL_README_FILE = "README.md"
+MODEL_FILES: tuple[str, ...] = (
+    MODEL_WEIGHTS_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_CARD_FILE,
+    MODEL_README_FILE,
+)
+#: Gaussian mechanisms one metric release runs, each with noise multiplier
+#: ``release.metricsNoiseMultiplier`` (the test accuracy's sum and the clipped test loss's sum);
+#: the operator charges this many ``GaussianDpEvent(metricsNoiseMultiplier)`` for a release.
+RELEASE_GAUSSIAN_EVENTS = 2
+#: Model-card keys the runtime writes itself; ``release.card`` may not set them.
+MODEL_CARD_RUNTIME_KEYS: frozenset[str] = frozenset(
+    {
+        "format",
+        "job",
+        "jobNamespace",
+        "created",
+        "architecture",
+        "epsilon",
+        "chargedEpsilon",
+        "delta",
+        "accountant",
+        "steps",
+        "noiseMultiplier",
+        "maxGradNorm",
+        "sampleRate",
+        "trainRecords",
+        "metricsRelease",
+        "releasedTestAccuracy",
+        "releasedTestLoss",
+        "modelSha256",
+    }
+)
+
+
+class ReleaseConfig(ContractModel):
+    """What the trainer releases towards the analyst; every part is optional.
+
+    ``modelDir`` is where the trainer (rank 0) writes the delivered model when training ends
+    (operator-owned storage, e.g. ``/output/model``; unset: no model is written). The model is a
+    DP result by post-processing. ``metricsNoiseMultiplier`` is the sigma of the Gaussian
+    mechanism that releases the test accuracy and loss (:mod:`ppml_runtime.release.mechanism`;
+    unset: no metric is released); each record's test loss is clipped to ``[0, lossBound]``
+    first. ``card`` holds the static model-card fields the operator gives (``dataset``,
+    ``budget``, ``runtimeImage``, ``runtimeImageDigest``, ...); the keys in
+    ``MODEL_CARD_RUNTIME_KEYS`` are the runtime's own.
+    """
+
+    model_dir: str | None = Field(default=None, min_length=1)
+    metrics_noise_multiplier: DecimalStr | None = None
+    loss_bound: DecimalStr = "10"
+    card: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ReleaseConfig:
+        sigma = self.metrics_noise_multiplier
+        if sigma is not None and Decimal(sigma) <= 0:
+            raise ValueError(f"release.metricsNoiseMultiplier {sigma} must be positive")
+        if Decimal(self.loss_bound) <= 0:
+            raise ValueError(f"release.lossBound {self.loss_bound} must be positive")
+        taken = sorted(MODEL_CARD_RUNTIME_KEYS & set(self.card))
+        if taken:
+            raise ValueError(
+                f"release.card sets {', '.join(taken)}, which the runtime writes itself"
+            )
+        return self
+
+    @property
+    def metrics_noise_multiplier_value(self) -> float | None:
+        """``metricsNoiseMultiplier`` (sigma) as a float, or ``None`` when unset."""
+        sigma = self.metrics_noise_multiplier
+        return None if sigma is None else float(sigma)
+
+    @property
+    def loss_bound_value(self) -> float:
+        """``lossBound`` (B) as a float."""
+        return float(self.loss_bound)
+
+
+def declared_test_records(data: DataConfig) -> int:
+    """Return the size of the test split as the config declares it (public, data-independent).
+
+    For built-in and synthetic data it is exactly the split the runtime builds. For volume data
+    the whole-set size is not declared: this is the test split of the smallest set whose
+    training split holds ``numRecords`` records, which may be one record short of the split
+    found (two set sizes can split into the same training count). The metric release divides
+    by this figure so that the division stays post-processing of the noisy sums.
+    """
+    if data.source == "Builtin" and data.builtin is not None:
+        total = BUILTIN_DATASET_SIZES[data.builtin.name]
+    else:
+        total = total_for_train(data.num_records, data.test_fraction)
+    return split_sizes(total, data.test_fraction)[1]
+
+
 #: Relative tolerance between ``sampleRate`` and ``batchSize / numRecords``.
 SAMPLE_RATE_RTOL = 1e-9
 
@@ -431,6 +542,7 @@ class TrainerConfig(ContractModel):
     checkpoint: CheckpointConfig | None = None
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535)
+    release: ReleaseConfig | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> TrainerConfig:
@@ -531,7 +643,12 @@ class TrainingReport(ContractModel):
     """What the trainer reports when it ends, in at most ``TERMINATION_MESSAGE_LIMIT`` bytes.
 
     ``epsilon`` is the runtime's own accountant's figure for the steps it took, at the charged
-    ``delta``; the operator compares it with the epsilon it charged. Both must be finite: JSON
+    ``delta``; the operator compares it with the epsilon it charged. ``testAccuracy`` and
+    ``testLoss`` are the exact figures on the test split: they are not differentially private and
+    stay on the data owner's side. ``releasedTestAccuracy`` and ``releasedTestLoss`` are their
+    releases through the charged Gaussian mechanism (``release.metricsNoiseMultiplier``), and
+    ``modelSha256`` the SHA-256 (hex) of the delivered ``model.safetensors``; these may cross to
+    the analyst. Figures must be finite: JSON
     from Python may carry ``NaN`` and ``Infinity``, which no comparison can order, so a report
     holding them is refused (a :class:`pydantic.ValidationError` naming the field) rather than
     parsed into a value whose comparison raises later.
@@ -546,6 +663,9 @@ class TrainingReport(ContractModel):
     accountant: AccountantName | None = None
     test_accuracy: float | None = None
     test_loss: float | None = None
+    released_test_accuracy: FiniteFloat | None = None
+    released_test_loss: FiniteFloat | None = None
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     train_records: int | None = None
     test_records: int | None = None
     split_seed: int | None = None

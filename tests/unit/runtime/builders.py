@@ -82,6 +82,10 @@ class ConfigBuilder:
         self.raw["checkpoint"] = {"dir": directory}
         return self
 
+    def release(self, **fields: Any) -> ConfigBuilder:
+        self.raw["release"] = {**self.raw.get("release", {}), **fields}
+        return self
+
     def dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.raw)
 

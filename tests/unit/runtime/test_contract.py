@@ -16,6 +16,7 @@ from ppml_runtime.contract import (
     ProgressSnapshot,
     TrainerConfig,
     TrainingReport,
+    declared_test_records,
     dump_config,
     dump_report,
     exact_decimal_str,
@@ -38,6 +39,58 @@ def test_config_round_trips_through_json_with_camel_case(tmp_path):
     assert raw["data"]["numRecords"] == 1437
     assert raw["privacy"]["sampleRate"] == "0.04453723034098817"
     assert load_config(path) == config
+
+
+def test_release_round_trips_with_camel_case(tmp_path):
+    config = (
+        make_config()
+        .release(
+            modelDir="/output/model",
+            metricsNoiseMultiplier="8",
+            card={"dataset": "digits", "runtimeImage": "ghcr.io/ppml/runtime:1"},
+        )
+        .obj()
+    )
+    raw = json.loads(dump_config(config))
+    assert raw["release"] == {
+        "modelDir": "/output/model",
+        "metricsNoiseMultiplier": "8",
+        "lossBound": "10",
+        "card": {"dataset": "digits", "runtimeImage": "ghcr.io/ppml/runtime:1"},
+    }
+    assert TrainerConfig.model_validate(raw) == config
+    assert config.release is not None
+    assert (config.release.metrics_noise_multiplier_value, config.release.loss_bound_value) == (
+        8.0,
+        10.0,
+    )
+    assert make_config().obj().release is None
+
+
+@pytest.mark.parametrize(
+    ("builder", "expected"),
+    [
+        pytest.param(make_config().builtin("Digits", 1437), 360, id="digits"),
+        pytest.param(make_config().synthetic(400), 100, id="synthetic"),
+        pytest.param(
+            make_config().set(
+                "data",
+                source="Volume",
+                synthetic=None,
+                volume={"path": "/d.csv", "format": "Csv"},
+                numRecords=4,
+            ),
+            1,
+            id="volume: the smallest set splitting into numRecords",
+        ),
+    ],
+)
+def test_declared_test_records(builder, expected):
+    raw = builder.dict()
+    raw["data"] = {k: v for k, v in raw["data"].items() if v is not None}
+    raw["training"]["batchSize"] = 1
+    raw["privacy"]["sampleRate"] = exact_decimal_str(Fraction(1, raw["data"]["numRecords"]))
+    assert declared_test_records(TrainerConfig.model_validate(raw).data) == expected
 
 
 def test_config_reads_yaml_too(tmp_path):
@@ -91,6 +144,22 @@ def test_decimal_values_stay_exact_strings():
         pytest.param(
             lambda b: b.raw.update(contractVersion=9), "contractVersion 9", id="future contract"
         ),
+        pytest.param(
+            lambda b: b.release(metricsNoiseMultiplier="0"),
+            "release.metricsNoiseMultiplier 0 must be positive",
+            id="metric release without noise",
+        ),
+        pytest.param(
+            lambda b: b.release(lossBound="0"),
+            "release.lossBound 0 must be positive",
+            id="zero loss bound",
+        ),
+        pytest.param(
+            lambda b: b.release(card={"dataset": "d", "epsilon": "0.1"}),
+            "release.card sets epsilon, which the runtime writes itself",
+            id="card overriding the runtime's figures",
+        ),
+        pytest.param(lambda b: b.release(modelDir=""), "modelDir", id="empty model dir"),
     ],
 )
 def test_config_refuses_what_it_cannot_honour(change, message):
@@ -131,12 +200,19 @@ def test_exact_decimal_str_is_the_double_both_sides_use():
 
 def test_report_fits_termination_message_keeping_every_figure():
     report = TrainingReport(
-        status="error", steps_completed=12, epsilon=0.5, test_accuracy=0.9, error="é" * 10_000
+        status="error",
+        steps_completed=12,
+        epsilon=0.5,
+        test_accuracy=0.9,
+        released_test_accuracy=0.875,
+        model_sha256="0" * 64,
+        error="é" * 10_000,
     )
     text = dump_report(report)
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
     parsed = parse_report(text)
     assert (parsed.steps_completed, parsed.epsilon, parsed.test_accuracy) == (12, 0.5, 0.9)
+    assert (parsed.released_test_accuracy, parsed.model_sha256) == (0.875, "0" * 64)
     assert parsed.error is not None and parsed.error.endswith("…")
 
 
@@ -158,6 +234,9 @@ def test_full_report_round_trips_well_under_the_limit():
         grad_sample_mode="ghost",
         resumed_from_step=100,
         steps_discarded=3,
+        released_test_accuracy=0.9123456789012345,
+        released_test_loss=0.2987654321098765,
+        model_sha256="ab" * 32,
     )
     text = dump_report(report)
     assert len(text) < 1024
@@ -172,16 +251,35 @@ def test_full_report_round_trips_well_under_the_limit():
         '{"status":"ok","stepsCompleted":10,"epsilon":-Infinity,"delta":1e-05}',
         '{"status":"ok","stepsCompleted":10,"epsilon":1.5,"delta":NaN}',
         '{"status":"ok","stepsCompleted":10,"epsilon":1e999,"delta":1e-05}',
+        '{"status":"ok","stepsCompleted":10,"releasedTestAccuracy":NaN}',
+        '{"status":"ok","stepsCompleted":10,"releasedTestLoss":Infinity}',
     ],
-    ids=["epsilon NaN", "epsilon infinity", "epsilon minus infinity", "delta NaN", "overflow"],
+    ids=[
+        "epsilon NaN",
+        "epsilon infinity",
+        "epsilon minus infinity",
+        "delta NaN",
+        "overflow",
+        "released accuracy NaN",
+        "released loss infinity",
+    ],
 )
 def test_a_report_with_a_non_finite_figure_is_refused_naming_the_field(text):
     """Python's json writes NaN and Infinity; no comparison orders them, so parsing refuses."""
     with pytest.raises(ValidationError) as refused:
         parse_report(text)
-    field = "delta" if '"delta":NaN' in text else "epsilon"
+    field = next(
+        f
+        for f in ("delta", "releasedTestAccuracy", "releasedTestLoss", "epsilon")
+        if f'"{f}":' in text and (f != "delta" or '"delta":NaN' in text)
+    )
     assert [e["loc"] for e in refused.value.errors()] == [(field,)]
     assert "finite number" in str(refused.value)
+
+
+def test_a_malformed_model_digest_is_refused():
+    with pytest.raises(ValidationError, match="model_sha256"):
+        TrainingReport(status="ok", model_sha256="not-a-digest")
 
 
 def test_progress_parses_prometheus_exposition_from_the_gauges():

@@ -195,3 +195,52 @@ def test_two_workers_train_with_dpddp_on_gloo(tmp_path):
     assert [r.steps_completed for r in reports] == [6, 6]
     assert reports[0].epsilon == pytest.approx(reports[1].epsilon)
     assert reports[0].test_accuracy == pytest.approx(reports[1].test_accuracy)  # same weights
+
+
+def test_release_writes_the_model_and_noisy_metrics_only(tmp_path, report_path):
+    from ppml_runtime.release.artifact import load_model
+    from ppml_runtime.release.files import sha256_file
+
+    model_dir = tmp_path / "output" / "model"
+    builder = (
+        make_config()
+        .synthetic(400, features=8, classes=2)
+        .batch(40)
+        .steps(10)
+        .release(
+            modelDir=str(model_dir),
+            metricsNoiseMultiplier="1",
+            lossBound="4",
+            card={"dataset": "blobs", "runtimeImage": "ghcr.io/ppml/runtime:1"},
+        )
+    )
+    assert run(builder, tmp_path) == 0
+    report = parse_report(report_path.read_text())
+    assert report.status == "ok" and report.test_records == 100
+    # sigma / n = 0.01 for the accuracy, sigma * B / n = 0.04 for the loss: 10 std apart at most.
+    assert abs(report.released_test_accuracy - report.test_accuracy) < 0.1
+    assert abs(report.released_test_loss - min(report.test_loss, 4.0)) < 0.4
+    assert report.model_sha256 == sha256_file(model_dir / "model.safetensors")
+    assert [p.name for p in model_dir.parent.iterdir()] == ["model"]
+    card_text = (model_dir / "model-card.json").read_text()
+    card = json.loads(card_text)
+    assert card["releasedTestAccuracy"] == report.released_test_accuracy
+    assert (card["epsilon"], card["steps"], card["trainRecords"]) == (report.epsilon, 10, 400)
+    assert (card["dataset"], card["modelSha256"]) == ("blobs", report.model_sha256)
+    # The exact figures never reach the card (the README is rendered from it).
+    assert not {"testAccuracy", "testLoss"} & set(card)
+    figures = [v for v in card.values() if isinstance(v, float)]
+    assert report.test_accuracy not in figures and report.test_loss not in figures
+    assert load_model(model_dir)(__import__("torch").zeros(3, 8)).shape == (3, 2)
+
+
+def test_without_a_release_nothing_is_released(tmp_path, report_path):
+    builder = make_config().synthetic(200).steps(3).release(modelDir=None)
+    assert run(builder, tmp_path) == 0
+    report = parse_report(report_path.read_text())
+    assert report.test_accuracy is not None
+    assert (report.released_test_accuracy, report.released_test_loss, report.model_sha256) == (
+        None,
+        None,
+        None,
+    )

@@ -32,6 +32,7 @@ from ppml_runtime.training.bookkeeping import BookkeepingClipper, supports
 from ppml_runtime.training.errors import InvalidConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
     from torch.utils.data import Dataset
@@ -484,23 +485,39 @@ def train_private(
     )
 
 
-def evaluate(
+def evaluate_records(
     model: nn.Module, features: torch.Tensor, labels: torch.Tensor, device: str | torch.device
-) -> tuple[float, float]:
-    """Return ``(accuracy, mean cross-entropy)`` of ``model`` on held-out records."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return each held-out record's correctness (bool) and cross-entropy loss (float64).
+
+    The per-record figures feed both the exact metrics (owner-side) and the Gaussian release
+    (:mod:`ppml_runtime.release.mechanism`), which clips each loss before summing.
+    """
+    import numpy as np
     import torch
 
-    if labels.shape[0] == 0:
-        return math.nan, math.nan
     model.eval()
-    correct, total_loss = 0, 0.0
+    hits: list[np.ndarray] = []
+    losses: list[np.ndarray] = []
     with torch.no_grad():
         for start in range(0, int(labels.shape[0]), 1024):
             x = features[start : start + 1024].to(device)
             y = labels[start : start + 1024].to(device)
             logits = model(x).float()
-            total_loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == y).sum())
+            loss = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+            losses.append(loss.double().cpu().numpy())
+            hits.append((logits.argmax(dim=1) == y).cpu().numpy())
     model.train()
-    n = int(labels.shape[0])
-    return correct / n, total_loss / n
+    if not hits:
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.float64)
+    return np.concatenate(hits), np.concatenate(losses)
+
+
+def evaluate(
+    model: nn.Module, features: torch.Tensor, labels: torch.Tensor, device: str | torch.device
+) -> tuple[float, float]:
+    """Return ``(accuracy, mean cross-entropy)`` of ``model`` on held-out records (exact)."""
+    correct, losses = evaluate_records(model, features, labels, device)
+    if correct.shape[0] == 0:
+        return math.nan, math.nan
+    return float(correct.mean()), float(losses.mean())

@@ -114,6 +114,8 @@ def build_model(
     num_features: int,
     num_classes: int,
     image_shape: tuple[int, int, int] | None = None,
+    *,
+    check: bool = True,
 ) -> nn.Module:
     """Build the model a config asks for and check that DP-SGD can train it.
 
@@ -127,6 +129,9 @@ def build_model(
         Number of classes.
     image_shape
         ``(C, H, W)`` of an image record; the CNN needs it, or a square feature count.
+    check
+        Whether to check with Opacus that DP-SGD can train the model; rebuilding a delivered
+        model for inference skips it (and the cost of importing Opacus).
 
     Returns
     -------
@@ -159,5 +164,7 @@ def build_model(
                 "not a torch.nn.Module"
             )
         model = built
-    validate_model(model, f"model {arch}" + (f" {config.import_path}" if arch == "Custom" else ""))
+    if check:
+        where = f"model {arch}" + (f" {config.import_path}" if arch == "Custom" else "")
+        validate_model(model, where)
     return model.train()

@@ -9,10 +9,12 @@ termination message path (``$PPML_TERMINATION_MESSAGE_PATH`` or ``/dev/terminati
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -23,11 +25,19 @@ from ppml_runtime.contract import (
     TERMINATION_MESSAGE_PATH,
     TrainerConfig,
     TrainingReport,
+    declared_test_records,
     dump_report,
     load_config,
     steps_per_epoch,
 )
 from ppml_runtime.training.errors import InvalidConfigError, TrainerError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ppml_runtime.release.mechanism import EvaluationSums, ReleasedMetrics
+    from ppml_runtime.training.data import SplitData
+    from ppml_runtime.training.dp_sgd import DpSgdResult
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +112,68 @@ def _broadcast(obj: Any, distributed: bool) -> Any:
     return holder[0]
 
 
+def _release(
+    config: TrainerConfig,
+    rank: int,
+    result: DpSgdResult,
+    split: SplitData,
+    correct: np.ndarray,
+    losses: np.ndarray,
+) -> tuple[EvaluationSums, ReleasedMetrics | None, str | None]:
+    """Sum the test split's per-record figures; on rank 0, release the metrics and the model.
+
+    Returns the exact sums (owner-side only), the released metrics (or ``None``) and the
+    delivered model's SHA-256 (or ``None``).
+    """
+    from ppml_runtime.release.artifact import build_card, deliver_model
+    from ppml_runtime.release.mechanism import EvaluationSums, release_test_metrics
+
+    release = config.release
+    sums = EvaluationSums.of(
+        correct, losses, release.loss_bound_value if release is not None else math.inf
+    )
+    # The exact figures stay owner-side (logs, and the report the operator routes owner-side).
+    logger.info(
+        "Evaluated job %s on %d test records: accuracy %.4f, loss %.4f",
+        config.job.name,
+        sums.records,
+        sums.accuracy,
+        sums.mean_loss,
+    )
+    if rank != 0 or release is None:
+        return sums, None, None
+    test_records = declared_test_records(config.data)
+    released = release_test_metrics(sums, release.metrics_noise_multiplier_value, test_records)
+    if released is not None:
+        logger.info(
+            "Released test accuracy %.4f and loss %.4f of job %s (noise multiplier %s)",
+            released.accuracy,
+            released.loss,
+            config.job.name,
+            release.metrics_noise_multiplier,
+        )
+    if release.model_dir is None:
+        return sums, released, None
+    card = build_card(
+        config,
+        epsilon=result.epsilon,
+        steps=result.steps_completed,
+        train_records=int(split.y_train.shape[0]),
+        test_records=test_records,
+        released=released,
+        created=datetime.now(UTC),
+    )
+    model_sha256 = deliver_model(
+        config,
+        result.model,
+        num_features=split.num_features,
+        num_classes=split.num_classes,
+        image_shape=split.image_shape,
+        card=card,
+    )
+    return sums, released, model_sha256
+
+
 def train(config: TrainerConfig) -> TrainingReport:
     """Train as the config says and return the report (the caller writes it).
 
@@ -117,7 +189,12 @@ def train(config: TrainerConfig) -> TrainingReport:
 
     from ppml_runtime.training.checkpoint import DirectoryCheckpointing
     from ppml_runtime.training.data import build_dataset
-    from ppml_runtime.training.dp_sgd import ArrayDataset, DpSgdParams, evaluate, train_private
+    from ppml_runtime.training.dp_sgd import (
+        ArrayDataset,
+        DpSgdParams,
+        evaluate_records,
+        train_private,
+    )
     from ppml_runtime.training.metrics import ProgressGauges
     from ppml_runtime.training.models import build_model
 
@@ -182,12 +259,13 @@ def train(config: TrainerConfig) -> TrainingReport:
             )
         finally:
             gauges.close()
-        accuracy, loss = evaluate(
+        correct, losses = evaluate_records(
             result.model, torch.from_numpy(split.x_test), torch.from_numpy(split.y_test), device
         )
     finally:
         if distributed:
             torch.distributed.destroy_process_group()
+    sums, released, model_sha256 = _release(config, rank, result, split, correct, losses)
     if result.epsilon > charged * (1 + 1e-9):
         logger.warning(
             "Measured epsilon %.6g above the %.6g charged for job %s",
@@ -202,8 +280,11 @@ def train(config: TrainerConfig) -> TrainingReport:
         epsilon=result.epsilon,
         delta=privacy.delta_value,
         accountant=privacy.accountant,
-        test_accuracy=None if accuracy != accuracy else accuracy,
-        test_loss=None if loss != loss else loss,
+        test_accuracy=None if math.isnan(sums.accuracy) else sums.accuracy,
+        test_loss=None if not math.isfinite(sums.mean_loss) else sums.mean_loss,
+        released_test_accuracy=None if released is None else released.accuracy,
+        released_test_loss=None if released is None else released.loss,
+        model_sha256=model_sha256,
         train_records=len(train_set),
         test_records=int(split.y_test.shape[0]),
         split_seed=split.split_seed,
