@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -155,7 +156,8 @@ def test_running_pods_mark_running_and_record_the_start() -> None:
 def test_a_completed_trainer_commits_first_then_marks_complete_with_the_report() -> None:
     job = admitted(make_job())
     charged = price_of(job).epsilon
-    report = ('{"status":"ok","stepsCompleted":23,"epsilon":%s,"testAccuracy":0.93}'
+    report = ('{"status":"ok","stepsCompleted":23,"epsilon":%s,"testAccuracy":0.93,'
+              '"testLoss":0.2,"testRecords":360,"releasedTestAccuracy":0.91}'
               % (float(charged) * 0.98))
     plan = training.decide(observe(
         job, reserved(make_budget(), job),
@@ -166,8 +168,29 @@ def test_a_completed_trainer_commits_first_then_marks_complete_with_the_report()
     assert [c["state"] for c in write.status["charges"]] == ["Committed"]
     assert cond(plan, "Complete")["status"] == "True"
     assert cond(plan, "PrivacyVerified")["status"] == "True"
-    assert plan.status["metrics"]["testAccuracy"] == "0.93"
+    # Only the DP release reaches the job's status; the exact figures go to the data owner,
+    # as an event on the trainer Job (where the pods that touched the data are).
+    assert plan.status["metrics"]["testAccuracy"] == "0.91"
+    assert "0.93" not in json.dumps(plan.status) and "0.93" not in json.dumps(
+        [e.message for e in plan.events])
+    [(kind, _name, exact)] = plan.owner_events
+    assert kind == "Job" and exact.reason == "ExactTestMetrics" and "0.93" in exact.message
     assert plan.status["completionTime"] == STAMP
+
+
+def test_a_failed_trainer_tells_the_job_where_to_look_and_the_owner_what_happened() -> None:
+    job = admitted(make_job())
+    secret = "cell value 'John Doe, 1962-04-01' in column name is not numeric"
+    report = '{"status":"error","error":"%s"}' % secret
+    plan = training.decide(observe(
+        job, reserved(make_budget(), job),
+        children={"Job": batch_job(conditions=("Failed",), failed=1)},
+        pods=[pod("Failed", report=report)]), NOW)
+    failed = cond(plan, "Failed")
+    assert failed["status"] == "True" and "John Doe" not in failed["message"]
+    assert "events and logs of Job" in failed["message"]
+    assert not any("John Doe" in e.message for e in plan.events)
+    assert any("John Doe" in e.message for _k, _n, e in plan.owner_events)
 
 
 def test_a_runtime_measuring_more_than_charged_raises_a_warning() -> None:

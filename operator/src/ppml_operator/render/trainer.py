@@ -133,11 +133,11 @@ def release_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid,
         out["lossBound"] = output.test_metrics.loss_bound
     meta = job["metadata"]
     budget = ptj.spec.budget_ref.name if ptj.spec.budget_ref else ""
+    # The runtime writes the job, the epsilons and the training figures itself
+    # (ppml_runtime.contract.MODEL_CARD_RUNTIME_KEYS); the operator adds what only it knows.
     card = {
-        "job": f"{meta['namespace']}/{meta['name']}",
         "budget": f"{exec_namespace(job)}/{budget}",
         "runtimeImage": ptj.spec.runtime.image or settings.image,
-        "chargedEpsilon": paid.epsilon,
     }
     if meta.get("ppml.dev/dataset"):  # reconcile/dataset.py records it on the resolved job
         card["dataset"] = str(meta["ppml.dev/dataset"])
