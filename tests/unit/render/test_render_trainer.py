@@ -150,3 +150,17 @@ def test_the_network_policy_admits_only_the_jobs_own_pods_and_the_operators_scra
                "ports": [{"protocol": "TCP", "port": rc.METRICS_PORT}]}
     assert metrics in policy["ingress"]
     assert all(rule.get("from") for rule in policy["ingress"])
+
+
+def test_the_trainer_reaches_only_its_peers_and_the_cluster_dns() -> None:
+    """No egress rule names a destination the job did not choose: a pod touching private
+    records cannot send them anywhere but to its own workers (and ask the cluster's DNS)."""
+    egress = render(make_job())["NetworkPolicy"]["spec"]["egress"]
+    own = render(make_job())["NetworkPolicy"]["spec"]["podSelector"]
+    assert {"to": [{"podSelector": own}]} in egress
+    dns = [rule for rule in egress if rule.get("ports")]
+    assert dns == [{"to": [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]
+    assert all(rule.get("to") for rule in egress)  # no rule open to every destination

@@ -141,6 +141,23 @@ def metadata(job: Obj, name: str, component: str, *, namespace: str | None = Non
     return meta
 
 
+CLUSTER_DNS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+"""The cluster DNS's pods (CoreDNS and kube-dns both carry ``k8s-app: kube-dns``)."""
+
+
+def dns_egress() -> Obj:
+    """Return the egress rule admitting DNS to the cluster DNS only (port 53, UDP and TCP).
+
+    Any other destination on port 53 is refused: a pod that touches private records must not
+    tunnel them out through a resolver of its choosing.
+    """
+    return {"to": [CLUSTER_DNS],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
 def pod_security_context() -> Obj:
     """Return the pod-level security context required by the ``restricted`` standard."""
     return {

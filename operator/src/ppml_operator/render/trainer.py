@@ -33,6 +33,7 @@ from ppml_operator.render.common import (
     child_base,
     config_map,
     container_security_context,
+    dns_egress,
     exec_namespace,
     metadata,
     pin_config,
@@ -242,7 +243,7 @@ def render_network_policy(job: Obj, settings: RenderSettings | None = None) -> O
             ],
             "egress": [
                 {"to": [{"podSelector": pods}]},
-                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                dns_egress(),
             ],
         },
     }
