@@ -1,6 +1,8 @@
 """Print the demo's progress lines, its final summary, or whether every job has finished.
 
-Reads the jobs and budgets of one namespace through the API server (the devcluster kubeconfig).
+Reads the jobs and budgets of the given namespaces through the API server (the devcluster
+kubeconfig): in the two-party demo the jobs are in the analyst's namespace and the budget in the
+data owner's.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def _state(obj: dict[str, Any]) -> str:
     return "Pending"
 
 
+def _name(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{obj['kind']}/{meta.get('namespace', '')}/{meta['name']}"
+
+
 def _finished(obj: dict[str, Any]) -> bool:
     return _state(obj) in ("Complete", "Failed")
 
@@ -47,11 +54,12 @@ def _finished(obj: dict[str, Any]) -> bool:
 def main() -> int:
     """Run the command line; the exit status answers --done."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--namespace", action="append", required=True,
+                        help="a namespace to read (repeatable)")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--done", action="store_true")
     args = parser.parse_args()
-    jobs = [j for kind in KINDS for j in _get(kind, args.namespace)]
+    jobs = [j for ns in args.namespace for kind in KINDS for j in _get(kind, ns)]
     if args.done:
         return 0 if jobs and all(_finished(j) for j in jobs) else 1
     if args.progress:
@@ -64,30 +72,35 @@ def main() -> int:
                 else f"step {progress.get('step', 0)}/{progress.get('totalSteps', '?')}"
                 f" epsilon so far {progress.get('epsilonSoFar', '-')}"
             )
-            print(f"  {job['kind']}/{job['metadata']['name']}: {_state(job)}, {where}")
+            print(f"  {_name(job)}: {_state(job)}, {where}")
         return 0
-    print(f"{'JOB':40} {'CONDITION':22} {'ACCURACY':>9} {'EPS CHARGED':>12} {'EPS MEASURED':>13}")
+    print(f"{'JOB':48} {'CONDITION':22} {'ACCURACY':>9} {'EPS CHARGED':>12} {'EPS MEASURED':>13}")
     for job in jobs:
         status = job.get("status") or {}
         privacy = status.get("privacy") or {}
         metrics = status.get("metrics") or {}
         cond = _condition(job, "Complete") or _condition(job, "Failed") or {}
         print(
-            f"{job['kind'] + '/' + job['metadata']['name']:40} {_state(job):22} "
+            f"{_name(job):48} {_state(job):22} "
             f"{metrics.get('testAccuracy', '-'):>9} {privacy.get('epsilon', '-'):>12} "
             f"{privacy.get('measuredEpsilon', '-'):>13}"
         )
         if cond.get("status") == "True" and cond.get("message"):
             print(f"    {cond['message']}")
+        uri = (status.get("output") or {}).get("uri")
+        if uri:
+            print(f"    model: {uri}")
     print()
     print(
-        f"{'BUDGET':24} {'EPSILON':>8} {'DELTA':>8} {'SPENT':>10} {'RESERVED':>10} "
+        f"{'BUDGET':32} {'EPSILON':>8} {'DELTA':>8} {'SPENT':>10} {'RESERVED':>10} "
         f"{'REMAINING':>10}"
     )
-    for budget in _get("privacybudgets.ppml.dev", args.namespace):
+    budgets = [b for ns in args.namespace for b in _get("privacybudgets.ppml.dev", ns)]
+    for budget in budgets:
         spec, status = budget["spec"], budget.get("status") or {}
+        name = f"{budget['metadata']['namespace']}/{budget['metadata']['name']}"
         print(
-            f"{budget['metadata']['name']:24} {spec['epsilon']:>8} {spec['delta']:>8} "
+            f"{name:32} {spec['epsilon']:>8} {spec['delta']:>8} "
             f"{status.get('spentEpsilon', '-'):>10} {status.get('reservedEpsilon', '-'):>10} "
             f"{status.get('remainingEpsilon', '-'):>10}"
         )

@@ -140,6 +140,7 @@ def test_the_children_guard_covers_the_labels_the_operator_selects_by(default) -
         ("", "services"),
         ("", "serviceaccounts"),
         ("networking.k8s.io", "networkpolicies"),
+        ("", "persistentvolumeclaims"),
     ):
         assert kind in matched
     assert {op for _, _, op in rules(guard)} == {"CREATE", "UPDATE"}
@@ -152,6 +153,11 @@ def test_the_children_guard_covers_the_labels_the_operator_selects_by(default) -
         assert key.startswith("ppml.dev/") or f"'{key}'" in text, key
     assert common.LABEL_JOB_UID.startswith("ppml.dev/")
     assert common.LABEL_JOB_NAME.startswith("ppml.dev/")
+    # Children in a data owner's namespace have no owner reference: the job's namespace and
+    # UID labels are all that tie them to it, and the component label is kept on either.
+    assert common.LABEL_JOB_NAMESPACE.startswith("ppml.dev/")
+    for key in (common.LABEL_JOB_UID, common.LABEL_JOB_NAMESPACE):
+        assert f"'{key}' in variables.oldLabels" in text, key
     # The job controller creates the pods of the operator's batch Jobs from their template.
     assert "system:serviceaccount:kube-system:job-controller" in text
 

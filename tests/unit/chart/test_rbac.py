@@ -97,11 +97,21 @@ USER_ROLE_TABLE = [
     ("ppml-viewer", "create", "ppml.dev", "privatetrainingjobs", False),
     ("ppml-viewer", "update", "ppml.dev", "privacybudgets", False),
     ("ppml-viewer", "list", "", "pods", False),
+    ("ppml-viewer", "list", "ppml.dev", "privatedatasets", True),
+    ("ppml-viewer", "create", "ppml.dev", "privatedatasets", False),
     ("ppml-analyst", "create", "ppml.dev", "privatetrainingjobs", True),
     ("ppml-analyst", "create", "ppml.dev", "federatedjobs", True),
     ("ppml-analyst", "delete", "ppml.dev", "federatedjobs", True),
     ("ppml-analyst", "get", "ppml.dev", "privatetrainingjobs/status", True),
     ("ppml-analyst", "get", "", "persistentvolumeclaims", True),
+    # The claim the model is delivered to (spec.output.model.claimName) is the analyst's own.
+    ("ppml-analyst", "create", "", "persistentvolumeclaims", True),
+    ("ppml-analyst", "delete", "", "persistentvolumeclaims", False),
+    ("ppml-analyst", "patch", "", "persistentvolumeclaims", False),
+    # A data owner's declaration is not the analyst's to read or write.
+    ("ppml-analyst", "get", "ppml.dev", "privatedatasets", False),
+    ("ppml-analyst", "list", "ppml.dev", "privatedatasets", False),
+    ("ppml-analyst", "create", "ppml.dev", "privatedatasets", False),
     ("ppml-analyst", "get", "ppml.dev", "privacybudgets", True),
     ("ppml-analyst", "update", "ppml.dev", "privacybudgets", False),
     ("ppml-analyst", "patch", "ppml.dev", "privacybudgets", False),
@@ -114,6 +124,12 @@ USER_ROLE_TABLE = [
     ("ppml-analyst", "create", "", "pods", False),
     ("ppml-analyst", "create", "batch", "jobs", False),
     ("ppml-data-owner", "create", "ppml.dev", "privacybudgets", True),
+    ("ppml-data-owner", "create", "ppml.dev", "privatedatasets", True),
+    ("ppml-data-owner", "patch", "ppml.dev", "privatedatasets", True),
+    ("ppml-data-owner", "delete", "ppml.dev", "privatedatasets", True),
+    ("ppml-data-owner", "create", "", "persistentvolumeclaims", True),
+    ("ppml-data-owner", "delete", "", "persistentvolumeclaims", False),
+    ("ppml-data-owner", "list", "", "events", True),
     ("ppml-data-owner", "patch", "ppml.dev", "privacybudgets", True),
     ("ppml-data-owner", "delete", "ppml.dev", "privacybudgets", True),
     ("ppml-data-owner", "update", "ppml.dev", "privacybudgets/status", False),
@@ -138,13 +154,41 @@ def test_user_roles_grant_what_people_need(default, role_name, verb, group, reso
     assert can(default.get("ClusterRole", role_name), verb, group, resource) is allowed
 
 
+# Outside ppml.dev, people create only claims: the analyst the one the model is delivered to,
+# the data owner the one the records live on. create cannot reach an existing object.
+CREATES_OUTSIDE_PPML = {
+    "ppml-viewer": set(),
+    "ppml-analyst": {("", "persistentvolumeclaims")},
+    "ppml-data-owner": {("", "persistentvolumeclaims")},
+}
+
+
 @pytest.mark.parametrize("role_name", USER_ROLES)
 def test_no_user_role_may_change_what_the_operator_created(default, role_name):
     g = grants(default.get("ClusterRole", role_name))
+    creates = set()
     for (group, res), verbs in g.items():
         if group != "ppml.dev":
-            assert not WRITE_VERBS & verbs, f"{role_name} may {sorted(verbs)} {group}/{res}"
+            changes = (WRITE_VERBS - {"create"}) & verbs
+            assert not changes, f"{role_name} may {sorted(changes)} {group}/{res}"
+            if "create" in verbs:
+                creates.add((group, res))
         assert res != "secrets", role_name
+    assert creates == CREATES_OUTSIDE_PPML[role_name]
+
+
+def test_the_claims_people_create_cannot_pose_as_the_operators(default):
+    """A claim created with a ppml.dev/ label would be listed (and deleted) as a job's child."""
+    guard = default.get("ValidatingAdmissionPolicy", "ppml-children-guard")
+    resources = {
+        (g, res)
+        for rule in guard["spec"]["matchConstraints"]["resourceRules"]
+        if "CREATE" in rule["operations"]
+        for g in rule["apiGroups"]
+        for res in rule["resources"]
+    }
+    for role_name, created in CREATES_OUTSIDE_PPML.items():
+        assert created <= resources, role_name
 
 
 AGGREGATION = {

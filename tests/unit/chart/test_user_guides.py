@@ -12,6 +12,7 @@ from .conftest import REPO
 DOCS = REPO / "docs"
 GUIDES = {
     "privacybudgets": DOCS / "user-guide" / "privacy-budget.md",
+    "privatedatasets": DOCS / "user-guide" / "private-dataset.md",
     "privatetrainingjobs": DOCS / "user-guide" / "private-training-job.md",
     "federatedjobs": DOCS / "user-guide" / "federated-job.md",
 }
