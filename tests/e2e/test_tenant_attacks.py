@@ -337,7 +337,7 @@ def test_the_analyst_cannot_delete_the_budget_or_write_its_ledger(parties: Parti
     ("a checkpoint claim of the analyst's choosing next to the data",
      {"datasetRef": {"namespace": "{clinic}", "name": "digits"},
       "checkpoint": {"claimName": "records"}},
-     "checkpoints to storage the operator owns"),
+     "mounts no claim of its own choosing next to the data"),
     ("the protected data named inline as well",
      {"datasetRef": {"namespace": "{clinic}", "name": "digits"}, "budgetRef": {"name": "sandbox"},
       "data": {"source": "Builtin", "builtin": {"name": "Digits"}, "numRecords": 1797}},

@@ -28,7 +28,12 @@ EXAMPLES = sorted(
         for d in yaml.safe_load_all(p.read_text())
     )
 )
-CRD_NAMES = ("privacybudgets.ppml.dev", "privatetrainingjobs.ppml.dev", "federatedjobs.ppml.dev")
+CRD_NAMES = (
+    "privacybudgets.ppml.dev",
+    "privatedatasets.ppml.dev",
+    "privatetrainingjobs.ppml.dev",
+    "federatedjobs.ppml.dev",
+)
 
 
 def dump(obj: dict) -> str:
@@ -88,7 +93,9 @@ def _explain(cluster, path: str) -> str:
         ("pbudget.spec.epsilon", "epsilon is the total ε the dataset's records may lose"),
         ("pbudget.spec.composition", "composition is how charges compose"),
         ("pbudget.status.charges", "charges is the ledger"),
-        ("ptj.spec.budgetRef", "budgetRef names the PrivacyBudget that pays for the job"),
+        ("ptj.spec.budgetRef", "budgetRef names the PrivacyBudget, in this namespace, that pays"),
+        ("ptj.spec.datasetRef", "datasetRef names the PrivateDataset the job trains on"),
+        ("pdata.spec.access.namespaces", "namespaces are the namespaces whose jobs may name"),
         ("ptj.spec.privacy.delta", "delta is the δ of the (ε, δ) guarantee"),
         ("ptj.spec.data.numRecords", "numRecords is the number of records the data set holds"),
         ("ptj.spec.runtime.workers", "workers is the number of data-parallel workers"),
@@ -318,7 +325,7 @@ def test_printer_columns(cluster, ns, created):
         "COMPOSITION",
         "AGE",
     ] in header_lines
-    assert ["NAME", "BUDGET", "EPSILON", "ADMITTED", "COMPLETE", "STEP", "AGE"] in header_lines
+    assert ["NAME", "DATASET", "BUDGET", "EPSILON", "ADMITTED", "COMPLETE", "STEP", "AGE"] in header_lines
     assert [
         "NAME",
         "BUDGET",

@@ -21,6 +21,7 @@ from devcluster import network
 from devcluster.cluster import Cluster
 from devcluster.paths import APISERVER_PORT, BRIDGE_IP
 from ppml_operator.render import federated, trainer
+from ppml_operator.render.common import RenderSettings
 from ppml_operator.render.common import labels
 from ppml_operator.render.federation import SUBMITTER, SUPERLINK, SUPERNODE
 from ppml_runtime import contract as rc
@@ -99,8 +100,11 @@ def test_trainer_pods_talk_to_each_other_and_nothing_else_reaches_them(
 ) -> None:
     job = _job("PrivateTrainingJob", kube.ns, "digits")
     other = _job("PrivateTrainingJob", kube.ns, "other")
-    _apply_policy(kube, trainer.render_network_policy(job))
-    _apply_policy(kube, trainer.render_network_policy(other))
+    # This namespace stands for the operator's: only pods labelled as the operator's in the
+    # operator's own namespace may scrape (render/trainer.py, operator_pods).
+    settings = RenderSettings(operator_namespace=kube.ns)
+    _apply_policy(kube, trainer.render_network_policy(job, settings))
+    _apply_policy(kube, trainer.render_network_policy(other, settings))
     ports = (rc.RENDEZVOUS_PORT, rc.METRICS_PORT)
     pods = Pods(kube)
     pods.start("trainer-0", labels(job, trainer.COMPONENT), ports)

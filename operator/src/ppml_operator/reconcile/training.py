@@ -274,9 +274,12 @@ def _deliver(observed: Observed, report: rc.TrainingReport | None, status: Obj, 
                       f"every worker finished and the model was delivered to {uri}; the "
                       "charge is committed")
     if fetcher is not None and job_condition(fetcher, "Failed") is not None:
+        model = ((job.get("spec") or {}).get("output") or {}).get("model") or {}
         return Ending(False, c.DELIVERY_FAILED,
-                      f"the model could not be delivered to {uri} (see the pods of Job "
-                      f"{n['delivery']}); the charge is committed")
+                      f"the model could not be delivered to {uri}: Job {n['delivery']} in this "
+                      f"namespace failed; check that claim {model.get('claimName')} exists, is "
+                      f"writable and has room, and that {delivery.model_path(job)} did not "
+                      "exist on it; the charge is committed")
     export = delivery.export_pod(job, list(observed.pods))
     pod_status = (export or {}).get("status") or {}
     if export is None:

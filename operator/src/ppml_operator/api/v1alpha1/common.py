@@ -356,8 +356,8 @@ class BudgetRef(ApiModel):
     """A reference to a PrivacyBudget in the same namespace."""
 
     name: DnsSubdomain = Field(
-        description="name is the name of the PrivacyBudget, in the job's namespace, that pays "
-        "for this job's privacy cost."
+        description="name is the name of the PrivacyBudget, in this object's namespace, that "
+        "pays for the privacy cost (of the job; for a PrivateDataset, of every job reading it)."
     )
 
 
@@ -537,8 +537,8 @@ class VolumeData(ApiModel):
     """A data set read from a PersistentVolumeClaim mounted read-only."""
 
     claim_name: DnsSubdomain = Field(
-        description="claimName is the PersistentVolumeClaim, in the job's namespace, holding "
-        "the data; it is mounted read-only."
+        description="claimName is the PersistentVolumeClaim, in this object's namespace (the "
+        "job's, or the PrivateDataset's), holding the data; it is mounted read-only."
     )
     path: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = Field(
         description="path is the file inside the volume, relative to its root "

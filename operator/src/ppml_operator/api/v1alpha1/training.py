@@ -205,8 +205,8 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
     ),
     (
         "!has(self.datasetRef) || !has(self.checkpoint)",
-        "a job on a PrivateDataset checkpoints to storage the operator owns: leave checkpoint "
-        "unset",
+        "a job on a PrivateDataset mounts no claim of its own choosing next to the data: leave "
+        "checkpoint unset (every attempt is charged up front anyway)",
         ".checkpoint",
     ),
     (
