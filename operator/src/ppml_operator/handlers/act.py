@@ -195,7 +195,8 @@ def act(
     for child in plan.create:
         created = _create(client, child)
         if created:
-            logger.info("Created %s %s/%s", child["kind"], ns, child["metadata"]["name"])
+            logger.info("Created %s %s/%s", child["kind"], child["metadata"].get("namespace", ns),
+                        child["metadata"]["name"])
             crashpoint(f"after-create-{child['kind']}")
     child_ns = plan.child_namespace or ns
     for child_kind, child_name, patch in plan.patches:
