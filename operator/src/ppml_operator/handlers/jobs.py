@@ -74,12 +74,17 @@ def _lock(uid: str) -> threading.Lock:
 def price_of(kind: JobKind, job: Obj) -> Any:
     """Return the job's price, computed once per distinct spec (calibration is slow).
 
-    A price depends on the kind and the spec alone, so jobs with the same spec (a burst of
-    identical jobs, a job and its re-created twin) share one computation; the memo keeps the
-    most recent :data:`PRICE_MEMO_SIZE` specs.
+    A price depends on the kind, the spec and what resolution added, so jobs with the same
+    spec (a burst of identical jobs, a job and its re-created twin) share one computation; the
+    memo keeps the most recent :data:`PRICE_MEMO_SIZE` specs.
     """
-    key = (kind.kind, hashlib.sha256(json.dumps(job.get("spec") or {}, sort_keys=True)
-                                     .encode()).hexdigest())
+    # The resolved job's in-memory ``ppml.dev/`` metadata (a federation's owners' data and
+    # budgets: reconcile/dataset.py) prices it too; the same spec in another namespace may
+    # name other datasets.
+    resolved = {k: v for k, v in job["metadata"].items()
+                if str(k).startswith("ppml.dev/")}
+    key = (kind.kind, hashlib.sha256(json.dumps([job.get("spec") or {}, resolved],
+                                                sort_keys=True).encode()).hexdigest())
     with _prices_guard:
         if key in _prices:
             _prices.move_to_end(key)

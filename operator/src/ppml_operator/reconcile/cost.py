@@ -56,8 +56,6 @@ from ppml_operator.api.v1alpha1 import (
     PrivateTrainingJob,
     parse_decimal,
 )
-from ppml_operator.render.common import budget_key, client_datasets
-from ppml_operator.render.federation import client_data
 from ppml_operator.privacy import (
     Accountant,
     CalibrationError,
@@ -71,6 +69,8 @@ from ppml_operator.privacy import (
     epsilon_of,
     event_to_dict,
 )
+from ppml_operator.render.common import budget_key, client_datasets
+from ppml_operator.render.federation import client_data
 
 
 @dataclass(frozen=True)
@@ -344,7 +344,8 @@ def _central_charge(
         budgets = sorted({str(client_budget(job, i)) for i in range(len(spec.clients))
                           if spec.clients[i].dataset_ref is not None})
         for index in range(len(spec.clients)):  # the owner's declared data must fit a batch
-            sampling_plan(client_data(job, job.spec.clients[index], index), spec.training.batch_size,
+            sampling_plan(client_data(job, job.spec.clients[index], index),
+                          spec.training.batch_size,
                           spec.rounds * spec.training.local_epochs,
                           path=f"spec.clients[{index}].datasetRef")
     if not budgets:  # the models refuse this

@@ -239,7 +239,9 @@ def _policy(job: Obj, namespace: str, ds_namespace: str, ds_name: str, access: O
                        f"model builder {import_path} is not approved by PrivateDataset "
                        f"{ds_namespace}/{ds_name} (its access.importPaths)")
     privacy = spec.get("privacy") or {}
-    if privacy.get("mode") == "None" and not access.get("allowNonPrivate"):
+    # A FederatedJob's privacy.mode defaults to None: an unset mode is no DP too.
+    mode = privacy.get("mode") or ("None" if job.get("kind") == "FederatedJob" else None)
+    if mode == "None" and not access.get("allowNonPrivate"):
         return Refused(NON_PRIVATE_NOT_ALLOWED, "spec.privacy.mode",
                        f"PrivateDataset {ds_namespace}/{ds_name} does not allow jobs without "
                        "differential privacy (its access.allowNonPrivate)")
@@ -330,8 +332,8 @@ def _overlap(key: str, data: Obj, other_key: str, other: Obj) -> str | None:
     builtin, other_builtin = data.get("builtin") or {}, other.get("builtin") or {}
     if not builtin or builtin.get("name") != other_builtin.get("name"):
         return None
-    part, other_part = data.get("partition"), other.get("partition")
-    same_cut = part and other_part and all(
+    part, other_part = data.get("partition") or {}, other.get("partition") or {}
+    same_cut = bool(part) and bool(other_part) and all(
         str(part.get(k, d)) == str(other_part.get(k, d))
         for k, d in (("scheme", "Iid"), ("count", None), ("seed", 0), ("alpha", None)))
     if same_cut and part.get("index") != other_part.get("index"):

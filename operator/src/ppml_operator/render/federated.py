@@ -32,13 +32,12 @@ from datetime import datetime
 from typing import Any
 
 from ppml_operator.api.v1alpha1 import FederatedJob
-from ppml_operator.render import tls
-from ppml_operator.render import delivery
+from ppml_operator.render import delivery, tls
 from ppml_operator.render.common import (
     LABEL_JOB_UID,
-    client_datasets,
     RenderSettings,
     child_base,
+    client_datasets,
     exec_namespace,
     metadata,
     pin_config,
@@ -94,10 +93,11 @@ __all__ = [
     "client_names",
     "federation_config",
     "generate_key_secrets",
-    "key_secret_recorded",
     "key_secret_deletions",
+    "key_secret_recorded",
     "key_secret_recorded_patch",
     "names",
+    "namespaces",
     "needs_key_secret",
     "render_children",
     "render_config_map",

@@ -13,8 +13,7 @@ from typing import Any
 
 from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import FederatedJob
-from ppml_operator.api.v1alpha1.federated import FederatedData
-from ppml_operator.api.v1alpha1.federated import FederatedClient
+from ppml_operator.api.v1alpha1.federated import FederatedClient, FederatedData
 from ppml_operator.render import tls
 from ppml_operator.render.common import child_base, client_datasets, exec_namespace, truncate_name
 from ppml_operator.render.trainer import Paid

@@ -17,8 +17,7 @@ from typing import Any
 
 from ppml_operator.api.v1alpha1 import FederatedJob
 from ppml_operator.api.v1alpha1.federated import FederatedClient
-from ppml_operator.render import tls
-from ppml_operator.render import delivery
+from ppml_operator.render import delivery, tls
 from ppml_operator.render.common import (
     RenderSettings,
     child_base,

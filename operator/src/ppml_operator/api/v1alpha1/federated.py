@@ -37,11 +37,11 @@ from .common import (
 )
 from .training import (
     OPTIMIZER_RULES,
-    OutputStatus,
     Delta,
     LearningRate,
     Momentum,
     NoiseMultiplier,
+    OutputStatus,
     TargetEpsilon,
 )
 
@@ -625,7 +625,8 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
     ),
     (
         "self.clients.all(a, self.clients.all(b, a.name == b.name || "
-        "!has(a.data) || !has(b.data) || a.data.source != 'Builtin' || b.data.source != 'Builtin' || "
+        "!has(a.data) || !has(b.data) || "
+        "a.data.source != 'Builtin' || b.data.source != 'Builtin' || "
         "a.data.builtin.name != b.data.builtin.name || "
         "(has(a.data.partition) && has(b.data.partition) && "
         "a.data.partition.index != b.data.partition.index && "
