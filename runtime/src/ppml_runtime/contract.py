@@ -57,9 +57,15 @@ ENV_WORLD_SIZE = "WORLD_SIZE"
 METRICS_PORT = 9090
 #: Port the rank-0 trainer listens on for the torch.distributed rendezvous.
 RENDEZVOUS_PORT = 29500
-#: Flower ports (SuperLink serves Fleet, Control and ServerApp APIs on one port).
+#: Flower ports. Flower 1.42's SuperLink serves its Fleet, Control and ServerAppIo APIs on one
+#: HTTP port; the runtime's ``superlink`` role splits them (``federated/superlink.py``): the
+#: Fleet API alone on SUPERLINK_PORT (the SuperNodes'), the Control API alone on
+#: SUPERLINK_CONTROL_PORT (the submitter's), everything on SUPERLINK_INTERNAL_PORT, bound to
+#: 127.0.0.1 for the SuperExec and ServerApp inside the SuperLink's pod.
 SUPERLINK_PORT = 9092
+SUPERLINK_CONTROL_PORT = 9093
 SUPERNODE_RUNTIME_PORT = 9094
+SUPERLINK_INTERNAL_PORT = 9095
 
 #: Where the final report goes: the container's termination message (at most 4 KiB).
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"

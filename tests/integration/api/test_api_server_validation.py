@@ -325,7 +325,8 @@ def test_printer_columns(cluster, ns, created):
         "COMPOSITION",
         "AGE",
     ] in header_lines
-    assert ["NAME", "DATASET", "BUDGET", "EPSILON", "ADMITTED", "COMPLETE", "STEP", "AGE"] in header_lines
+    ptj_columns = ["NAME", "DATASET", "BUDGET", "EPSILON", "ADMITTED", "COMPLETE", "STEP", "AGE"]
+    assert ptj_columns in header_lines
     assert [
         "NAME",
         "BUDGET",

@@ -21,8 +21,7 @@ from devcluster import network
 from devcluster.cluster import Cluster
 from devcluster.paths import APISERVER_PORT, BRIDGE_IP
 from ppml_operator.render import federated, trainer
-from ppml_operator.render.common import RenderSettings
-from ppml_operator.render.common import labels
+from ppml_operator.render.common import RenderSettings, labels
 from ppml_operator.render.federation import SUBMITTER, SUPERLINK, SUPERNODE
 from ppml_runtime import contract as rc
 

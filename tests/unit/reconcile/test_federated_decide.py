@@ -36,7 +36,7 @@ def make_budget(name: str, epsilon: str = "50", delta: str = "1e-3") -> Obj:
 def observe(job: Obj, budgets: dict[str, Obj | None] | None = None, **kw: Any) -> Observed:
     secret = kw.pop("new_key_secret", None)
     if secret is not None:
-        kw["extras"] = {federated.KEY_SECRET: secret}
+        kw["extras"] = {federated.KEY_SECRETS: [secret]}
     return observed(job, budgets or {}, **kw)
 
 
@@ -61,7 +61,8 @@ def applied(job: Obj, budgets: dict[str, Obj | None], plan: Plan, *, patches: bo
 
 def secret_for(job: Obj) -> Obj | None:
     """What the handler generates while the job does not record its key Secret."""
-    return rf.generate_key_secret(job, FederatedJob.model_validate(job), NOW)
+    made = rf.generate_key_secrets(job, FederatedJob.model_validate(job), NOW)
+    return made[0] if made else None
 
 
 RECORD = ("FederatedJob", "digits", {"metadata": {"annotations": {
@@ -382,12 +383,17 @@ def test_a_completed_run_commits_every_charge_records_its_rounds_and_tears_down(
         ("commit", "silo-a"), ("commit", "silo-b"), ("commit", "silo-c")]
     complete = cond(plan, "Complete")
     assert complete["status"] == "True" and complete["reason"] == "Succeeded"
-    assert "final accuracy 0.8200" in complete["message"]
+    # The exact loss and accuracy are computed on private records: never in the job's status
+    # or events, only in an event on the submitter Job (the owner's side).
+    assert "accuracy" not in complete["message"]
+    assert all("0.82" not in e.message for e in plan.events)
     assert cond(plan, "Running")["status"] == "False"
     fed = plan.status["federation"]
     assert fed["roundsCompleted"] == 2 and fed["runId"] == "1234"
-    assert fed["rounds"][-1] == {"round": 2, "clients": 3, "loss": "0.4", "accuracy": "0.82",
-                                 "wallSeconds": "12.5"}
+    assert fed["rounds"][-1] == {"round": 2, "clients": 3, "wallSeconds": "12.5"}
+    [(kind, name, event)] = plan.owner_events
+    assert (kind, name, event.reason) == ("Job", "digits-submit", "ExactRoundMetrics")
+    assert "round 2: loss 0.4, accuracy 0.82" in event.message
     assert {b["state"] for b in plan.status["privacy"]["budgets"]} == {"Committed"}
     assert plan.status["completionTime"] == "2026-12-01T10:03:00Z"
     deleted = sorted((d.kind, d.name) for d in plan.deletions)

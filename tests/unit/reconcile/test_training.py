@@ -181,7 +181,7 @@ def test_a_completed_trainer_commits_first_then_marks_complete_with_the_report()
 def test_a_failed_trainer_tells_the_job_where_to_look_and_the_owner_what_happened() -> None:
     job = admitted(make_job())
     secret = "cell value 'John Doe, 1962-04-01' in column name is not numeric"
-    report = '{"status":"error","error":"%s"}' % secret
+    report = json.dumps({"status": "error", "error": secret})
     plan = training.decide(observe(
         job, reserved(make_budget(), job),
         children={"Job": batch_job(conditions=("Failed",), failed=1)},

@@ -39,7 +39,7 @@ def local_paid(n: int = 3) -> rf.FederationPaid:
 def render(job: dict[str, Any], paid: rf.FederationPaid | None = None,
            secrets: bool = True) -> list[dict[str, Any]]:
     fj = FederatedJob.model_validate(job)
-    made = rf.generate_key_secret(job, fj, NOW) if secrets else None
+    made = rf.generate_key_secrets(job, fj, NOW) if secrets else []
     return rf.render_children(job, fj, paid or rf.FederationPaid(), SETTINGS, made)
 
 
@@ -77,8 +77,8 @@ def test_a_three_silo_federation_renders_its_children_in_creation_order() -> Non
         ("Secret", "digits-tls"),
         ("ConfigMap", "digits-federation"),
         ("NetworkPolicy", "digits-superlink"),
-        ("NetworkPolicy", "digits-supernode"),
         ("NetworkPolicy", "digits-submitter"),
+        ("NetworkPolicy", "digits-supernode"),
         ("Service", "digits-superlink"),
         ("Pod", "digits-superlink"),
         ("Pod", "digits-supernode-silo-0"),
@@ -118,7 +118,8 @@ def test_every_pod_meets_the_restricted_standard_and_mounts_no_token() -> None:
 
 @pytest.mark.parametrize(("role", "pod", "args"), [
     ("superlink", "digits-superlink",
-     ["superlink", "--config", "/etc/ppml/config.json", "--host", "0.0.0.0", "--port", "9092"]),
+     ["superlink", "--config", "/etc/ppml/config.json", "--host", "0.0.0.0", "--port", "9092",
+      "--control-port", "9093"]),
     ("supernode", "digits-supernode-silo-1",
      ["supernode", "--config", "/etc/ppml/config.json", "--client", "silo-1", "--data-dir",
       "/tmp/silo-data"]),
@@ -143,8 +144,9 @@ def test_the_superlink_is_reached_through_a_headless_service_once_its_port_is_re
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"] == {"ppml.dev/job-uid": UID,
                                            "app.kubernetes.io/component": "superlink"}
-    assert service["spec"]["ports"] == [{"name": "superlink", "port": 9092,
-                                         "targetPort": 9092, "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "fleet", "port": 9092, "targetPort": 9092, "protocol": "TCP"},
+        {"name": "control", "port": 9093, "targetPort": 9093, "protocol": "TCP"}]
     pod = by_name(children, "Pod")["digits-superlink"]
     assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "superlink"
     assert pod["spec"]["containers"][0]["readinessProbe"]["tcpSocket"] == {"port": 9092}
@@ -214,7 +216,8 @@ def test_the_submitter_runs_once_waits_for_the_superlink_and_reports_in_its_term
     pod = submit["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     [wait] = pod["initContainers"]
-    assert wait["command"][-3:] == ["digits-superlink.ns.svc.cluster.local", "9092", "600"]
+    # The submitter waits for, and then dials, the Control port only.
+    assert wait["command"][-3:] == ["digits-superlink.ns.svc.cluster.local", "9093", "600"]
     container = pod["containers"][0]
     assert container["terminationMessagePath"] == "/dev/termination-log"
     assert container["terminationMessagePolicy"] == "File"
@@ -225,19 +228,23 @@ def test_network_policies_let_supernodes_reach_only_their_superlink_and_nothing_
     link = policies["digits-superlink"]["spec"]
     assert link["podSelector"]["matchLabels"] == {"ppml.dev/job-uid": UID,
                                                   "app.kubernetes.io/component": "superlink"}
-    [ingress] = link["ingress"]
-    [peer] = ingress["from"]
-    assert peer["podSelector"]["matchLabels"] == {"ppml.dev/job-uid": UID}
-    assert peer["podSelector"]["matchExpressions"][0]["values"] == ["supernode", "submitter"]
-    assert ingress["ports"] == [{"protocol": "TCP", "port": 9092}]
-    for name in ("digits-supernode", "digits-submitter"):
+    fleet, control = link["ingress"]
+    # The Fleet port admits exactly the job's SuperNodes; the Control port (no authentication
+    # of its own in Flower 1.42) exactly its submitter.
+    assert fleet == {"from": [{"podSelector": {"matchLabels": {
+        "ppml.dev/job-uid": UID, "app.kubernetes.io/component": "supernode"}}}],
+        "ports": [{"protocol": "TCP", "port": 9092}]}
+    assert control == {"from": [{"podSelector": {"matchLabels": {
+        "ppml.dev/job-uid": UID, "app.kubernetes.io/component": "submitter"}}}],
+        "ports": [{"protocol": "TCP", "port": 9093}]}
+    for name, port in (("digits-supernode", 9092), ("digits-submitter", 9093)):
         spec = policies[name]["spec"]
         assert spec["policyTypes"] == ["Ingress", "Egress"]
         assert spec["ingress"] == []
         to_link, dns = spec["egress"]
         assert to_link["to"] == [{"podSelector": {"matchLabels": {
             "ppml.dev/job-uid": UID, "app.kubernetes.io/component": "superlink"}}}]
-        assert to_link["ports"] == [{"protocol": "TCP", "port": 9092}]
+        assert to_link["ports"] == [{"protocol": "TCP", "port": port}]
         assert {p["port"] for p in dns["ports"]} == {53}
 
 
@@ -356,12 +363,11 @@ def test_tls_without_authentication_holds_only_the_ca_and_the_superlink_pair() -
 def test_every_job_gets_its_own_ca() -> None:
     job = make_fedjob().obj()
     fj = FederatedJob.model_validate(job)
-    first = rf.generate_key_secret(job, fj, NOW)
-    second = rf.generate_key_secret(job, fj, NOW)
-    assert first is not None and second is not None
+    [first] = rf.generate_key_secrets(job, fj, NOW)
+    [second] = rf.generate_key_secrets(job, fj, NOW)
     assert first["data"]["ca.crt"] != second["data"]["ca.crt"]
     off = make_fedjob().tls(False).auth(False).obj()
-    assert rf.generate_key_secret(off, FederatedJob.model_validate(off), NOW) is None
+    assert rf.generate_key_secrets(off, FederatedJob.model_validate(off), NOW) == []
     assert tls.service_dns_names("s", "n")[-1] == "s.n.svc.cluster.local"
 
 

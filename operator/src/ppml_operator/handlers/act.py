@@ -200,8 +200,9 @@ def act(
             crashpoint(f"after-create-{child['kind']}")
     child_ns = plan.child_namespace or ns
     for child_kind, child_name, patch in plan.patches:
-        client.patch(child_kind, child_ns, child_name, patch)
-        logger.info("Patched %s %s/%s", child_kind, child_ns, child_name)
+        target_ns = ns if child_kind == kind else child_ns  # the job itself stays where it is
+        client.patch(child_kind, target_ns, child_name, patch)
+        logger.info("Patched %s %s/%s", child_kind, target_ns, child_name)
     for deletion in plan.deletions:
         target_ns = deletion.namespace or child_ns
         try:

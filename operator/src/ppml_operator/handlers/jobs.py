@@ -35,7 +35,7 @@ from ppml_operator.handlers.ledger_writer import write_ledger
 from ppml_operator.reconcile import dataset, ledger, lifecycle
 from ppml_operator.reconcile.lifecycle import InvalidSpec, JobKind, Observed
 from ppml_operator.reconcile.plan import Plan
-from ppml_operator.render.common import LABEL_JOB_UID, child_base
+from ppml_operator.render.common import LABEL_JOB_UID, child_base, split_budget_key
 from ppml_runtime import contract as rc
 
 Obj = dict[str, Any]
@@ -74,12 +74,17 @@ def _lock(uid: str) -> threading.Lock:
 def price_of(kind: JobKind, job: Obj) -> Any:
     """Return the job's price, computed once per distinct spec (calibration is slow).
 
-    A price depends on the kind and the spec alone, so jobs with the same spec (a burst of
-    identical jobs, a job and its re-created twin) share one computation; the memo keeps the
-    most recent :data:`PRICE_MEMO_SIZE` specs.
+    A price depends on the kind, the spec and what resolution added, so jobs with the same
+    spec (a burst of identical jobs, a job and its re-created twin) share one computation; the
+    memo keeps the most recent :data:`PRICE_MEMO_SIZE` specs.
     """
-    key = (kind.kind, hashlib.sha256(json.dumps(job.get("spec") or {}, sort_keys=True)
-                                     .encode()).hexdigest())
+    # The resolved job's in-memory ``ppml.dev/`` metadata (a federation's owners' data and
+    # budgets: reconcile/dataset.py) prices it too; the same spec in another namespace may
+    # name other datasets.
+    resolved = {k: v for k, v in job["metadata"].items()
+                if str(k).startswith("ppml.dev/")}
+    key = (kind.kind, hashlib.sha256(json.dumps([job.get("spec") or {}, resolved],
+                                                sort_keys=True).encode()).hexdigest())
     with _prices_guard:
         if key in _prices:
             _prices.move_to_end(key)
@@ -162,6 +167,7 @@ def observe(
     pods: list[Obj] = []
     runner: Obj | None = None
     all_children = True
+    namespaces = kind.namespaces(job)
     if admitted or deleting:
         selector = f"{LABEL_JOB_UID}={meta['uid']}"
         runner = client.get("Job", exec_ns, kind.runner_name(child_base(job)))
@@ -171,12 +177,15 @@ def observe(
             children.append(runner)
         else:
             runner = None
-        pods = client.list("Pod", exec_ns, selector)
-        all_children = runner is None or (deleting and resolved.remote)
+        for ns in namespaces:  # every namespace the kind puts children in, by the uid label
+            pods.extend(client.list("Pod", ns, selector))
+        all_children = runner is None or (deleting and resolved.remote) or (
+            deleting and any(ns != namespace for ns in namespaces))
         if all_children:
-            for child_kind in kind.child_kinds:
-                if child_kind != "Job":
-                    children.extend(client.list(child_kind, exec_ns, selector))
+            for ns in namespaces:
+                for child_kind in kind.child_kinds:
+                    if child_kind != "Job":
+                        children.extend(client.list(child_kind, ns, selector))
         for extra in kind.delivery_children(job):
             found = client.get(extra[0], namespace, extra[1])
             if found is not None and (found["metadata"].get("labels") or {}).get(
@@ -189,7 +198,9 @@ def observe(
     budgets: dict[str, Obj | None] = {}
     if need_budgets and not isinstance(price, InvalidSpec) and (refused is None or admitted):
         for charge in price.charges:
-            budget = client.get("PrivacyBudget", resolved.budget_namespace, charge.budget)
+            # A charge on a data owner's budget names it ns/name (render.common.budget_key).
+            budget_ns, budget_name = split_budget_key(charge.budget, resolved.budget_namespace)
+            budget = client.get("PrivacyBudget", budget_ns, budget_name)
             if budget is not None:
                 budget.setdefault("kind", "PrivacyBudget")
             budgets[charge.budget] = budget
@@ -218,6 +229,7 @@ def observe(
         budget_read=need_budgets,
         exec_namespace=exec_ns,
         refused=refused,
+        namespaces=namespaces,
     )
 
 
@@ -231,6 +243,16 @@ def resolve(client: k8s.Client, job: Obj, settings: Settings, *,
     grant; that stops future jobs, not the running one).
     """
     namespace = str(job["metadata"]["namespace"])
+    client_refs = dataset.client_dataset_refs(job)
+    if client_refs:  # a federation whose silos are data owners
+        datasets = {ref: client.get("PrivateDataset", ref[0], ref[1])
+                    for ref in sorted(set(client_refs))}
+        federation = dataset.resolve_federation(
+            job, datasets, operator_namespace=settings.render.operator_namespace,
+            enforce=enforce)
+        if isinstance(federation, dataset.Refused):
+            return dataset.Resolved(job, namespace, namespace), federation
+        return federation, None
     ref = dataset.dataset_ref(job)
     found: Obj | None = None
     protected: dict[str, str] = {}

@@ -27,6 +27,14 @@ The formulas (the runtime must run exactly these):
 
 Silos of one federation that charge the same budget are composed sequentially on it (an
 over-estimate when their records are disjoint, never an under-estimate).
+
+Silos that are data owners (``clients[].datasetRef``, resolved by ``reconcile/dataset.py``)
+are charged on their dataset's budget, in the dataset's namespace (the charge's budget is then
+``namespace/name``): under Local DP with the silo's own DP-SGD events; under Central DP every
+dataset's budget is charged the federation's one client-level event. A client-level guarantee
+bounds what the whole of one silo's records can change in the output, so it bounds what any
+one of its records can: each owner's ledger holds the full ε, and no owner's records ride on
+another owner's budget.
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ from ppml_operator.privacy import (
     epsilon_of,
     event_to_dict,
 )
+from ppml_operator.render.common import budget_key, client_datasets
+from ppml_operator.render.federation import client_data
 
 
 @dataclass(frozen=True)
@@ -309,15 +319,36 @@ def federated_job_charges(job: FederatedJob) -> list[JobCharge]:
     delta = parse_decimal(privacy.delta)
     accountant = Accountant(privacy.accountant.value)
     if privacy.mode == PrivacyMode.CENTRAL:
-        return [_central_charge(job, name, delta, accountant)]
+        return _central_charge(job, name, delta, accountant)
     return _local_charges(job, name, delta, accountant)
+
+
+def client_budget(job: FederatedJob, index: int) -> str | None:
+    """Return the budget key a client charges under Local DP (``ns/name`` for a dataset's)."""
+    client = job.spec.clients[index]
+    owner = client_datasets({"metadata": job.metadata}).get(client.name)
+    if owner is not None:
+        return budget_key(str(owner["namespace"]), str(owner["budget"]),
+                          str(job.metadata.get("namespace", "")))
+    ref = client.budget_ref or job.spec.budget_ref
+    return ref.name if ref is not None else None
 
 
 def _central_charge(
     job: FederatedJob, name: str, delta: Decimal, accountant: Accountant
-) -> JobCharge:
+) -> list[JobCharge]:
     spec = job.spec
-    if spec.budget_ref is None:  # the models refuse this
+    if spec.budget_ref is not None:
+        budgets = [spec.budget_ref.name]
+    else:
+        budgets = sorted({str(client_budget(job, i)) for i in range(len(spec.clients))
+                          if spec.clients[i].dataset_ref is not None})
+        for index in range(len(spec.clients)):  # the owner's declared data must fit a batch
+            sampling_plan(client_data(job, job.spec.clients[index], index),
+                          spec.training.batch_size,
+                          spec.rounds * spec.training.local_epochs,
+                          path=f"spec.clients[{index}].datasetRef")
+    if not budgets:  # the models refuse this
         raise InvalidSpecError("spec.budgetRef", "budgetRef is required with privacy Central")
     clients = len(spec.clients)
     _check_delta(delta, clients, "spec.privacy.delta", "clients")
@@ -343,10 +374,10 @@ def _central_charge(
         if calibrated is not None
         else _epsilon([event], delta, accountant, "spec.privacy.noiseMultiplier")
     )
-    return JobCharge(
+    return [JobCharge(
         kind="FederatedJob",
         name=name,
-        budget=spec.budget_ref.name,
+        budget=budget,
         epsilon=epsilon,
         delta=delta,
         events=(event,),
@@ -354,7 +385,7 @@ def _central_charge(
         noise_multiplier=noise,
         sample_rate=rate,
         steps=spec.rounds,
-    )
+    ) for budget in budgets]
 
 
 def _local_charges(
@@ -364,12 +395,13 @@ def _local_charges(
     by_budget: dict[str, list[ClientCost]] = {}
     for index, client in enumerate(spec.clients):
         path = f"spec.clients[{index}]"
-        budget_ref = client.budget_ref or spec.budget_ref
-        if budget_ref is None:  # the models refuse this
+        budget = client_budget(job, index)
+        if budget is None:  # the models refuse this
             raise InvalidSpecError(f"{path}.budgetRef", "set budgetRef here or on the job")
-        _check_delta(delta, client.data.num_records, "spec.privacy.delta", f"{path} records")
+        data = client_data(job, job.spec.clients[index], index)
+        _check_delta(delta, data.num_records, "spec.privacy.delta", f"{path} records")
         plan = sampling_plan(
-            client.data,
+            data,
             spec.training.batch_size,
             spec.rounds * spec.training.local_epochs,
             path=f"{path}.data",
@@ -383,7 +415,7 @@ def _local_charges(
             accountant=accountant,
             field_prefix="spec.privacy",
         )
-        by_budget.setdefault(budget_ref.name, []).append(
+        by_budget.setdefault(budget, []).append(
             ClientCost(
                 name=client.name,
                 noise_multiplier=noise,

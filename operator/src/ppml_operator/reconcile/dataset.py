@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ppml_operator.render.common import EXEC_NAMESPACE
+from ppml_operator.render.common import CLIENT_DATASETS, EXEC_NAMESPACE, budget_key
 
 DATASET = "ppml.dev/dataset"
 """Key of the in-memory resolved job's metadata naming its PrivateDataset (``ns/name``): the
@@ -48,6 +48,13 @@ EPSILON_ABOVE_DATASET_LIMIT = "EpsilonAboveDatasetLimit"
 CLAIM_PROTECTED = "ClaimProtected"
 """Admitted=False reason: inline data or a checkpoint names a claim a PrivateDataset protects."""
 
+DATASETS_OVERLAP = "DatasetsOverlap"
+"""Admitted=False reason: two silos of one federation would read the same records."""
+
+DATASET_UNSUITABLE = "DatasetUnsuitable"
+"""Admitted=False reason: the dataset cannot serve this kind of job (a partitioned dataset
+serves FederatedJob clients only)."""
+
 
 @dataclass(frozen=True)
 class Resolved:
@@ -72,6 +79,9 @@ class Resolved:
     budget_namespace: str
     exec_namespace: str
     dataset: Obj | None = None
+    datasets: tuple[tuple[str, Obj], ...] = ()
+    """``(budget key, PrivateDataset)`` of every dataset a federation's clients name: the
+    charge on that budget is the one the dataset's ``maxEpsilonPerJob`` limits."""
 
     @property
     def remote(self) -> bool:
@@ -88,6 +98,14 @@ class Refused:
     message: str
 
 
+def client_dataset_refs(job: Obj) -> list[tuple[str, str]]:
+    """Return ``(namespace, name)`` of the PrivateDataset each client of a federation names."""
+    namespace = str(job["metadata"]["namespace"])
+    return [(str(ref.get("namespace") or namespace), str(ref["name"]))
+            for ref in (client.get("datasetRef") for client in
+                        (job.get("spec") or {}).get("clients") or []) if ref]
+
+
 def dataset_ref(job: Obj) -> tuple[str, str] | None:
     """Return ``(namespace, name)`` of the PrivateDataset a job names, if it names one."""
     ref = (job.get("spec") or {}).get("datasetRef")
@@ -102,9 +120,11 @@ def arrival_keys(namespace: str, spec: Obj, budget_names: Iterable[str]) -> list
     A job on a dataset waits behind older jobs on the same dataset (its budget is not known
     before the dataset is read); a job with inline data behind older jobs on its budgets.
     """
-    ref = spec.get("datasetRef")
-    if ref:
-        return [(str(ref.get("namespace") or namespace), f"PrivateDataset/{ref['name']}")]
+    refs = [spec["datasetRef"]] if spec.get("datasetRef") else [
+        client["datasetRef"] for client in spec.get("clients") or [] if client.get("datasetRef")]
+    if refs:
+        return sorted({(str(ref.get("namespace") or namespace), f"PrivateDataset/{ref['name']}")
+                       for ref in refs})
     return [(namespace, name) for name in budget_names]
 
 
@@ -183,6 +203,10 @@ def resolve(job: Obj, dataset: Obj | None, protected: Mapping[str, str], *,
     access = ds_spec.get("access") or {}
     refused = _policy(job, namespace, ds_namespace, ds_name, access, not_granted) \
         if enforce else None
+    if refused is None and enforce and (ds_spec.get("data") or {}).get("partition"):
+        refused = Refused(DATASET_UNSUITABLE, "spec.datasetRef",
+                          f"PrivateDataset {ds_namespace}/{ds_name} is one shard of a "
+                          "partitioned set: it serves FederatedJob clients only")
     if refused is not None:
         return refused
     effective = copy.deepcopy(job)
@@ -215,32 +239,138 @@ def _policy(job: Obj, namespace: str, ds_namespace: str, ds_name: str, access: O
                        f"model builder {import_path} is not approved by PrivateDataset "
                        f"{ds_namespace}/{ds_name} (its access.importPaths)")
     privacy = spec.get("privacy") or {}
-    if privacy.get("mode") == "None" and not access.get("allowNonPrivate"):
+    # A FederatedJob's privacy.mode defaults to None: an unset mode is no DP too.
+    mode = privacy.get("mode") or ("None" if job.get("kind") == "FederatedJob" else None)
+    if mode == "None" and not access.get("allowNonPrivate"):
         return Refused(NON_PRIVATE_NOT_ALLOWED, "spec.privacy.mode",
                        f"PrivateDataset {ds_namespace}/{ds_name} does not allow jobs without "
                        "differential privacy (its access.allowNonPrivate)")
     return None
 
 
-def epsilon_refusal(resolved: Resolved, charged: Iterable[tuple[str, str]]) -> Refused | None:
-    """Refuse a job whose charge exceeds the dataset's ``access.maxEpsilonPerJob``.
+def resolve_federation(job: Obj, datasets: Mapping[tuple[str, str], Obj | None], *,
+                       operator_namespace: str, enforce: bool = True) -> Resolved | Refused:
+    """Resolve a FederatedJob whose clients name PrivateDatasets (``clients[].datasetRef``).
 
-    ``charged`` is ``(budget, epsilon)`` of each charge the job's price holds.
+    Each client is checked against its own dataset with the policy a PrivateTrainingJob meets
+    (grant, images, model builders, non-private use); the per-job ε limit is checked once the
+    job is priced (:func:`epsilon_refusal`, per charge). Two clients may not read the same
+    records (the same dataset, claim, or overlapping shards of a built-in set).
+
+    The effective job keeps the spec as written and records, in its metadata under
+    :data:`~ppml_operator.render.common.CLIENT_DATASETS`, each client's dataset namespace,
+    budget and data: the price charges each dataset's budget, in the dataset's namespace, and
+    each silo's SuperNode runs there. The server side (SuperLink, submitter) runs in
+    ``operator_namespace``, which no analyst reaches: without SecAgg+ the server sees every
+    silo's clipped update.
+
+    Parameters
+    ----------
+    job
+        The FederatedJob as stored.
+    datasets
+        The PrivateDataset each ``(namespace, name)`` of :func:`client_dataset_refs` names, or
+        None where it does not exist.
+    operator_namespace
+        Where the server side runs.
+    enforce
+        Apply the access policies (before admission). An admitted job is only resolved.
+
     """
-    if resolved.dataset is None:
+    namespace = str(job["metadata"]["namespace"])
+    resolved: dict[str, Obj] = {}
+    by_budget: list[tuple[str, Obj]] = []
+    seen: list[tuple[str, str, Obj]] = []  # (field, dataset "ns/name", data)
+    for i, client in enumerate((job.get("spec") or {}).get("clients") or []):
+        ref = client.get("datasetRef")
+        if not ref:
+            continue
+        field_path = f"spec.clients[{i}].datasetRef"
+        ds_namespace, ds_name = str(ref.get("namespace") or namespace), str(ref["name"])
+        found = datasets.get((ds_namespace, ds_name))
+        not_granted = Refused(
+            DATASET_NOT_GRANTED, field_path,
+            f"PrivateDataset {ds_namespace}/{ds_name} does not exist or does not grant "
+            f"namespace {namespace} (its access.namespaces)")
+        if found is None:
+            return not_granted
+        ds_spec = found.get("spec") or {}
+        if enforce:
+            refused = _policy(job, namespace, ds_namespace, ds_name,
+                              ds_spec.get("access") or {}, not_granted)
+            if refused is not None:
+                return refused
+        data = copy.deepcopy(ds_spec.get("data") or {})
+        key = f"{ds_namespace}/{ds_name}"
+        for other_field, other_key, other_data in seen:
+            why = _overlap(key, data, other_key, other_data)
+            if enforce and why:
+                return Refused(DATASETS_OVERLAP, field_path,
+                               f"{why}: it and {other_field} would read the same records, "
+                               "which one charge per silo does not cover")
+        seen.append((field_path, key, data))
+        budget = str((ds_spec.get("budgetRef") or {}).get("name"))
+        resolved[str(client["name"])] = {"namespace": ds_namespace, "dataset": ds_name,
+                                         "budget": budget, "data": data}
+        by_budget.append((budget_key(ds_namespace, budget, namespace), found))
+    effective = copy.deepcopy(job)
+    effective["metadata"][CLIENT_DATASETS] = resolved
+    effective["metadata"][EXEC_NAMESPACE] = operator_namespace
+    return Resolved(effective, namespace, operator_namespace, None, tuple(by_budget))
+
+
+def _overlap(key: str, data: Obj, other_key: str, other: Obj) -> str | None:
+    """Return why two silos' declared data would share records, or None when disjoint."""
+    if key == other_key:
+        return f"PrivateDataset {key} is named twice"
+    ns, other_ns = key.split("/")[0], other_key.split("/")[0]
+    volume, other_volume = data.get("volume") or {}, other.get("volume") or {}
+    if volume and other_volume and ns == other_ns and \
+            volume.get("claimName") == other_volume.get("claimName") and \
+            (volume.get("path") or "") == (other_volume.get("path") or ""):
+        return f"PrivateDataset {key} declares the same claim and path as {other_key}"
+    builtin, other_builtin = data.get("builtin") or {}, other.get("builtin") or {}
+    if not builtin or builtin.get("name") != other_builtin.get("name"):
         return None
-    limit = ((resolved.dataset.get("spec") or {}).get("access") or {}).get("maxEpsilonPerJob")
+    part, other_part = data.get("partition") or {}, other.get("partition") or {}
+    same_cut = bool(part) and bool(other_part) and all(
+        str(part.get(k, d)) == str(other_part.get(k, d))
+        for k, d in (("scheme", "Iid"), ("count", None), ("seed", 0), ("alpha", None)))
+    if same_cut and part.get("index") != other_part.get("index"):
+        return None
+    return (f"PrivateDataset {key} and {other_key} declare built-in set {builtin.get('name')} "
+            "without disjoint shards of one partitioning")
+
+
+def epsilon_refusal(resolved: Resolved, charged: Iterable[tuple[str, str]]) -> Refused | None:
+    """Refuse a job whose charge exceeds a dataset's ``access.maxEpsilonPerJob``.
+
+    ``charged`` is ``(budget, epsilon)`` of each charge the job's price holds; each charge is
+    held to the limit of the dataset whose budget it is (a federation's clients: per dataset).
+    """
+    limits = dict(resolved.datasets)
+    for budget, epsilon in charged:
+        dataset = limits.get(budget, resolved.dataset)
+        if dataset is None:
+            continue
+        refused = _epsilon_over(dataset, epsilon)
+        if refused is not None:
+            return refused
+    return None
+
+
+def _epsilon_over(dataset: Obj, epsilon: str) -> Refused | None:
+    limit = ((dataset.get("spec") or {}).get("access") or {}).get("maxEpsilonPerJob")
     if limit is None:
         return None
-    ds = resolved.dataset["metadata"]
-    for _budget, epsilon in charged:
-        try:
-            over = Decimal(str(epsilon)) > Decimal(str(limit))
-        except InvalidOperation:
-            over = True
-        if over:
-            return Refused(EPSILON_ABOVE_DATASET_LIMIT, "spec.privacy",
-                           f"the job costs epsilon {epsilon}, more than the {limit} "
-                           f"PrivateDataset {ds['namespace']}/{ds['name']} lets one job take "
-                           "(its access.maxEpsilonPerJob)")
-    return None
+    ds = dataset["metadata"]
+    try:
+        over = Decimal(str(epsilon)) > Decimal(str(limit))
+    except InvalidOperation:
+        over = True
+    if not over:
+        return None
+    return Refused(EPSILON_ABOVE_DATASET_LIMIT, "spec.privacy",
+                   f"the job costs epsilon {epsilon}, more than the {limit} "
+                   f"PrivateDataset {ds['namespace']}/{ds['name']} lets one job take "
+                   "(its access.maxEpsilonPerJob)")

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from ppml_operator.api import conditions as c
 from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import FederatedJob
+from ppml_operator.reconcile import delivery as model_delivery
 from ppml_operator.reconcile import lifecycle
 from ppml_operator.reconcile.lifecycle import (
     Charge,
@@ -40,6 +41,7 @@ from ppml_operator.reconcile.lifecycle import (
     set_condition,
 )
 from ppml_operator.reconcile.plan import Deletion, Event, Plan
+from ppml_operator.render import delivery
 from ppml_operator.render import federated as rf
 from ppml_operator.render.trainer import Paid
 from ppml_runtime.federated import contract as fc
@@ -51,8 +53,8 @@ KIND = "FederatedJob"
 MAX_ROUNDS_IN_STATUS = 100
 """How many rounds' metrics ``status.federation.rounds`` keeps (the newest)."""
 
-KEY_SECRET = "keySecret"
-"""The key of :meth:`FederatedKind.extras` holding a freshly generated key Secret."""
+KEY_SECRETS = "keySecrets"
+"""The key of :meth:`FederatedKind.extras` holding freshly generated key Secrets."""
 
 BudgetCharge = Charge
 """What the federation charges one budget (the lifecycle's :class:`Charge`)."""
@@ -94,17 +96,17 @@ def submitter_report(pods: Sequence[Obj]) -> fc.FederationReport | None:
                          lambda pod: _component(pod) == rf.SUBMITTER)
 
 
-def new_key_secret(job: Obj, now: datetime) -> Obj | None:
-    """Generate the job's key Secret unless the job records it as created (or is over)."""
+def new_key_secrets(job: Obj, now: datetime) -> list[Obj]:
+    """Generate the job's key Secrets unless the job records them as created (or is over)."""
     if is_finished(job) or job["metadata"].get("deletionTimestamp"):
-        return None
+        return []
     if rf.key_secret_recorded(job):
-        return None
+        return []
     try:
         fj = FederatedJob.model_validate({k: v for k, v in job.items() if k != "status"})
     except ValidationError:
-        return None  # the price reports the invalid spec
-    return rf.generate_key_secret(job, fj, now)
+        return []  # the price reports the invalid spec
+    return rf.generate_key_secrets(job, fj, now)
 
 
 class FederatedKind(lifecycle.JobKind):
@@ -116,8 +118,20 @@ class FederatedKind(lifecycle.JobKind):
     runner = "submitter"
     creates_pods = True
 
+    child_kinds = ("ServiceAccount", "ConfigMap", "NetworkPolicy", "Service",
+                   "PersistentVolumeClaim", "Job")
+
     def runner_name(self, job_name: str) -> str:  # noqa: D102
         return rf.names(job_name)["submit"]
+
+    def namespaces(self, job: Obj) -> tuple[str, ...]:
+        """Return the server side's namespace and every data owner's the silos run in."""
+        return rf.namespaces(job)
+
+    def delivery_children(self, job: Obj) -> Sequence[tuple[str, str]]:  # noqa: D102
+        if not model_delivery.wants_model(job):
+            return []
+        return [("Job", delivery.names(job)["delivery"])]
 
     def budget_names(self, spec: Obj) -> tuple[str, ...]:  # noqa: D102
         refs = [spec.get("budgetRef") or {}]
@@ -128,15 +142,15 @@ class FederatedKind(lifecycle.JobKind):
         return price(job)
 
     def extras(self, job: Obj, now: datetime) -> Mapping[str, Any]:
-        """Generate the key Secret while the job does not record it (random: not ``decide``)."""
-        secret = new_key_secret(job, now)
-        return {KEY_SECRET: secret} if secret is not None else {}
+        """Generate the key Secrets while the job does not record them (random: not ``decide``)."""
+        secrets = new_key_secrets(job, now)
+        return {KEY_SECRETS: secrets} if secrets else {}
 
     def render(self, observed: Observed, price: FederatedPrice) -> list[Obj]:  # noqa: D102
         fj = FederatedJob.model_validate(
             {k: v for k, v in observed.job.items() if k != "status"})
         return rf.render_children(observed.job, fj, price.paid, observed.settings,
-                                  observed.extras.get(KEY_SECRET))
+                                  observed.extras.get(KEY_SECRETS) or ())
 
     def held_back(self, child: Obj, observed: Observed) -> bool:
         """Hold the SuperNodes back until the submitter has started (see the module doc).
@@ -183,8 +197,14 @@ class FederatedKind(lifecycle.JobKind):
         _record_federation(status, observed, report)
         rounds = int(spec.get("rounds") or 0)
         ending = _ending(report, runner, rounds)
+        if ending is not None and ending.success and model_delivery.wants_model(observed.job):
+            assert report is not None  # a success needs the report
+            ending = model_delivery.deliver(
+                observed, report.model_sha256, status, plan, now, gen, runner="federation",
+                done=f"all {rounds} rounds completed", committed="every charge is committed")
         if ending is not None:
             status.setdefault("federation", {})["clientsConnected"] = 0
+            _owner_metrics(plan, runner["metadata"]["name"], report)
             return ending
         if _suspend(self, observed, runner, status, plan, now):
             return None
@@ -204,18 +224,21 @@ class FederatedKind(lifecycle.JobKind):
         return None
 
     def teardown(self, observed: Observed) -> list[Deletion]:
-        """Delete the SuperLink and SuperNode pods and, when recorded, the key Secret.
+        """Delete the SuperLink and SuperNode pods, the key Secrets and the model's export.
 
-        The key Secret is deleted by name whenever the job records it (it is never read, so
-        never known to be gone; a second delete answers 404, which is fine).
+        Each in its own namespace (a data owner's SuperNode and its Secret in the owner's).
+        The key Secrets are deleted by name whenever the job records them (they are never
+        read, so never known to be gone; a second delete answers 404, which is fine).
         """
-        out = [Deletion("Pod", p["metadata"]["name"], uid=p["metadata"].get("uid"))
+        out = [Deletion("Pod", p["metadata"]["name"], uid=p["metadata"].get("uid"),
+                        namespace=p["metadata"].get("namespace"))
                for p in observed.pods
                if _component(p) in (rf.SUPERLINK, rf.SUPERNODE)
                and not p["metadata"].get("deletionTimestamp")]
         if rf.key_secret_recorded(observed.job):
-            out.append(Deletion("Secret", rf.names(observed.job["metadata"]["name"])[
-                "tlsSecret"]))
+            out.extend(Deletion("Secret", name, namespace=ns)
+                       for ns, name in rf.key_secret_deletions(observed.job))
+        out.extend(model_delivery.teardown(observed.job))
         return out
 
     def finish(self, plan: Plan, job: Obj) -> None:
@@ -295,14 +318,31 @@ def decide_deletion(observed: Observed, now: datetime) -> Plan:
     return lifecycle.decide_deletion(FEDERATED, observed, now)
 
 
+def _owner_metrics(plan: Plan, runner_name: str, report: fc.FederationReport | None) -> None:
+    """Post the rounds' exact loss and accuracy as an event on the submitter Job.
+
+    They are computed on the silos' private records without noise, so they are not a DP
+    release: never in the job's status or events. The submitter Job lives in the job's
+    namespace for a federation on inline data (where owner and analyst are one party) and in
+    the operator's namespace for one across data owners (the cluster admin's).
+    """
+    if report is None or not report.rounds:
+        return
+    parts = []
+    for r in report.rounds[-10:]:
+        loss = r.eval_loss if r.eval_loss is not None else r.train_loss
+        parts.append(f"round {r.round}: loss {loss}, accuracy {r.accuracy}")
+    plan.owner_events.append(("Job", runner_name, Event(
+        "Normal", "ExactRoundMetrics",
+        "; ".join(parts) + " (exact, on private records: not differentially private)")))
+
+
 def _ending(report: fc.FederationReport | None, runner: Obj, rounds: int) -> Ending | None:
     if job_condition(runner, "Complete") is not None:
         if report is not None and report.status == "Completed" and \
                 report.rounds_completed >= rounds:
-            accuracy = (f", final accuracy {report.final_accuracy:.4f}"
-                        if report.final_accuracy is not None else "")
             return Ending(True, c.SUCCEEDED,
-                          f"all {rounds} rounds completed{accuracy}; every charge is committed")
+                          f"all {rounds} rounds completed; every charge is committed")
         detail = report.error if report is not None and report.error else "no report"
         return Ending(False, c.POD_FAILED,
                       f"the submitter exited 0 but the run did not complete: {detail}")
@@ -345,12 +385,9 @@ def _record_federation(status: Obj, observed: Observed,
             federation["runId"] = str(report.run_id)
         rounds = []
         for r in report.rounds[-MAX_ROUNDS_IN_STATUS:]:
+            # Never the loss or accuracy: computed on the silos' private records without noise
+            # (not a DP release), they go to the owner-side event instead (_owner_metrics).
             entry: Obj = {"round": r.round, "clients": r.clients}
-            loss = r.eval_loss if r.eval_loss is not None else r.train_loss
-            if loss is not None:
-                entry["loss"] = repr(float(loss))
-            if r.accuracy is not None:
-                entry["accuracy"] = repr(float(r.accuracy))
             if r.seconds is not None:
                 entry["wallSeconds"] = repr(float(r.seconds))
             rounds.append(entry)

@@ -41,7 +41,7 @@ from ppml_operator.api import conditions as c
 from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.reconcile import ledger
 from ppml_operator.reconcile.plan import BudgetWrite, Deletion, Event, Plan
-from ppml_operator.render.common import RenderSettings, child_base
+from ppml_operator.render.common import RenderSettings, child_base, exec_namespace
 from ppml_runtime import contract as rc
 
 Obj = dict[str, Any]
@@ -145,6 +145,9 @@ class Observed:
     refused
         The PrivateDataset policy's :class:`~ppml_operator.reconcile.dataset.Refused`, when it
         refuses the job (only consulted before admission).
+    namespaces
+        Every namespace the children live in (the kind's :meth:`JobKind.namespaces`); empty:
+        only ``exec_namespace``.
 
     """
 
@@ -162,16 +165,21 @@ class Observed:
     budget_read: bool = True
     exec_namespace: str | None = None
     refused: Any = None
+    namespaces: tuple[str, ...] = ()
 
     @property
     def remote(self) -> bool:
-        """Whether the children live in another namespace than the job (a data owner's)."""
-        return self.exec_namespace not in (None, _meta(self.job)["namespace"])
+        """Whether some children live in another namespace than the job (a data owner's)."""
+        here = _meta(self.job)["namespace"]
+        return self.exec_namespace not in (None, here) or any(
+            ns != here for ns in self.namespaces)
 
-    def child(self, kind: str, name: str) -> Obj | None:
-        """Return the observed child of that kind and name, if any."""
+    def child(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        """Return the observed child of that kind and name (in that namespace), if any."""
         for obj in self.children:
-            if obj.get("kind") == kind and (obj.get("metadata") or {}).get("name") == name:
+            meta = obj.get("metadata") or {}
+            if obj.get("kind") == kind and meta.get("name") == name and (
+                    namespace is None or meta.get("namespace", namespace) == namespace):
                 return obj
         return None
 
@@ -248,6 +256,14 @@ class JobKind(ABC):
     def progress_url(self, pods: Sequence[Obj]) -> str | None:
         """Return where the runner's live gauges are served, if this kind has any."""
         return None
+
+    def namespaces(self, job: Obj) -> tuple[str, ...]:
+        """Return every namespace the job's children live in, the runner's first.
+
+        The caller observes pods and children by the job-uid label in each; a kind whose
+        children span several namespaces (a federation across data owners) says so here.
+        """
+        return (exec_namespace(job),)
 
     def delivery_children(self, job: Obj) -> Sequence[tuple[str, str]]:
         """Return ``(kind, name)`` of children in the job's own namespace to observe by name.
@@ -671,18 +687,20 @@ def _running(kind: JobKind, observed: Observed, children: Callable[[], list[Obj]
 
 def _missing(kind: JobKind, observed: Observed, children: list[Obj]) -> list[Obj]:
     """Return the rendered children to recreate: never the runner, nothing held back."""
-    pods = {_meta(p)["name"] for p in observed.pods}
+    default_ns = observed.exec_namespace or _meta(observed.job)["namespace"]
+    pods = {(_meta(p).get("namespace", default_ns), _meta(p)["name"]) for p in observed.pods}
     out: list[Obj] = []
     for child in children:
         name = child["metadata"]["name"]
+        namespace = child["metadata"].get("namespace", default_ns)
         if child["kind"] == "Job" or kind.held_back(child, observed):
             continue
         if child["kind"] == "Secret":
             out.append(child)  # write-only: rendered only while the job does not record it
         elif child["kind"] == "Pod":
-            if name not in pods:
+            if (namespace, name) not in pods:
                 out.append(child)
-        elif observed.all_children and observed.child(child["kind"], name) is None:
+        elif observed.all_children and observed.child(child["kind"], name, namespace) is None:
             out.append(child)
     return out
 
@@ -730,15 +748,18 @@ def decide_deletion(kind: JobKind, observed: Observed, now: datetime) -> Plan:
     plan.child_namespace = observed.exec_namespace if observed.remote else None
     if observed.remote and plan.done:
         # Owner references never cross namespaces: the finalizer stays until every child in
-        # the data owner's namespace is gone, deleted here by the job-uid label.
-        planned = {(d.kind, d.name) for d in plan.deletions}
-        leftovers = [(str(obj.get("kind") or "Pod"), _meta(obj)) for obj in
-                     [*observed.children, *observed.pods]
-                     if _meta(obj).get("namespace", observed.exec_namespace)
-                     == observed.exec_namespace]
-        for child_kind, meta in leftovers:
-            if (child_kind, meta["name"]) not in planned and not meta.get("deletionTimestamp"):
-                plan.deletions.append(Deletion(child_kind, meta["name"]))
+        # another namespace than the job's (the data owners', the operator's) is gone,
+        # deleted here by the job-uid label, in whichever namespace it was found.
+        here = _meta(observed.job)["namespace"]
+        default_ns = observed.exec_namespace or here
+        planned = {(d.kind, d.namespace or default_ns, d.name) for d in plan.deletions}
+        leftovers = [(str(obj.get("kind") or "Pod"), _meta(obj).get("namespace", default_ns),
+                      _meta(obj)) for obj in [*observed.children, *observed.pods]
+                     if _meta(obj).get("namespace", default_ns) != here]
+        for child_kind, namespace, meta in leftovers:
+            if (child_kind, namespace, meta["name"]) not in planned and \
+                    not meta.get("deletionTimestamp"):
+                plan.deletions.append(Deletion(child_kind, meta["name"], namespace=namespace))
         plan.done = not leftovers
     return plan
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from ppml_operator.api import conditions as c
 from ppml_operator.api.v1alpha1 import PrivateTrainingJob
+from ppml_operator.reconcile import delivery as model_delivery
 from ppml_operator.reconcile import ledger, lifecycle
 from ppml_operator.reconcile.lifecycle import (
     Charge,
@@ -126,11 +127,7 @@ class TrainingKind(lifecycle.JobKind):
 
     def teardown(self, observed: Observed) -> list[Deletion]:
         """Delete the model's export pod, its policy and the operator-owned output claim."""
-        if not _wants_model(observed.job):
-            return []
-        n = delivery.names(observed.job)
-        return [Deletion("Pod", n["export"]), Deletion("NetworkPolicy", n["export"]),
-                Deletion("PersistentVolumeClaim", n["output"])]
+        return model_delivery.teardown(observed.job)
 
     def progress_url(self, pods: Sequence[Obj]) -> str | None:
         """Return the rank-0 trainer's metrics endpoint while it runs."""
@@ -245,53 +242,17 @@ def _trainer_pods(pods: Sequence[Obj]) -> list[Obj]:
         "app.kubernetes.io/component", COMPONENT) == COMPONENT]
 
 
-def _wants_model(job: Obj) -> bool:
-    return bool(((job.get("spec") or {}).get("output") or {}).get("model"))
+_wants_model = model_delivery.wants_model
 
 
 def _deliver(observed: Observed, report: rc.TrainingReport | None, status: Obj, plan: Plan,
              now: datetime, gen: int | None) -> Ending | None:
-    """Take the completed trainer's model to the job's claim (``render/delivery.py``).
-
-    Returns the ending once the delivery Job completed or failed (or there is nothing to
-    deliver), None while the model is on its way.
-    """
-    job = observed.job
-    if not _wants_model(job):
+    """Take the completed trainer's model to the job's claim (``reconcile/delivery.py``)."""
+    if not _wants_model(observed.job):
         return Ending(True, c.SUCCEEDED, "every worker finished; the charge is committed")
-    sha256 = report.model_sha256 if report is not None else None
-    if not sha256:
-        return Ending(False, c.DELIVERY_FAILED,
-                      "the trainer finished but reported no model to deliver; the charge is "
-                      "committed")
-    uri = delivery.model_uri(job)
-    n = delivery.names(job)
-    fetcher = observed.child("Job", n["delivery"])
-    if fetcher is not None and job_condition(fetcher, "Complete") is not None:
-        status["output"] = {"uri": uri, "modelSha256": sha256,
-                            "deliveryTime": c.format_time(now)}
-        return Ending(True, c.SUCCEEDED,
-                      f"every worker finished and the model was delivered to {uri}; the "
-                      "charge is committed")
-    if fetcher is not None and job_condition(fetcher, "Failed") is not None:
-        model = ((job.get("spec") or {}).get("output") or {}).get("model") or {}
-        return Ending(False, c.DELIVERY_FAILED,
-                      f"the model could not be delivered to {uri}: Job {n['delivery']} in this "
-                      f"namespace failed; check that claim {model.get('claimName')} exists, is "
-                      f"writable and has room, and that {delivery.model_path(job)} did not "
-                      "exist on it; the charge is committed")
-    export = delivery.export_pod(job, list(observed.pods))
-    pod_status = (export or {}).get("status") or {}
-    if export is None:
-        plan.create.extend(delivery.render_export(job, observed.settings))
-    elif pod_status.get("phase") in ("Succeeded", "Failed") and fetcher is None:
-        plan.deletions.append(Deletion("Pod", n["export"], uid=export["metadata"].get("uid")))
-    elif fetcher is None and pod_status.get("phase") == "Running" and pod_status.get("podIP"):
-        plan.create.append(delivery.render_delivery(job, observed.settings,
-                                                    str(pod_status["podIP"]), sha256))
-    set_condition(status, c.RUNNING, False, c.DELIVERING_MODEL,
-                  f"the trainer finished; delivering the model to {uri}", now=now, gen=gen)
-    return None
+    return model_delivery.deliver(observed, report.model_sha256 if report else None, status,
+                                  plan, now, gen, runner="trainer", done="every worker finished",
+                                  committed="the charge is committed")
 
 
 def _owner_report(plan: Plan, runner_name: str, report: rc.TrainingReport | None) -> None:

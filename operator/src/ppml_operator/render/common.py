@@ -55,6 +55,32 @@ a job on another namespace's PrivateDataset runs its pods in that namespace.
 """
 
 
+CLIENT_DATASETS = "ppml.dev/client-datasets"
+"""Key of the in-memory resolved FederatedJob's metadata describing its datasetRef clients.
+
+``{client: {"namespace", "dataset", "budget", "data"}}``: where each silo's PrivateDataset is
+(its SuperNode runs there), the budget that pays for it and the data the owner declared. Set
+only by ``reconcile/dataset.py`` (never written to the API server); the spec keeps the
+``datasetRef`` the user wrote.
+"""
+
+
+def client_datasets(job: Obj) -> dict[str, Obj]:
+    """Return the resolved datasetRef clients of a FederatedJob (:data:`CLIENT_DATASETS`)."""
+    return dict(job["metadata"].get(CLIENT_DATASETS) or {})
+
+
+def budget_key(namespace: str, name: str, job_namespace: str) -> str:
+    """Return how a charge names its budget: ``name`` in the job's namespace, else ``ns/name``."""
+    return name if namespace == job_namespace else f"{namespace}/{name}"
+
+
+def split_budget_key(key: str, default_namespace: str) -> tuple[str, str]:
+    """Return ``(namespace, name)`` of a charge's budget key (:func:`budget_key`)."""
+    namespace, _, name = key.rpartition("/")
+    return (namespace or default_namespace), name
+
+
 def exec_namespace(job: Obj) -> str:
     """Return the namespace the job's children are rendered into."""
     meta = job["metadata"]

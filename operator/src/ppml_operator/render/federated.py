@@ -27,18 +27,21 @@ the contract config in :mod:`ppml_operator.render.federation_config`, the pods i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from ppml_operator.api.v1alpha1 import FederatedJob
-from ppml_operator.render import tls
+from ppml_operator.render import delivery, tls
 from ppml_operator.render.common import (
+    LABEL_JOB_UID,
     RenderSettings,
-    config_map,
+    child_base,
+    client_datasets,
+    exec_namespace,
     metadata,
     pin_config,
     selector,
-    service_account,
 )
 from ppml_operator.render.federation import (
     AUTH_DIR,
@@ -53,8 +56,11 @@ from ppml_operator.render.federation import (
     SUPERNODE,
     TLS_DIR,
     FederationPaid,
+    across_owners,
     client_names,
+    client_namespace,
     names,
+    namespaces,
     superlink_address,
     superlink_dns_names,
 )
@@ -86,14 +92,16 @@ __all__ = [
     "FederationPaid",
     "client_names",
     "federation_config",
-    "generate_key_secret",
+    "generate_key_secrets",
+    "key_secret_deletions",
     "key_secret_recorded",
     "key_secret_recorded_patch",
     "names",
+    "namespaces",
     "needs_key_secret",
     "render_children",
     "render_config_map",
-    "render_key_secret",
+    "render_key_secrets",
     "render_network_policies",
     "render_service",
     "render_submit_job",
@@ -104,36 +112,79 @@ __all__ = [
 ]
 
 
-def render_config_map(job: Obj, config: fc.FederationConfig) -> Obj:
-    """Render the immutable ConfigMap every role reads its ``FederationConfig`` from."""
-    return config_map(job, names(job["metadata"]["name"])["configMap"], FEDERATION,
-                      fc.dump_federation_config(config))
+def render_config_map(job: Obj, config: fc.FederationConfig,
+                      namespace: str | None = None) -> Obj:
+    """Render the immutable ConfigMap every role reads its ``FederationConfig`` from.
 
-
-def render_key_secret(job: Obj, material: tls.KeyMaterial) -> Obj:
-    """Render the one Secret holding all of the job's key material (immutable, write-once).
-
-    Parameters
-    ----------
-    job
-        The FederatedJob object.
-    material
-        The CA, the SuperLink's certificate and key, each SuperNode's key pair.
-
-    Returns
-    -------
-    dict
-        The ``{job}-tls`` Secret; each pod mounts only its own keys from it (volume ``items``).
-
+    A federation across data owners has one copy in each namespace its pods run in (a pod
+    mounts ConfigMaps of its own namespace only); each is pinned by the same digest.
     """
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(job, names(child_base(job))["configMap"], FEDERATION,
+                             namespace=namespace),
+        "immutable": True,
+        "data": {rc.CONFIG_FILE: fc.dump_federation_config(config)},
+    }
+
+
+def _service_account(job: Obj, namespace: str | None = None) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(job, names(child_base(job))["serviceAccount"], FEDERATION,
+                             namespace=namespace),
+        "automountServiceAccountToken": False,
+    }
+
+
+def _secret(job: Obj, name: str, namespace: str | None, data: dict[str, str]) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "immutable": True,
-        "metadata": metadata(job, names(job["metadata"]["name"])["tlsSecret"], FEDERATION),
-        "data": material.secret_data(),
+        "metadata": metadata(job, name, FEDERATION, namespace=namespace),
+        "data": data,
     }
+
+
+def render_key_secrets(job: Obj, material: tls.KeyMaterial) -> list[Obj]:
+    """Render the Secrets holding the job's key material (immutable, write-once).
+
+    Inline data: one ``{job}-tls`` Secret holding everything; each pod mounts only its own
+    keys from it (volume ``items``). Across data owners: the server side's Secret (the CA, the
+    SuperLink's certificate and key, every SuperNode's public key) in the operator's
+    namespace, and for each silo ``{base}-tls-{client}`` in its owner's namespace holding the CA
+    certificate and that silo's own private key, nothing of any other silo's.
+
+    Parameters
+    ----------
+    job
+        The (resolved) FederatedJob object.
+    material
+        The CA, the SuperLink's certificate and key, each SuperNode's key pair.
+
+    """
+    n = names(child_base(job), list(client_datasets_of(job)))
+    data = material.secret_data()
+    if not across_owners(job):
+        return [_secret(job, n["tlsSecret"], None, data)]
+    server = {k: v for k, v in data.items()
+              if not (k.startswith("supernode-") and k.endswith(".key"))}
+    out = [_secret(job, n["tlsSecret"], None, server)]
+    for client in client_datasets_of(job):
+        own = {k: data[k] for k in (tls.CA_FILE, tls.supernode_private_key(client)) if k in data}
+        out.append(_secret(job, n[f"tlsSecret/{client}"], client_namespace(job, client), own))
+    return out
+
+
+def client_datasets_of(job: Obj) -> list[str]:
+    """Return the names of the clients that are data owners, in spec order."""
+    owners = set(client_datasets(job))
+    return [str(c["name"]) for c in (job.get("spec") or {}).get("clients") or []
+            if c["name"] in owners]
 
 
 def needs_key_secret(fj: FederatedJob) -> bool:
@@ -144,18 +195,27 @@ def needs_key_secret(fj: FederatedJob) -> bool:
 def key_secret_recorded(job: Obj) -> bool:
     """Return whether the job records that its key Secret was created (see the annotation)."""
     annotations = (job.get("metadata") or {}).get("annotations") or {}
-    return bool(annotations.get(KEYS_SECRET_ANNOTATION) == names(job["metadata"]["name"])[
-        "tlsSecret"])
+    return bool(annotations.get(KEYS_SECRET_ANNOTATION) == names(child_base(job))["tlsSecret"])
 
 
 def key_secret_recorded_patch(job: Obj) -> Obj:
-    """Return the merge patch on the job recording that its key Secret exists."""
+    """Return the merge patch on the job recording that its key Secrets exist."""
     return {"metadata": {"annotations": {
-        KEYS_SECRET_ANNOTATION: names(job["metadata"]["name"])["tlsSecret"]}}}
+        KEYS_SECRET_ANNOTATION: names(child_base(job))["tlsSecret"]}}}
 
 
-def generate_key_secret(job: Obj, fj: FederatedJob, now: datetime) -> Obj | None:
-    """Generate the job's key material and render its Secret (random: never in decide).
+def key_secret_deletions(job: Obj) -> list[tuple[str, str]]:
+    """Return ``(namespace, name)`` of every key Secret the job has (once recorded)."""
+    n = names(child_base(job), client_datasets_of(job))
+    out = [(exec_namespace(job), n["tlsSecret"])]
+    if across_owners(job):
+        out.extend((client_namespace(job, c), n[f"tlsSecret/{c}"])
+                   for c in client_datasets_of(job))
+    return out
+
+
+def generate_key_secrets(job: Obj, fj: FederatedJob, now: datetime) -> list[Obj]:
+    """Generate the job's key material and render its Secrets (random: never in decide).
 
     Parameters
     ----------
@@ -168,86 +228,99 @@ def generate_key_secret(job: Obj, fj: FederatedJob, now: datetime) -> Obj | None
 
     Returns
     -------
-    dict or None
-        The rendered Secret, or None when the federation has no key material.
+    list of dict
+        The rendered Secrets (:func:`render_key_secrets`); empty when the federation has no
+        key material.
 
     """
     if not needs_key_secret(fj):
-        return None
+        return []
     material = tls.generate_key_material(
-        job["metadata"]["name"],
+        child_base(job),
         superlink_dns_names(job) if fj.spec.tls.enabled else None,
         client_names(fj) if fj.spec.authentication.enabled else [],
         now,
     )
-    return render_key_secret(job, material)
+    return render_key_secrets(job, material)
 
 
 def _dns_egress() -> Obj:
     return {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
 
 
-def _to_superlink(job: Obj) -> Obj:
+def _in_namespaces(job: Obj, pod_selector: Obj, namespaces_: list[str]) -> list[Obj]:
+    """Return NetworkPolicy peers: the selected pods in each namespace (same one: no selector)."""
+    here = exec_namespace(job)
+    peers: list[Obj] = []
+    for ns in namespaces_:
+        peer: Obj = {"podSelector": pod_selector}
+        if ns != here:
+            peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": ns}}
+        peers.append(peer)
+    return peers
+
+
+def _policy(job: Obj, name: str, component: str, namespace: str, spec: Obj) -> Obj:
     return {
-        "to": [{"podSelector": {"matchLabels": selector(job, SUPERLINK)}}],
-        "ports": [{"protocol": "TCP", "port": rc.SUPERLINK_PORT}],
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(job, name, component, namespace=namespace),
+        "spec": {"podSelector": {"matchLabels": selector(job, component)},
+                 "policyTypes": ["Ingress", "Egress"], **spec},
     }
 
 
 def render_network_policies(job: Obj) -> list[Obj]:
     """Render the NetworkPolicies that confine the federation's traffic.
 
+    The SuperLink serves the Fleet API on :data:`~ppml_runtime.contract.SUPERLINK_PORT` and its
+    Control API (submit, stop, register keys, read logs) on
+    :data:`~ppml_runtime.contract.SUPERLINK_CONTROL_PORT`, which has no authentication of its
+    own: the policy admits only the job's SuperNodes (from their owners' namespaces, for a
+    federation across data owners) on the Fleet port, and only the job's submitter on the
+    Control port. SuperNodes and the submitter accept no ingress and reach only their port of
+    the SuperLink (and DNS).
+
     Returns
     -------
     list of dict
-        ``{job}-superlink`` (ingress only from the job's SuperNodes and submitter, on the
-        SuperLink port; no egress but DNS), ``{job}-supernode`` and ``{job}-submitter`` (no
-        ingress; egress only to the SuperLink port and DNS).
+        ``{job}-superlink``, ``{job}-submitter`` (the server side's namespace) and
+        ``{job}-supernode`` in every namespace SuperNodes run in.
 
     """
-    n = names(job["metadata"]["name"])
-    uid = job["metadata"]["uid"]
-    peers = {
-        "matchLabels": {"ppml.dev/job-uid": uid},
-        "matchExpressions": [
-            {
-                "key": "app.kubernetes.io/component",
-                "operator": "In",
-                "values": [SUPERNODE, SUBMITTER],
-            }
-        ],
-    }
-    superlink = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata(job, n["superlinkPolicy"], SUPERLINK),
-        "spec": {
-            "podSelector": {"matchLabels": selector(job, SUPERLINK)},
-            "policyTypes": ["Ingress", "Egress"],
+    n = names(child_base(job))
+    server_ns = exec_namespace(job)
+    node_namespaces = sorted({client_namespace(job, str(c["name"]))
+                              for c in (job.get("spec") or {}).get("clients") or []})
+    uid = {LABEL_JOB_UID: job["metadata"]["uid"]}
+    supernodes = {"matchLabels": {**uid, "app.kubernetes.io/component": SUPERNODE}}
+    submitter = {"matchLabels": {**uid, "app.kubernetes.io/component": SUBMITTER}}
+    superlink = {"matchLabels": selector(job, SUPERLINK)}
+
+    def to_superlink(port: int) -> Obj:
+        return {"to": _in_namespaces(job, superlink, [server_ns]),
+                "ports": [{"protocol": "TCP", "port": port}]}
+
+    out = [
+        _policy(job, n["superlinkPolicy"], SUPERLINK, server_ns, {
             "ingress": [
-                {
-                    "from": [{"podSelector": peers}],
-                    "ports": [{"protocol": "TCP", "port": rc.SUPERLINK_PORT}],
-                }
+                {"from": _in_namespaces(job, supernodes, node_namespaces),
+                 "ports": [{"protocol": "TCP", "port": rc.SUPERLINK_PORT}]},
+                {"from": _in_namespaces(job, submitter, [server_ns]),
+                 "ports": [{"protocol": "TCP", "port": rc.SUPERLINK_CONTROL_PORT}]},
             ],
             "egress": [_dns_egress()],
-        },
-    }
-    out = [superlink]
-    for component, key in ((SUPERNODE, "supernodePolicy"), (SUBMITTER, "submitterPolicy")):
-        out.append(
-            {
-                "apiVersion": "networking.k8s.io/v1",
-                "kind": "NetworkPolicy",
-                "metadata": metadata(job, n[key], component),
-                "spec": {
-                    "podSelector": {"matchLabels": selector(job, component)},
-                    "policyTypes": ["Ingress", "Egress"],
-                    "ingress": [],
-                    "egress": [_to_superlink(job), _dns_egress()],
-                },
-            }
-        )
+        }),
+        _policy(job, n["submitterPolicy"], SUBMITTER, server_ns, {
+            "ingress": [], "egress": [to_superlink(rc.SUPERLINK_CONTROL_PORT), _dns_egress()]}),
+    ]
+    for ns in node_namespaces:
+        peer = to_superlink(rc.SUPERLINK_PORT)
+        if ns != server_ns:
+            peer["to"][0]["namespaceSelector"] = {
+                "matchLabels": {"kubernetes.io/metadata.name": server_ns}}
+        out.append(_policy(job, n["supernodePolicy"], SUPERNODE, ns, {
+            "ingress": [], "egress": [peer, _dns_egress()]}))
     return out
 
 
@@ -256,21 +329,18 @@ def render_service(job: Obj) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(job, names(job["metadata"]["name"])["service"], SUPERLINK),
+        "metadata": metadata(job, names(child_base(job))["service"], SUPERLINK),
         "spec": {
             "clusterIP": "None",
             "selector": selector(job, SUPERLINK),
             "ports": [
-                {
-                    "name": "superlink",
-                    "port": rc.SUPERLINK_PORT,
-                    "targetPort": rc.SUPERLINK_PORT,
-                    "protocol": "TCP",
-                }
+                {"name": "fleet", "port": rc.SUPERLINK_PORT, "targetPort": rc.SUPERLINK_PORT,
+                 "protocol": "TCP"},
+                {"name": "control", "port": rc.SUPERLINK_CONTROL_PORT,
+                 "targetPort": rc.SUPERLINK_CONTROL_PORT, "protocol": "TCP"},
             ],
         },
     }
-
 
 
 def render_children(
@@ -278,7 +348,7 @@ def render_children(
     fj: FederatedJob,
     paid: FederationPaid,
     settings: RenderSettings,
-    key_secret: Obj | None = None,
+    key_secrets: Sequence[Obj] = (),
 ) -> list[Obj]:
     """Render every child of an admitted federation, in creation order.
 
@@ -292,15 +362,16 @@ def render_children(
         What the budgets paid for.
     settings
         Operator-wide rendering settings.
-    key_secret
-        The rendered key Secret, included only when given (the caller generates it while the
-        Secret is not known to exist).
+    key_secrets
+        The rendered key Secrets, included only when given (the caller generates them while
+        the job does not record them as created).
 
     Returns
     -------
     list of dict
-        ServiceAccount, the key Secret, ConfigMap, NetworkPolicies, the Service, the SuperLink pod,
-        the SuperNode pods, then the submitter Job.
+        ServiceAccounts, the key Secrets, ConfigMaps (one of each per namespace), the
+        NetworkPolicies, the output claim (with spec.output.model), the Service, the SuperLink
+        pod, the SuperNode pods, then the submitter Job.
 
     Raises
     ------
@@ -308,16 +379,20 @@ def render_children(
         When the runtime cannot run the spec.
 
     """
-    n = names(job["metadata"]["name"])
     config = federation_config(job, fj, paid)
-    children: list[Obj] = [service_account(job, n["serviceAccount"], FEDERATION)]
-    if key_secret is not None:
-        children.append(key_secret)
-    config_map_ = render_config_map(job, config)
-    children.append(config_map_)
+    children: list[Obj] = []
+    for ns in namespaces(job):
+        namespace = None if ns == exec_namespace(job) else ns
+        children.append(_service_account(job, namespace))
+    children.extend(key_secrets)
+    config_maps = [render_config_map(job, config, None if ns == exec_namespace(job) else ns)
+                   for ns in namespaces(job)]
+    children.extend(config_maps)
     children.extend(render_network_policies(job))
+    if fj.spec.output is not None and fj.spec.output.model is not None:
+        children.append(delivery.render_output_claim(job, FEDERATION))
     children.append(render_service(job))
     children.append(render_superlink_pod(job, fj, settings))
     children.extend(render_supernode_pod(job, fj, c, settings) for c in fj.spec.clients)
     children.append(render_submit_job(job, fj, settings))
-    return pin_config(children, config_map_["data"][rc.CONFIG_FILE])
+    return pin_config(children, config_maps[0]["data"][rc.CONFIG_FILE])

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import FederatedJob
+from ppml_operator.api.v1alpha1.federated import FederatedClient, FederatedData
 from ppml_operator.render import tls
-from ppml_operator.render.common import truncate_name
+from ppml_operator.render.common import child_base, client_datasets, exec_namespace, truncate_name
 from ppml_operator.render.trainer import Paid
 from ppml_runtime import contract as rc
 
@@ -73,7 +75,48 @@ def names(job_name: str, clients: Sequence[str] = ()) -> dict[str, str]:
     }
     for client in clients:
         out[f"supernode/{client}"] = truncate_name(job_name, f"{SUPERNODE}-{client}")
+        out[f"tlsSecret/{client}"] = truncate_name(job_name, f"tls-{client}", 253)
     return out
+
+
+def owner_namespaces(job: Obj) -> list[str]:
+    """Return the data owners' namespaces the silos run in (sorted; empty for inline data)."""
+    return sorted({str(o["namespace"]) for o in client_datasets(job).values()})
+
+
+def namespaces(job: Obj) -> tuple[str, ...]:
+    """Return every namespace the federation's children live in, the server side's first."""
+    server = exec_namespace(job)
+    return (server, *[ns for ns in owner_namespaces(job) if ns != server])
+
+
+def client_data(fj: FederatedJob, client: FederatedClient, index: int = 0) -> FederatedData:
+    """Return a silo's data: inline, or its PrivateDataset's as ``reconcile/dataset.py`` resolved.
+
+    Raises
+    ------
+    InvalidSpecError
+        For a datasetRef client that was not resolved.
+
+    """
+    if client.data is not None:
+        return client.data
+    owner = client_datasets({"metadata": fj.metadata}).get(client.name)
+    if owner is None:
+        raise InvalidSpecError(f"spec.clients[{index}].datasetRef",
+                               "the PrivateDataset was not resolved")
+    return FederatedData.model_validate(owner["data"])
+
+
+def client_namespace(job: Obj, client: str) -> str:
+    """Return where a silo's SuperNode runs: its dataset's namespace, or the job's children's."""
+    owner = client_datasets(job).get(client)
+    return str(owner["namespace"]) if owner else exec_namespace(job)
+
+
+def across_owners(job: Obj) -> bool:
+    """Return whether the federation's silos are data owners (clients name PrivateDatasets)."""
+    return bool(client_datasets(job))
 
 
 def client_names(fj: FederatedJob) -> list[str]:
@@ -81,14 +124,21 @@ def client_names(fj: FederatedJob) -> list[str]:
     return [c.name for c in fj.spec.clients]
 
 
+def superlink_host(job: Obj) -> str:
+    """Return the SuperLink Service's DNS name (a name in its certificate)."""
+    return f"{names(child_base(job))['service']}.{exec_namespace(job)}.svc.cluster.local"
+
+
 def superlink_address(job: Obj) -> str:
-    """Return ``host:port`` the SuperNodes and the submitter dial (a name in the certificate)."""
-    meta = job["metadata"]
-    service = names(meta["name"])["service"]
-    return f"{service}.{meta['namespace']}.svc.cluster.local:{rc.SUPERLINK_PORT}"
+    """Return ``host:port`` of the SuperLink's Fleet API, which the SuperNodes dial."""
+    return f"{superlink_host(job)}:{rc.SUPERLINK_PORT}"
+
+
+def control_address(job: Obj) -> str:
+    """Return ``host:port`` of the SuperLink's Control API, which only the submitter dials."""
+    return f"{superlink_host(job)}:{rc.SUPERLINK_CONTROL_PORT}"
 
 
 def superlink_dns_names(job: Obj) -> list[str]:
     """Return the SuperLink certificate's subject alternative names."""
-    meta = job["metadata"]
-    return tls.service_dns_names(names(meta["name"])["service"], meta["namespace"])
+    return tls.service_dns_names(names(child_base(job))["service"], exec_namespace(job))

@@ -25,7 +25,9 @@ from ppml_operator.render.federation import (
     PUBLIC_KEYS_DIR,
     TLS_DIR,
     FederationPaid,
+    client_data,
     client_names,
+    control_address,
     superlink_address,
 )
 from ppml_operator.render.trainer import Paid, data_config
@@ -82,8 +84,9 @@ def _privacy(fj: FederatedJob, paid: FederationPaid) -> Obj:
 
 
 def _client_entry(client: FederatedClient, fj: FederatedJob, paid: FederationPaid) -> Obj:
-    entry: Obj = {"name": client.name, "data": data_config(client.data)}
-    part = client.data.partition
+    data = client_data(fj, client)
+    entry: Obj = {"name": client.name, "data": data_config(data)}
+    part = data.partition
     if part is not None:
         entry["partition"] = {
             "scheme": str(part.scheme),
@@ -122,6 +125,40 @@ def _secure_aggregation(fj: FederatedJob) -> Obj | None:
         "quantizationRange": sa.quantization_range,
         "modulusRange": sa.modulus_range,
     }
+
+
+def _release(job: Obj, fj: FederatedJob, paid: FederationPaid) -> Obj | None:
+    """Where the ServerApp writes the final global model, and the model card's facts."""
+    from ppml_operator.render.common import client_datasets
+    from ppml_operator.render.delivery import MODEL_DIR
+
+    output = fj.spec.output
+    if output is None or output.model is None:
+        return None
+    for index, client in enumerate(fj.spec.clients):
+        data = client_data(fj, client, index)
+        if data.volume is not None:
+            raise InvalidSpecError(
+                f"spec.clients[{index}]",
+                "output.model needs the global model's shape before the first round, which "
+                "only built-in and synthetic data declare; volume data is not supported with "
+                "output.model yet")
+    privacy = fj.spec.privacy
+    card: dict[str, str] = {"privacyMode": str(privacy.mode),
+                            "clippingNorm": str(privacy.clipping_norm)}
+    owners = client_datasets(job)
+    if owners:
+        card["datasets"] = ", ".join(sorted({f"{o['namespace']}/{o['dataset']}"
+                                             for o in owners.values()}))
+    if paid.central is not None:
+        card.update(chargedEpsilon=paid.central.epsilon, delta=paid.central.delta,
+                    accountant=paid.central.accountant,
+                    noiseMultiplier=paid.central.noise_multiplier,
+                    sampleRate=paid.central.sample_rate)
+    elif paid.clients:
+        card.update(chargedEpsilon=", ".join(f"{name} {p.epsilon}" for name, p in paid.clients),
+                    delta=paid.clients[0][1].delta, accountant=paid.clients[0][1].accountant)
+    return {"modelDir": MODEL_DIR, "card": card}
 
 
 def federation_config(job: Obj, fj: FederatedJob, paid: FederationPaid) -> fc.FederationConfig:
@@ -176,7 +213,11 @@ def federation_config(job: Obj, fj: FederatedJob, paid: FederationPaid) -> fc.Fe
         "model": model,
         "training": training,
         "superlinkAddress": superlink_address(job),
+        "controlAddress": control_address(job),
     }
+    release = _release(job, fj, paid)
+    if release is not None:
+        raw["release"] = release
     if spec.min_clients is not None:
         raw["minClients"] = spec.min_clients
     secagg = _secure_aggregation(fj)

@@ -17,9 +17,10 @@ from typing import Any
 
 from ppml_operator.api.v1alpha1 import FederatedJob
 from ppml_operator.api.v1alpha1.federated import FederatedClient
-from ppml_operator.render import tls
+from ppml_operator.render import delivery, tls
 from ppml_operator.render.common import (
     RenderSettings,
+    child_base,
     container_security_context,
     metadata,
     pod_security_context,
@@ -34,9 +35,12 @@ from ppml_operator.render.federation import (
     SUPERLINK,
     SUPERNODE,
     TLS_DIR,
+    across_owners,
+    client_data,
     client_names,
+    client_namespace,
     names,
-    superlink_address,
+    superlink_host,
 )
 from ppml_operator.render.trainer import DATA_MOUNT
 from ppml_runtime import contract as rc
@@ -76,18 +80,18 @@ def _env(job: Obj, settings: RenderSettings) -> list[Obj]:
 
 
 def _config_volume(job: Obj) -> tuple[Obj, Obj]:
-    n = names(job["metadata"]["name"])
+    n = names(child_base(job))
     return (
         {"name": "config", "configMap": {"name": n["configMap"]}},
         {"name": "config", "mountPath": rc.CONFIG_DIR, "readOnly": True},
     )
 
 
-def _key_volume(job: Obj, name: str, mount_path: str, items: list[tuple[str, str]]) -> tuple[
-        Obj, Obj]:
-    """Mount the listed ``(Secret key, file)`` pairs of the job's key Secret, nothing else."""
+def _key_volume(job: Obj, name: str, mount_path: str, items: list[tuple[str, str]],
+                secret_name: str | None = None) -> tuple[Obj, Obj]:
+    """Mount the listed ``(Secret key, file)`` pairs of a key Secret (the job's), nothing else."""
     secret = {
-        "secretName": names(job["metadata"]["name"])["tlsSecret"],
+        "secretName": secret_name or names(child_base(job))["tlsSecret"],
         "items": [{"key": key, "path": path} for key, path in items],
     }
     return (
@@ -96,11 +100,12 @@ def _key_volume(job: Obj, name: str, mount_path: str, items: list[tuple[str, str
     )
 
 
-def _tls_volume(job: Obj, fj: FederatedJob, *, serving: bool) -> list[tuple[Obj, Obj]]:
+def _tls_volume(job: Obj, fj: FederatedJob, *, serving: bool,
+                secret_name: str | None = None) -> list[tuple[Obj, Obj]]:
     if not fj.spec.tls.enabled:
         return []
     files = [tls.CA_FILE, tls.CERT_FILE, tls.KEY_FILE] if serving else [tls.CA_FILE]
-    return [_key_volume(job, "tls", TLS_DIR, [(f, f) for f in files])]
+    return [_key_volume(job, "tls", TLS_DIR, [(f, f) for f in files], secret_name)]
 
 
 def _container(
@@ -138,7 +143,7 @@ def _pod_spec(
 ) -> Obj:
     spec: Obj = {
         "restartPolicy": restart,
-        "serviceAccountName": names(job["metadata"]["name"])["serviceAccount"],
+        "serviceAccountName": names(child_base(job))["serviceAccount"],
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "containers": containers,
@@ -152,22 +157,37 @@ def _pod_spec(
 
 
 def render_superlink_pod(job: Obj, fj: FederatedJob, settings: RenderSettings) -> Obj:
-    """Render the SuperLink pod: Fleet, Control and ServerApp APIs on one port, over TLS."""
-    n = names(job["metadata"]["name"])
+    """Render the SuperLink pod: the Fleet API and the Control API on separate ports, over TLS.
+
+    It runs the operator's pinned runtime image (``settings.image``), never
+    ``spec.runtime.image``: the SuperLink and the ServerApp it starts see every round's
+    aggregate (and, without SecAgg+, each silo's clipped update), so the analyst chooses
+    strategy parameters, not server code. With ``spec.output.model`` the ServerApp writes the
+    final global model to the operator-owned output claim mounted here.
+    """
+    n = names(child_base(job))
     runtime = fj.spec.runtime
     pairs = [_config_volume(job), *_tls_volume(job, fj, serving=True)]
+    args = ["superlink", "--config", rc.CONFIG_PATH, "--host", "0.0.0.0",
+            "--port", str(rc.SUPERLINK_PORT), "--control-port", str(rc.SUPERLINK_CONTROL_PORT)]
+    if fj.spec.output is not None and fj.spec.output.model is not None:
+        pairs.append((
+            {"name": "output", "persistentVolumeClaim": {
+                "claimName": delivery.names(job)["output"]}},
+            {"name": "output", "mountPath": delivery.OUTPUT_MOUNT},
+        ))
     container = _container(
         job,
         SUPERLINK,
-        ["superlink", "--config", rc.CONFIG_PATH, "--host", "0.0.0.0",
-         "--port", str(rc.SUPERLINK_PORT)],
+        args,
         settings,
-        runtime.image,
+        None,
         [m for _, m in pairs],
         runtime.resources.to_dict() if runtime.resources else None,
     )
     container["ports"] = [
-        {"name": "superlink", "containerPort": rc.SUPERLINK_PORT, "protocol": "TCP"}
+        {"name": "fleet", "containerPort": rc.SUPERLINK_PORT, "protocol": "TCP"},
+        {"name": "control", "containerPort": rc.SUPERLINK_CONTROL_PORT, "protocol": "TCP"},
     ]
     container["readinessProbe"] = {
         "tcpSocket": {"port": rc.SUPERLINK_PORT},
@@ -189,17 +209,24 @@ def render_superlink_pod(job: Obj, fj: FederatedJob, settings: RenderSettings) -
 def render_supernode_pod(
     job: Obj, fj: FederatedJob, client: FederatedClient, settings: RenderSettings
 ) -> Obj:
-    """Render one silo's SuperNode pod: its own data, placement and resources, its own key."""
-    n = names(job["metadata"]["name"], [client.name])
-    pairs = [_config_volume(job), *_tls_volume(job, fj, serving=False)]
+    """Render one silo's SuperNode pod: its own data, placement and resources, its own key.
+
+    A silo that names a PrivateDataset runs in the dataset's namespace and mounts its own key
+    Secret there (:func:`~ppml_operator.render.federated.render_key_secrets`); it runs
+    ``spec.runtime.image`` (which the dataset's ``access.images`` approved) or the operator's.
+    """
+    n = names(child_base(job), [client.name])
+    own = n[f"tlsSecret/{client.name}"] if across_owners(job) else None
+    pairs = [_config_volume(job), *_tls_volume(job, fj, serving=False, secret_name=own)]
     if fj.spec.authentication.enabled:
         pairs.append(_key_volume(job, "auth", AUTH_DIR, [
-            (tls.supernode_private_key(client.name), tls.AUTH_PRIVATE_FILE)]))
-    if client.data.volume is not None:
+            (tls.supernode_private_key(client.name), tls.AUTH_PRIVATE_FILE)], own))
+    data = client_data(fj, client)
+    if data.volume is not None:
         pairs.append(
             (
                 {"name": "data", "persistentVolumeClaim": {
-                    "claimName": client.data.volume.claim_name, "readOnly": True}},
+                    "claimName": data.volume.claim_name, "readOnly": True}},
                 {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True},
             )
         )
@@ -213,7 +240,8 @@ def render_supernode_pod(
         [m for _, m in pairs],
         client.resources.to_dict() if client.resources else None,
     )
-    meta = metadata(job, n[f"supernode/{client.name}"], SUPERNODE)
+    meta = metadata(job, n[f"supernode/{client.name}"], SUPERNODE,
+                    namespace=client_namespace(job, client.name))
     meta["labels"]["ppml.dev/client"] = client.name
     return {
         "apiVersion": "v1",
@@ -229,10 +257,12 @@ def render_supernode_pod(
 
 
 def render_submit_job(job: Obj, fj: FederatedJob, settings: RenderSettings) -> Obj:
-    """Render the submitter: one attempt of ``flwr run``, its report as termination message."""
-    meta = job["metadata"]
+    """Render the submitter: one attempt of ``flwr run``, its report as termination message.
+
+    It runs the operator's pinned runtime image and dials only the SuperLink's Control port.
+    """
     clients = client_names(fj)
-    n = names(meta["name"], clients)
+    n = names(child_base(job), clients)
     runtime = fj.spec.runtime
     pairs = [_config_volume(job), *_tls_volume(job, fj, serving=False)]
     if fj.spec.authentication.enabled:
@@ -243,16 +273,16 @@ def render_submit_job(job: Obj, fj: FederatedJob, settings: RenderSettings) -> O
         SUBMITTER,
         ["submit", "--config", rc.CONFIG_PATH, "--flwr-home", FLWR_HOME],
         settings,
-        runtime.image,
+        None,
         [m for _, m in pairs],
         runtime.resources.to_dict() if runtime.resources else None,
     )
     container["terminationMessagePolicy"] = "File"  # the report, never a log tail
-    host = superlink_address(job).rsplit(":", 1)[0]
     wait = {
         "name": "wait-superlink",
-        "image": runtime.image or settings.image,
-        "command": ["python", "-c", WAIT_FOR_SUPERLINK, host, str(rc.SUPERLINK_PORT),
+        "image": settings.image,
+        "command": ["python", "-c", WAIT_FOR_SUPERLINK, superlink_host(job),
+                    str(rc.SUPERLINK_CONTROL_PORT),
                     str(SUPERLINK_WAIT_SECONDS)],
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],

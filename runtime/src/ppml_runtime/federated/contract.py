@@ -49,6 +49,8 @@ ENV_DATA_DIR = "PPML_FEDERATION_DATA_DIR"
 ENV_AUDIT_DIR = "PPML_FEDERATION_AUDIT_DIR"
 #: Prefix of the ServerApp log line carrying one round's metrics (JSON after the prefix).
 ROUND_LOG_PREFIX = "PPML_ROUND "
+#: The ServerApp's log line announcing the final global model it wrote (``{"sha256": ...}``).
+MODEL_LOG_PREFIX = "PPML_MODEL "
 #: Flower's default SecAgg+ modulus, and the largest this runtime accepts (32-bit masks).
 MODULUS_RANGE = 4294967296
 
@@ -147,6 +149,17 @@ class ClientEntry(ContractModel):
     privacy: PrivacyParams | None = None
 
 
+class FederatedRelease(ContractModel):
+    """Where the ServerApp writes the final global model, and the model card's static facts.
+
+    ``card`` holds what the operator knows (datasets, budgets, ε charged, δ, accountant, noise,
+    clipping, runtime image); the runtime adds the rest (``MODEL_CARD_RUNTIME_KEYS``).
+    """
+
+    model_dir: str
+    card: dict[str, str] = Field(default_factory=dict)
+
+
 class FederationConfig(ContractModel):
     """The config of one Flower federation (every role of a ``FederatedJob`` reads it)."""
 
@@ -161,10 +174,13 @@ class FederationConfig(ContractModel):
     model: ModelConfig
     training: TrainingParams
     superlink_address: str = f"127.0.0.1:{SUPERLINK_PORT}"
+    control_address: str | None = None
+    """Where the submitter reaches the SuperLink's Control API (unset: superlinkAddress)."""
     tls: TlsFiles | None = None
     auth: AuthConfig | None = None
     evaluate: bool = True
     round_timeout_seconds: int = Field(default=600, ge=1)
+    release: FederatedRelease | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> FederationConfig:
@@ -352,6 +368,7 @@ class FederationReport(ContractModel):
     rounds_completed: int = 0
     rounds: list[RoundMetrics] = Field(default_factory=list)
     final_accuracy: float | None = None
+    model_sha256: str | None = None
     clients: int = 0
     wall_seconds: float | None = None
     error: str | None = None

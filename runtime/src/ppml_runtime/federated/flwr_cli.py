@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ppml_runtime.contract import SUPERLINK_PORT, SUPERNODE_RUNTIME_PORT
 from ppml_runtime.federated.contract import (
+    MODEL_LOG_PREFIX,
     NODE_CONFIG_CLIENT,
     NODE_CONFIG_DATA,
     ROUND_LOG_PREFIX,
@@ -61,14 +62,13 @@ def superlink_command(
     database: str | None = None,
 ) -> list[str]:
     """Return the ``flower-superlink`` command line for this federation."""
-    cmd = [
-        flower_binary("flower-superlink"),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--disable-runtime-dependency-installation",
-    ]
+    return [flower_binary("flower-superlink"), "--host", host, "--port", str(port),
+            *superlink_args(config, database=database)]
+
+
+def superlink_args(config: FederationConfig, *, database: str | None = None) -> list[str]:
+    """Return ``flower-superlink``'s arguments but the address: TLS, auth, database."""
+    cmd = ["--disable-runtime-dependency-installation"]
     if database:
         cmd += ["--database", database]
     tls = config.tls
@@ -144,7 +144,7 @@ def flower_config_toml(config: FederationConfig) -> str:
         f"default = {_toml_string(CONNECTION_NAME)}",
         "",
         f"[superlink.{CONNECTION_NAME}]",
-        f"address = {_toml_string(config.superlink_address)}",
+        f"address = {_toml_string(config.control_address or config.superlink_address)}",
     ]
     if config.tls is None:
         lines.append("insecure = true")
@@ -261,3 +261,19 @@ def parse_round_metrics(log_text: str) -> list[RoundMetrics]:
             continue
         rounds[metrics.round] = metrics
     return [rounds[k] for k in sorted(rounds)]
+
+
+def parse_model_sha256(log_text: str) -> str | None:
+    """Return the SHA-256 of the final model the ServerApp logged writing, if it did."""
+    found = None
+    for line in log_text.splitlines():
+        at = line.find(MODEL_LOG_PREFIX)
+        if at < 0:
+            continue
+        try:
+            value = json.loads(line[at + len(MODEL_LOG_PREFIX):].strip()).get("sha256")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(value, str) and len(value) == 64:
+            found = value
+    return found

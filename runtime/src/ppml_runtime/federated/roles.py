@@ -33,6 +33,8 @@ from ppml_runtime.contract import (
     ENV_CONFIG,
     ENV_TERMINATION_MESSAGE_PATH,
     EXIT_INVALID_CONFIG,
+    SUPERLINK_CONTROL_PORT,
+    SUPERLINK_INTERNAL_PORT,
     SUPERLINK_PORT,
     SUPERNODE_RUNTIME_PORT,
     TERMINATION_MESSAGE_PATH,
@@ -58,14 +60,16 @@ def _config(args: argparse.Namespace) -> FederationConfig:
 
 
 def run_superlink(args: argparse.Namespace) -> int:
-    """Exec ``flower-superlink`` for the federation."""
+    """Run Flower's SuperLink, Fleet and Control APIs on separate ports (``superlink.py``)."""
+    from ppml_runtime.federated import superlink
+
     config = _config(args)
-    cmd = flwr_cli.superlink_command(
-        config, host=args.host, port=args.port, database=args.database
-    )
+    os.environ["PATH"] = flwr_cli.flower_path_env()["PATH"]  # the SuperExec starts by name
     LOG.info("Started SuperLink for federation %s", config.job.name)
-    os.execve(cmd[0], cmd, flwr_cli.flower_path_env())
-    return 0  # pragma: no cover (exec does not return)
+    superlink.serve(flwr_cli.superlink_args(config, database=args.database), host=args.host,
+                    fleet_port=args.port, control_port=args.control_port,
+                    internal_port=SUPERLINK_INTERNAL_PORT)
+    return 0
 
 
 def run_supernode(args: argparse.Namespace) -> int:
@@ -263,16 +267,35 @@ def submit(
             else f"run {run_id} did not finish within {limit:.0f} s and was stopped"
         )
     accuracy = next((r.accuracy for r in reversed(rounds) if r.accuracy is not None), None)
+    model_sha256 = None
+    if ok and config.release is not None:
+        model_sha256 = _model_sha256(run_id, env)
+        if model_sha256 is None:
+            ok, error = False, f"run {run_id} completed but logged no final model"
     return FederationReport(
         status="Completed" if ok else ("Stopped" if state.sub_status == "stopped" else "Failed"),
         run_id=run_id,
         rounds_completed=completed,
         rounds=rounds,
         final_accuracy=accuracy,
+        model_sha256=model_sha256,
         clients=len(config.clients),
         wall_seconds=round(time.monotonic() - started, 3),
         error=error,
     )
+
+
+def _model_sha256(run_id: int, env: dict[str, str], wait_seconds: float = 20.0) -> str | None:
+    """Read the final model's SHA-256 the ServerApp logged (logs arrive in batches: wait)."""
+    started = time.monotonic()
+    while True:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            found = flwr_cli.parse_model_sha256(_cli(flwr_cli.log_command(run_id), env))
+            if found is not None:
+                return found
+        if time.monotonic() - started > wait_seconds:
+            return None
+        time.sleep(1.0)
 
 
 def _round_metrics(
@@ -315,7 +338,10 @@ def add_superlink_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``superlink`` role's options."""
     _add_config(parser)
     parser.add_argument("--host", default="0.0.0.0", help="address to serve on")
-    parser.add_argument("--port", type=int, default=SUPERLINK_PORT, help="the one SuperLink port")
+    parser.add_argument("--port", type=int, default=SUPERLINK_PORT,
+                        help="the Fleet API's port (the SuperNodes')")
+    parser.add_argument("--control-port", type=int, default=SUPERLINK_CONTROL_PORT,
+                        help="the Control API's port (the submitter's)")
     parser.add_argument("--database", default=None, help="SQLite state file (default: memory)")
 
 

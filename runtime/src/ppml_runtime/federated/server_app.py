@@ -75,3 +75,47 @@ def main(grid: Grid, context: Context) -> None:
         strategy=strategy,
     )
     build_workflow(config)(grid, legacy)
+    if config.release is not None:
+        write_final_model(config, legacy)
+
+
+def write_final_model(config: FederationConfig, context: Context) -> str:
+    """Write the final global model where the operator delivers it from; log its SHA-256.
+
+    The model is the federation's one release towards the analyst (differentially private by
+    post-processing under Central or Local DP). The submitter reads the logged digest from
+    ``flwr log`` and reports it; the delivery checks the files against it.
+    """
+    import json
+    from datetime import UTC, datetime
+
+    from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+    from ppml_runtime.contract import MODEL_CARD_FORMAT
+    from ppml_runtime.federated.contract import MODEL_LOG_PREFIX
+    from ppml_runtime.federated.local_training import build_model, model_shape, set_parameters
+    from ppml_runtime.release.artifact import ModelFileConfig, write_model
+
+    assert config.release is not None
+    features, classes = model_shape(config.clients[0].data)
+    if features is None or classes is None:
+        raise RuntimeError("the global model's shape is not declared: it cannot be written")
+    model = build_model(config.model, features, classes, None, validate=False,
+                        seed=config.training.seed)
+    arrays = context.state.array_records[MAIN_PARAMS_RECORD]
+    set_parameters(model, [a.numpy() for a in arrays.values()])
+    file_config = ModelFileConfig(
+        architecture=config.model.architecture,
+        hidden_units=list(config.model.hidden_units),
+        import_path=config.model.import_path,
+        num_features=features,
+        num_classes=classes,
+    )
+    card: dict[str, object] = {"format": MODEL_CARD_FORMAT, "job": config.job.name,
+                               "jobNamespace": config.job.namespace}
+    card.update(config.release.card)
+    card.update(architecture=config.model.architecture, rounds=config.rounds,
+                privacyMode=config.privacy.mode, created=datetime.now(UTC).isoformat())
+    sha256 = write_model(config.release.model_dir, model, file_config, card)
+    print(MODEL_LOG_PREFIX + json.dumps({"sha256": sha256}), flush=True)
+    return sha256

@@ -830,10 +830,25 @@ class ChargeState(StrEnum):
     RELEASED = "Released"
 
 
+BudgetKey = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?"
+        r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        min_length=1,
+        max_length=317,
+    ),
+]
+"""A charged budget's name, ``namespace/`` first when it is not in the job's namespace."""
+
+
 class ChargedBudget(ApiModel):
     """What one budget was charged for the job."""
 
-    name: DnsSubdomain = Field(description="name of the PrivacyBudget charged.")
+    name: BudgetKey = Field(
+        description="name of the PrivacyBudget charged; namespace/name for a budget in a data "
+        "owner's namespace (the budget of a PrivateDataset a FederatedJob's client names)."
+    )
     epsilon: str = Field(
         description="epsilon is the job's standalone cost on this budget at the job's delta."
     )

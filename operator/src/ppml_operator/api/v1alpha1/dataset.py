@@ -26,11 +26,11 @@ from .common import (
     API_VERSION,
     ApiModel,
     BudgetRef,
-    DataSpec,
     DecimalBounds,
     DnsLabel,
     immutable,
 )
+from .federated import FederatedData
 
 IMAGE_DIGEST_PATTERN = r"^[^@\s]+@sha256:[a-f0-9]{64}$"
 """A container image pinned by digest: ``registry/repository@sha256:<64 hex digits>``."""
@@ -97,11 +97,13 @@ class PrivateDatasetSpec(ApiModel):
         description="budgetRef names the PrivacyBudget, in the dataset's namespace, that every "
         "job reading this data is charged to. Immutable."
     )
-    data: Annotated[DataSpec, immutable("spec.data")] = Field(
+    data: Annotated[FederatedData, immutable("spec.data")] = Field(
         description="data is where the records are (a claim in this namespace, mounted "
-        "read-only into the pods the operator runs here, or a built-in set for demos), their "
-        "count as the owner declares it (the runtime refuses to train if it differs) and the "
-        "train/test split. Immutable: charges already on the budget were computed from it."
+        "read-only into the pods the operator runs here, or a built-in set for demos, "
+        "optionally one disjoint shard of it: data.partition), their count as the owner "
+        "declares it (the runtime refuses to train if it differs) and the train/test split. "
+        "A partitioned dataset serves FederatedJob clients only. Immutable: charges already "
+        "on the budget were computed from it."
     )
     access: DatasetAccess = Field(
         default_factory=DatasetAccess,

@@ -16,6 +16,7 @@ from .common import (
     BudgetRef,
     BuiltinDataset,
     Conditions,
+    DatasetRef,
     DataSpec,
     DecimalBounds,
     DnsLabel,
@@ -25,6 +26,7 @@ from .common import (
     ModelSpec,
     NodeSelector,
     Optimizer,
+    OutputSpec,
     ResourceRequirements,
     Timestamp,
     Tolerations,
@@ -39,6 +41,7 @@ from .training import (
     LearningRate,
     Momentum,
     NoiseMultiplier,
+    OutputStatus,
     TargetEpsilon,
 )
 
@@ -272,20 +275,40 @@ class FederatedData(DataSpec):
         return self
 
 
+_CLIENT_RULES: list[tuple[str, str, str | None]] = [
+    ("has(self.data) != has(self.datasetRef)",
+     "set exactly one of data (the silo's own records) and datasetRef (a data owner's "
+     "PrivateDataset)", None),
+    ("!has(self.datasetRef) || !has(self.budgetRef)",
+     "budgetRef cannot be set with datasetRef: the PrivateDataset's own budget pays",
+     ".budgetRef"),
+]
+
+
 class FederatedClient(ApiModel):
     """One data silo: a SuperNode with its own data and, optionally, its own budget."""
 
     name: DnsLabel = Field(
         description="name identifies the silo within the job (an RFC 1123 label); its "
-        "SuperNode is named {job}-{name}."
+        "SuperNode is named {job}-supernode-{name}."
     )
-    data: FederatedData = Field(
-        description="data is the silo's own data; it never leaves its pod."
+    data: FederatedData | None = Field(
+        default=None,
+        description="data is the silo's own data; it never leaves its pod. Set exactly one of "
+        "data and datasetRef.",
+    )
+    dataset_ref: DatasetRef | None = Field(
+        default=None,
+        description="datasetRef names a data owner's PrivateDataset as this silo's data: the "
+        "silo's SuperNode then runs in the dataset's namespace, on the records, the count and "
+        "the split the owner declared, under the owner's access policy, and the dataset's "
+        "budget pays for the silo (every client of the job must then name one, and neither "
+        "spec.budgetRef nor the client's budgetRef is set).",
     )
     budget_ref: BudgetRef | None = Field(
         default=None,
         description="budgetRef names the silo's own PrivacyBudget, charged under privacy mode "
-        "Local; defaults to the job's spec.budgetRef.",
+        "Local; defaults to the job's spec.budgetRef. Not with datasetRef.",
     )
     resources: ResourceRequirements | None = Field(
         default=None, description="resources of the silo's SuperNode container."
@@ -296,6 +319,13 @@ class FederatedClient(ApiModel):
     tolerations: Tolerations | None = Field(
         default=None, description="tolerations of the silo's SuperNode pod."
     )
+
+    model_config = ConfigDict(json_schema_extra=cel_eval.schema_extra(_CLIENT_RULES))
+
+    @model_validator(mode="after")
+    def _check(self) -> FederatedClient:
+        cel_eval.check(self, _CLIENT_RULES)
+        return self
 
 
 class FederatedPrivacy(ApiModel):
@@ -552,13 +582,15 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
         ".clientsPerRound",
     ),
     (
-        "self.privacy.mode != 'Central' || has(self.budgetRef)",
-        "budgetRef is required with privacy mode Central: the federation's budget pays",
+        "self.privacy.mode != 'Central' || has(self.budgetRef) || "
+        "self.clients.all(c, has(c.datasetRef))",
+        "budgetRef is required with privacy mode Central (the federation's budget pays), "
+        "unless every client names a datasetRef (each dataset's budget pays)",
         ".budgetRef",
     ),
     (
         "self.privacy.mode != 'Local' || has(self.budgetRef) || "
-        "self.clients.all(c, has(c.budgetRef))",
+        "self.clients.all(c, has(c.budgetRef) || has(c.datasetRef))",
         "privacy mode Local needs budgetRef, or a budgetRef on every client",
         ".budgetRef",
     ),
@@ -593,6 +625,7 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
     ),
     (
         "self.clients.all(a, self.clients.all(b, a.name == b.name || "
+        "!has(a.data) || !has(b.data) || "
         "a.data.source != 'Builtin' || b.data.source != 'Builtin' || "
         "a.data.builtin.name != b.data.builtin.name || "
         "(has(a.data.partition) && has(b.data.partition) && "
@@ -621,18 +654,18 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
         ".privacy.delta",
     ),
     (
-        "self.privacy.mode != 'Local' || self.clients.all(c, "
+        "self.privacy.mode != 'Local' || self.clients.all(c, !has(c.data) || "
         "double(self.privacy.delta) * double(c.data.numRecords) < 1.0)",
         "privacy.delta must be below 1/data.numRecords of every client under privacy mode Local",
         ".privacy.delta",
     ),
     (
-        "self.clients.all(c, self.training.batchSize <= c.data.numRecords)",
+        "self.clients.all(c, !has(c.data) || self.training.batchSize <= c.data.numRecords)",
         "training.batchSize must not exceed any client's data.numRecords",
         ".training.batchSize",
     ),
     (
-        "self.privacy.mode != 'Local' || self.clients.all(c, "
+        "self.privacy.mode != 'Local' || self.clients.all(c, !has(c.data) || "
         + steps_rule(
             "self.rounds * self.training.localEpochs",
             "c.data.numRecords",
@@ -643,6 +676,30 @@ _SPEC_RULES: list[tuple[str, str, str | None]] = [
         f"most {MAX_STEPS} steps for every client under privacy mode Local: lower rounds or "
         "localEpochs, or raise batchSize",
         ".rounds",
+    ),
+    (
+        "self.clients.all(c, has(c.datasetRef)) || self.clients.all(c, !has(c.datasetRef))",
+        "either every client names a datasetRef or none does: a federation across data "
+        "owners runs its server where no party's analyst reaches it, one inside a namespace "
+        "runs there",
+        ".clients",
+    ),
+    (
+        "!has(self.budgetRef) || self.clients.all(c, !has(c.datasetRef))",
+        "budgetRef cannot be set when the clients name datasetRef: each PrivateDataset's own "
+        "budget pays",
+        ".budgetRef",
+    ),
+    (
+        "!has(self.output) || !has(self.output.testMetrics)",
+        "output.testMetrics is not supported on a FederatedJob (the silos' test records stay "
+        "with their owners); only output.model is",
+        ".output.testMetrics",
+    ),
+    (
+        "has(self.output) == has(oldSelf.output)",
+        "spec.output cannot be added or removed after creation",
+        ".output",
     ),
     (
         "has(self.budgetRef) == has(oldSelf.budgetRef)",
@@ -732,6 +789,13 @@ class FederatedJobSpec(ApiModel):
         json_schema_extra={"default": FederatedRuntime().to_dict()},
         description="runtime says where and how the server-side pods run. Immutable.",
     )
+    output: Annotated[OutputSpec, immutable("spec.output")] | None = Field(
+        default=None,
+        description="output is what crosses back into this namespace: output.model delivers "
+        "the final global model (differentially private by post-processing under privacy "
+        "mode Central or Local) to a claim here, addressed as pvc://<claimName>/<path> in "
+        "status.output.uri. Immutable.",
+    )
     suspend: bool = Field(
         default=False, description="suspend stops the federation's pods while true."
     )
@@ -760,12 +824,10 @@ class FederatedJobSpec(ApiModel):
 
 
 class RoundMetrics(ApiModel):
-    """What one federated round reported."""
+    """What one federated round took (never its loss or accuracy: see ``rounds``)."""
 
     round: int = Field(description="round is the round number, from 1.")
     clients: int | None = Field(default=None, description="clients that trained this round.")
-    loss: str | None = Field(default=None, description="loss is the aggregated loss.")
-    accuracy: str | None = Field(default=None, description="accuracy is the aggregated one.")
     wall_seconds: str | None = Field(default=None, description="wallSeconds the round took.")
 
 
@@ -780,7 +842,10 @@ class FederationStatus(ApiModel):
     )
     run_id: str | None = Field(default=None, description="runId is Flower's run ID.")
     rounds: Annotated[list[RoundMetrics], Field(max_length=100), ListMap(("round",))] | None = (
-        Field(default=None, description="rounds holds the last 100 rounds' metrics, oldest first.")
+        Field(default=None, description="rounds holds the last 100 rounds' durations, oldest "
+              "first. The silos' loss and accuracy are computed on private records without "
+              "noise, so they are not reported here: the operator posts them as an event on "
+              "the submitter Job, where only its namespace's owner reads them.")
     )
 
 
@@ -798,6 +863,9 @@ class FederatedJobStatus(ApiModel):
     )
     federation: FederationStatus | None = Field(
         default=None, description="federation is the federation's progress."
+    )
+    output: OutputStatus | None = Field(
+        default=None, description="output says where the delivered global model is."
     )
     start_time: Timestamp | None = Field(default=None, description="startTime of the job.")
     completion_time: Timestamp | None = Field(
