@@ -68,6 +68,11 @@ class Parties:
     def ml_team(self) -> str:
         return f"ml-team-{self.run}"
 
+    @property
+    def ml_team_b(self) -> str:
+        """A second analysts' namespace (its team is played by the admin)."""
+        return f"ml-team-b-{self.run}"
+
     def name(self, base: str) -> str:
         return f"{base}-{self.run}"
 
@@ -139,7 +144,7 @@ def parties(devcluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         ensure(p.admin, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                "metadata": {"name": SYSTEM}})
-        for ns in (p.clinic, p.ml_team):
+        for ns in (p.clinic, p.ml_team, p.ml_team_b):
             p.admin.post("/api/v1/namespaces", {
                 "apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": ns, "labels": {"ppml-attack-test": p.run}}})
@@ -210,7 +215,16 @@ def parties(devcluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "spec": {"budgetRef": {"name": "digits"},
                      "data": {"source": "Builtin", "builtin": {"name": "Digits"},
                               "numRecords": 1797, "testFraction": "0.2"},
-                     "access": {"namespaces": [p.ml_team], "maxEpsilonPerJob": "2"}}})
+                     "access": {"namespaces": [p.ml_team, p.ml_team_b],
+                                "maxEpsilonPerJob": "2"}}})
+        # The team's own records in ml-team, declared there (single-namespace use): a job of
+        # the namespace must name this dataset, never mount the claim with a cheaper budget.
+        p.admin.post(PPML.format(ns=p.ml_team, res="privatedatasets"), {
+            "apiVersion": "ppml.dev/v1alpha1", "kind": "PrivateDataset",
+            "metadata": {"name": "team-records"},
+            "spec": {"budgetRef": {"name": "sandbox"},
+                     "data": {"source": "Volume", "numRecords": 1797, "volume": {
+                         "claimName": "team-records", "path": "digits.npz", "format": "Npz"}}}})
         p.admin.post(PPML.format(ns=p.clinic, res="privatedatasets"), {
             "apiVersion": "ppml.dev/v1alpha1", "kind": "PrivateDataset",
             "metadata": {"name": "wine"},
@@ -238,7 +252,8 @@ def parties(devcluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         p.log = kubeconfig.parent / "operator.log"
         with open(p.log, "wb") as out:
             p.operator = subprocess.Popen(
-                [sys.executable, "-m", "ppml_operator", "-n", p.clinic, "-n", p.ml_team],
+                [sys.executable, "-m", "ppml_operator", "-n", p.clinic, "-n", p.ml_team,
+                 "-n", p.ml_team_b],
                 env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         yield p
     finally:
@@ -249,9 +264,11 @@ def teardown(p: Parties) -> None:
     if p.operator is not None:
         # Delete the jobs while the operator runs, so that it clears their finalizers and
         # children in the owner's namespace.
-        with contextlib.suppress(ApiError):
-            for job in p.admin.get(p.job_path())["items"]:
-                p.admin.delete(p.job_path(job["metadata"]["name"]))
+        for ns in (p.ml_team, p.ml_team_b):
+            jobs = PPML.format(ns=ns, res="privatetrainingjobs")
+            with contextlib.suppress(ApiError):
+                for job in p.admin.get(jobs)["items"]:
+                    p.admin.delete(f"{jobs}/{job['metadata']['name']}")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(ApiError):
@@ -268,7 +285,7 @@ def teardown(p: Parties) -> None:
     for path in reversed(p.installed):  # the guards go first: the namespaces can then go
         with contextlib.suppress(ApiError):
             p.admin.delete(path)
-    for ns in (p.ml_team, p.clinic):
+    for ns in (p.ml_team, p.ml_team_b, p.clinic):
         for res in ("privatetrainingjobs", "privacybudgets"):
             with contextlib.suppress(ApiError):
                 for obj in p.admin.get(PPML.format(ns=ns, res=res))["items"]:
@@ -375,6 +392,13 @@ def test_the_owners_policy_refuses_each_attack_and_charges_nothing(parties: Part
         "too-costly": (training_job("too-costly", datasetRef=ref, privacy={
             "targetEpsilon": "2.5", "delta": "1e-5", "maxGradNorm": "1.0"}),
             "EpsilonAboveDatasetLimit"),
+        # the team's protected claim, mounted inline and charged to the sandbox budget
+        "protected-claim": (training_job("protected-claim", budgetRef={"name": "sandbox"},
+                                         data={"source": "Volume", "numRecords": 1797,
+                                               "volume": {"claimName": "team-records",
+                                                          "path": "digits.npz",
+                                                          "format": "Npz"}}),
+                            "ClaimProtected"),
     }
     for body, _ in attacks.values():
         p.analyst.post(p.job_path(), body)
@@ -550,3 +574,82 @@ def kubectl_as(p: Parties, sa: str) -> list[str]:
     return [find(p.cluster.bin_dir, "kubectl"), "--server", apiserver_url(),
             "--certificate-authority", str(p.cluster.paths.pki / "ca.crt"),
             "--token", token_for(p.admin, p.ml_team, sa)]
+
+
+# -- cleanup across namespaces, without owner references ----------------------------------------
+
+
+def long_job(name: str, ref: dict[str, str]) -> dict[str, Any]:
+    job = training_job(name, datasetRef=ref)
+    job["spec"]["training"]["epochs"] = 400  # minutes of training: deleted while it runs
+    return job
+
+
+def trainer_running(p: Parties, uid: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pods = p.admin.get(f"/api/v1/namespaces/{p.clinic}/pods",
+                           labelSelector=f"ppml.dev/job-uid={uid}")["items"]
+        if any(x["status"].get("phase") == "Running" for x in pods):
+            return
+        time.sleep(1)
+    pytest.fail("the trainer never ran in the owner's namespace")
+
+
+def children_left(p: Parties, uid: str) -> list[str]:
+    left = []
+    for path in (f"/api/v1/namespaces/{p.clinic}/pods",
+                 f"/api/v1/namespaces/{p.clinic}/configmaps",
+                 f"/api/v1/namespaces/{p.clinic}/serviceaccounts",
+                 f"/apis/batch/v1/namespaces/{p.clinic}/jobs",
+                 f"/apis/networking.k8s.io/v1/namespaces/{p.clinic}/networkpolicies"):
+        with contextlib.suppress(ApiError):
+            items = p.admin.get(path, labelSelector=f"ppml.dev/job-uid={uid}")["items"]
+            left += [f"{path.rsplit('/', 1)[-1]}:{i['metadata']['name']}" for i in items]
+    return left
+
+
+def test_deleting_the_analysts_namespace_leaves_nothing_in_the_owners(parties: Parties) -> None:
+    p = parties
+    jobs = PPML.format(ns=p.ml_team_b, res="privatetrainingjobs")
+    p.admin.post(jobs, long_job("long", {"namespace": p.clinic, "name": "digits"}))
+    uid = p.admin.get(f"{jobs}/long")["metadata"]["uid"]
+    trainer_running(p, uid)
+    p.admin.delete(f"/api/v1/namespaces/{p.ml_team_b}")
+    deadline = time.monotonic() + 180
+    gone = False
+    while time.monotonic() < deadline and not gone:
+        try:
+            p.admin.get(f"/api/v1/namespaces/{p.ml_team_b}")
+        except ApiError as err:
+            gone = err.status == 404
+        time.sleep(2)
+    assert gone, "the analyst's namespace stayed"
+    assert children_left(p, uid) == []
+    [charge] = [c for c in charges(p) if c["jobUID"] == uid]
+    assert charge["state"] == "Committed"  # it ran: the privacy was spent
+
+
+def test_deleting_the_owners_namespace_ends_the_job_and_keeps_the_ledger(
+        parties: Parties) -> None:
+    p = parties
+    assert p.analyst is not None
+    p.analyst.post(p.job_path(), long_job("orphaned", {"namespace": p.clinic,
+                                                       "name": "digits"}))
+    uid = p.admin.get(p.job_path("orphaned"))["metadata"]["uid"]
+    trainer_running(p, uid)
+    p.admin.delete(f"/api/v1/namespaces/{p.clinic}")
+    job = wait_for(p, "orphaned", lambda j: (condition(j, "Failed") or {}).get(
+        "status") == "True", timeout=180)
+    assert "was deleted" in condition(job, "Failed")["message"]
+    # The namespace's pods and children go; the ledger cannot be wiped with it: the ledger
+    # guard keeps the budget (and the namespace Terminating) while it holds charges.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and children_left(p, uid):
+        time.sleep(2)
+    assert children_left(p, uid) == []
+    budget = p.admin.get(PPML.format(ns=p.clinic, res="privacybudgets") + "/digits")
+    states = {c["jobUID"]: c["state"] for c in budget["status"]["charges"]}
+    assert states[uid] == "Committed"
+    assert all(state == "Committed" for state in states.values()), states
+    assert p.admin.get(f"/api/v1/namespaces/{p.clinic}")["status"]["phase"] == "Terminating"

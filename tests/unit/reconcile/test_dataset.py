@@ -199,3 +199,23 @@ def test_deleting_a_remote_job_keeps_the_finalizer_until_its_children_are_gone()
     gone = lifecycle.decide_deletion(training.TRAINING, _resolved_observed(job), NOW)
     assert gone.done is True and not [d for d in gone.deletions if isinstance(d, Deletion)
                                       and d.kind != "Job"]
+
+
+def test_a_dataset_deleted_under_a_running_job_ends_it_and_commits_its_charge() -> None:
+    """The owner deletes the declaration (or its namespace): nothing runs on, nothing is lost."""
+    admitted_plan = training.decide(_resolved_observed(analyst_job()), NOW)
+    job = {**analyst_job(), "status": admitted_plan.status}
+    written = admitted_plan.budget_writes[0]
+    owner_budget = {**written.budget, "status": written.status}
+    lost = dataset.lost_resolution(job)
+    assert (lost.exec_namespace, lost.budget_namespace) == ("clinic", "clinic")
+    assert dataset.charged_budgets(job) == ["clinic-digits"]
+    runner = next(c for c in admitted_plan.create if c["kind"] == "Job")
+    obs = observed(lost.job, {"clinic-digits": owner_budget}, exec_namespace="clinic",
+                   price=price_of(training_job()), children=[runner],
+                   lost=dataset.resolve(job, None, {}, enforce=False))
+    plan = training.decide(obs, NOW)
+    failed = cond(plan, "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "DatasetDeleted")
+    assert [w.operation for w in plan.budget_writes] == ["commit"]
+    assert ("Job", runner["metadata"]["name"]) in {(d.kind, d.name) for d in plan.deletions}

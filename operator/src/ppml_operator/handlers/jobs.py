@@ -157,6 +157,13 @@ def observe(
     admitted = lifecycle.was_admitted(stored)
     finished = lifecycle.is_finished(stored)
     resolved, refused = resolve(client, stored, settings, enforce=not admitted)
+    lost: dataset.Refused | None = None
+    if admitted and refused is not None:
+        # Resolving an admitted job fails only when its PrivateDataset is gone (the owner
+        # deleted it, or its namespace): the job ends, its charges commit (reconcile/dataset.py,
+        # lost_resolution names them from the job's status).
+        lost, refused = refused, None
+        resolved = dataset.lost_resolution(stored)
     job = resolved.job
     exec_ns = resolved.exec_namespace
     price = price_of(kind, job)
@@ -196,14 +203,19 @@ def observe(
                                     or lifecycle.job_condition(runner, "Failed") is not None)
     need_budgets = not admitted or runner is None or ended or deleting or finished
     budgets: dict[str, Obj | None] = {}
-    if need_budgets and not isinstance(price, InvalidSpec) and (refused is None or admitted):
-        for charge in price.charges:
+    budget_keys: list[str] = []
+    if lost is not None:
+        budget_keys = dataset.charged_budgets(stored)
+    elif not isinstance(price, InvalidSpec) and (refused is None or admitted):
+        budget_keys = [charge.budget for charge in price.charges]
+    if need_budgets:
+        for key in budget_keys:
             # A charge on a data owner's budget names it ns/name (render.common.budget_key).
-            budget_ns, budget_name = split_budget_key(charge.budget, resolved.budget_namespace)
+            budget_ns, budget_name = split_budget_key(key, resolved.budget_namespace)
             budget = client.get("PrivacyBudget", budget_ns, budget_name)
             if budget is not None:
                 budget.setdefault("kind", "PrivacyBudget")
-            budgets[charge.budget] = budget
+            budgets[key] = budget
     mine = (str(meta.get("creationTimestamp")), name)
     ahead = sorted({
         (ts, other) for ts, other, uid in waiting
@@ -229,6 +241,7 @@ def observe(
         budget_read=need_budgets,
         exec_namespace=exec_ns,
         refused=refused,
+        lost=lost,
         namespaces=namespaces,
     )
 

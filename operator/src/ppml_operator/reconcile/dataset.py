@@ -374,3 +374,25 @@ def _epsilon_over(dataset: Obj, epsilon: str) -> Refused | None:
                    f"the job costs epsilon {epsilon}, more than the {limit} "
                    f"PrivateDataset {ds['namespace']}/{ds['name']} lets one job take "
                    "(its access.maxEpsilonPerJob)")
+
+
+def lost_resolution(job: Obj) -> Resolved:
+    """Return where an admitted job whose PrivateDataset is gone keeps its budget and children.
+
+    Its budget and pods live in the dataset's namespace (a job on a dataset of its own
+    namespace: there); the charges to settle are named in the job's status
+    (:func:`charged_budgets`), since the price cannot be computed without the dataset's data.
+    """
+    namespace = str(job["metadata"]["namespace"])
+    ref = dataset_ref(job)
+    where = ref[0] if ref is not None else namespace
+    effective = copy.deepcopy(job)
+    if where != namespace:
+        effective["metadata"][EXEC_NAMESPACE] = where
+    return Resolved(effective, where, where)
+
+
+def charged_budgets(job: Obj) -> list[str]:
+    """Return the budget keys an admitted job's status says it charges."""
+    entries = ((job.get("status") or {}).get("privacy") or {}).get("budgets") or []
+    return [str(e["name"]) for e in entries if e.get("name")]

@@ -145,6 +145,9 @@ class Observed:
     refused
         The PrivateDataset policy's :class:`~ppml_operator.reconcile.dataset.Refused`, when it
         refuses the job (only consulted before admission).
+    lost
+        For an admitted job, why it can no longer be resolved (its PrivateDataset was
+        deleted): the job ends, every charge commits.
     namespaces
         Every namespace the children live in (the kind's :meth:`JobKind.namespaces`); empty:
         only ``exec_namespace``.
@@ -165,6 +168,7 @@ class Observed:
     budget_read: bool = True
     exec_namespace: str | None = None
     refused: Any = None
+    lost: Any = None
     namespaces: tuple[str, ...] = ()
 
     @property
@@ -536,6 +540,16 @@ def decide(kind: JobKind, observed: Observed, now: datetime) -> Plan:
         commit_all(plan, observed, now)
         plan.deletions.extend(kind.teardown(observed))
         _ttl(plan, job, status, now)
+        return _finish(kind, plan, job, status)
+    if observed.lost is not None and was_admitted(job):
+        # The data owner deleted the declaration the job ran on: nothing may run on, and the
+        # charges commit (pods may have started: when in doubt, commit).
+        runner = runner_of(kind, observed)
+        end(kind, observed, status, plan, now, Ending(
+            False, c.DATASET_DELETED, f"the PrivateDataset named by {observed.lost.field} was "
+            f"deleted while the {kind.noun} ran; its charges are committed"))
+        if runner is not None:
+            plan.deletions.append(Deletion("Job", _meta(runner)["name"]))
         return _finish(kind, plan, job, status)
     if observed.refused is not None and not was_admitted(job):
         # The data owner's policy refuses it (reconcile/dataset.py): wait, so that a grant or
