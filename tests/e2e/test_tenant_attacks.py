@@ -323,6 +323,7 @@ def charges(p: Parties) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("path", [
     "/api/v1/namespaces/{clinic}/pods",
+    "/api/v1/namespaces/{clinic}/pods/any-trainer/log",
     "/api/v1/namespaces/{clinic}/persistentvolumeclaims",
     "/api/v1/namespaces/{clinic}/secrets",
     "/api/v1/namespaces/{clinic}/events",
