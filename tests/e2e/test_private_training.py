@@ -86,6 +86,19 @@ def manifests(workers: int) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": [BUDGET, job]})
 
 
+def exact_accuracy(devcluster: Any, namespace: str) -> float:
+    """Read the exact test accuracy from the ExactTestMetrics event on the trainer Job."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        events = json.loads(kubectl(devcluster, "get", "events", "-n", namespace,
+                                    "--field-selector", "reason=ExactTestMetrics",
+                                    "-o", "json").stdout)["items"]
+        if events:
+            return float(events[-1]["message"].split("test accuracy ")[1].split(",")[0])
+        time.sleep(1)
+    pytest.fail("no ExactTestMetrics event on the trainer Job")
+
+
 def get(devcluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:
     p = kubectl(devcluster, "get", kind, name, "-n", namespace, "-o", "json")
     assert p.returncode == 0, p.stderr
@@ -118,8 +131,12 @@ def test_digits_example_trains_on_devcluster_and_is_charged_once(
         )
 
     status = job["status"]
-    accuracy = float(status["metrics"]["testAccuracy"])
-    assert accuracy >= ACCURACY_THRESHOLD, status["metrics"]
+    # No metric release was asked for (spec.output.testMetrics): status holds no test metric.
+    # The exact figures are the data owner's (here the same namespace, a trusted team): an
+    # event on the trainer Job.
+    assert "testAccuracy" not in (status.get("metrics") or {}), status["metrics"]
+    accuracy = exact_accuracy(devcluster, namespace)
+    assert accuracy >= ACCURACY_THRESHOLD, accuracy
     privacy = status["privacy"]
     charged, measured = Decimal(privacy["epsilon"]), Decimal(privacy["measuredEpsilon"])
     assert measured <= charged <= Decimal(JOB["spec"]["privacy"]["targetEpsilon"])

@@ -56,6 +56,7 @@ class Parties:
     admin: Client
     analyst: Client | None = None
     engineer: Client | None = None
+    created_operator_sa: bool = False
     operator: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     installed: list[str] = field(default_factory=list)
@@ -191,8 +192,14 @@ def parties(devcluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         p.engineer = Client(apiserver_url(), p.cluster.paths.pki / "ca.crt",
                             token=token_for(p.admin, p.ml_team, "engineer"))
         # The operator: the identity the chart's policies trust, with the rights to run jobs.
-        ensure(p.admin, f"/api/v1/namespaces/{SYSTEM}/serviceaccounts", {
-            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "ppml-operator"}})
+        try:
+            p.admin.post(f"/api/v1/namespaces/{SYSTEM}/serviceaccounts", {
+                "apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": "ppml-operator"}})
+            p.created_operator_sa = True
+        except ApiError as err:  # the chart's own, when it is installed
+            if err.status != 409:
+                raise
         p.admin.post(f"{rbac}/clusterrolebindings", {
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": p.name("attack-test-operator")},
@@ -293,6 +300,9 @@ def teardown(p: Parties) -> None:
                                   {"metadata": {"finalizers": None}})
         with contextlib.suppress(ApiError):
             p.admin.delete(f"/api/v1/namespaces/{ns}")
+    if p.created_operator_sa:  # a later `helm install` must be able to own it
+        with contextlib.suppress(ApiError):
+            p.admin.delete(f"/api/v1/namespaces/{SYSTEM}/serviceaccounts/ppml-operator")
 
 
 def wait_for(p: Parties, name: str, done: Callable[[dict[str, Any]], bool],
@@ -640,8 +650,14 @@ def test_deleting_the_owners_namespace_ends_the_job_and_keeps_the_ledger(
     uid = p.admin.get(p.job_path("orphaned"))["metadata"]["uid"]
     trainer_running(p, uid)
     p.admin.delete(f"/api/v1/namespaces/{p.clinic}")
-    job = wait_for(p, "orphaned", lambda j: (condition(j, "Failed") or {}).get(
-        "status") == "True", timeout=180)
+    try:
+        job = wait_for(p, "orphaned", lambda j: (condition(j, "Failed") or {}).get(
+            "status") == "True", timeout=180)
+    except pytest.fail.Exception:
+        ns = p.admin.get(f"/api/v1/namespaces/{p.clinic}")
+        left = children_left(p, uid)
+        pytest.fail(f"the job did not end; namespace: {json.dumps(ns.get('status'))}; "
+                    f"children left: {left}")
     assert "was deleted" in condition(job, "Failed")["message"]
     # The namespace's pods and children go; the ledger cannot be wiped with it: the ledger
     # guard keeps the budget (and the namespace Terminating) while it holds charges.

@@ -72,8 +72,11 @@ class Resource:
     plural: str
 
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        """Return the REST path of the collection or of one object."""
-        path = f"{self.prefix}/namespaces/{quote(namespace)}/{self.plural}"
+        """Return the REST path of the collection or of one object (cluster-scoped: no
+        namespace).
+        """
+        path = f"{self.prefix}/namespaces/{quote(namespace)}/{self.plural}" if namespace \
+            else f"{self.prefix}/{self.plural}"
         if name is not None:
             path += f"/{quote(name)}"
         if subresource is not None:
@@ -86,6 +89,7 @@ RESOURCES: dict[str, Resource] = {
     "Service": Resource("/api/v1", "services"),
     "ServiceAccount": Resource("/api/v1", "serviceaccounts"),
     "Pod": Resource("/api/v1", "pods"),
+    "Namespace": Resource("/api/v1", "namespaces"),
     "Secret": Resource("/api/v1", "secrets"),
     "Event": Resource("/api/v1", "events"),
     "Job": Resource("/apis/batch/v1", "jobs"),

@@ -322,7 +322,8 @@ def test_every_operator_rule_is_documented_with_a_reason(default):
 def test_watching_listed_namespaces_adds_only_the_documented_namespace_rule(render):
     documented: dict[tuple[str, str, str], set[str]] = {}
     for (role, group, res), verbs in documented_rules().items():
-        documented[("cluster" if role == WATCH_LISTED else role, group, res)] = verbs
+        key = ("cluster" if role == WATCH_LISTED else role, group, res)
+        documented[key] = documented.get(key, set()) | verbs
     assert rendered_rules(render("operator.watchNamespaces={team-a}")) == documented
 
 

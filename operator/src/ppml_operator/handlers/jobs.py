@@ -164,6 +164,15 @@ def observe(
         # lost_resolution names them from the job's status).
         lost, refused = refused, None
         resolved = dataset.lost_resolution(stored)
+    if admitted and not finished and lost is None and resolved.remote and \
+            _terminating(client, resolved.exec_namespace):
+        # The data owner's namespace is being deleted: its namespace controller deletes the
+        # pods first and waits for them, and a trainer's pod keeps the Job controller's
+        # finalizer while its Job lives (it cannot create a replacement there): end the job
+        # now, commit, delete the runner, so that the namespace can go.
+        lost = dataset.Refused(
+            c.DATASET_DELETED, "spec.datasetRef",
+            f"the data owner's namespace {resolved.exec_namespace} is being deleted")
     job = resolved.job
     exec_ns = resolved.exec_namespace
     price = price_of(kind, job)
@@ -244,6 +253,12 @@ def observe(
         lost=lost,
         namespaces=namespaces,
     )
+
+
+def _terminating(client: k8s.Client, namespace: str) -> bool:
+    """Return whether a namespace is being deleted (or gone)."""
+    found = client.get("Namespace", "", namespace)
+    return found is None or bool((found.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def resolve(client: k8s.Client, job: Obj, settings: Settings, *,

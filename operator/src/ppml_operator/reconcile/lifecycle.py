@@ -545,9 +545,11 @@ def decide(kind: JobKind, observed: Observed, now: datetime) -> Plan:
         # The data owner deleted the declaration the job ran on: nothing may run on, and the
         # charges commit (pods may have started: when in doubt, commit).
         runner = runner_of(kind, observed)
+        why = observed.lost.message if observed.lost.reason == c.DATASET_DELETED else (
+            f"the PrivateDataset named by {observed.lost.field} was deleted")
         end(kind, observed, status, plan, now, Ending(
-            False, c.DATASET_DELETED, f"the PrivateDataset named by {observed.lost.field} was "
-            f"deleted while the {kind.noun} ran; its charges are committed"))
+            False, c.DATASET_DELETED,
+            f"{why} while the {kind.noun} ran; its charges are committed"))
         if runner is not None:
             plan.deletions.append(Deletion("Job", _meta(runner)["name"]))
         return _finish(kind, plan, job, status)
