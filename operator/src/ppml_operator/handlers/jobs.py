@@ -210,7 +210,8 @@ def observe(
                 children.append(found)
     ended = runner is not None and (lifecycle.job_condition(runner, "Complete") is not None
                                     or lifecycle.job_condition(runner, "Failed") is not None)
-    need_budgets = not admitted or runner is None or ended or deleting or finished
+    need_budgets = (not admitted or runner is None or ended or deleting or finished
+                    or lost is not None)
     budgets: dict[str, Obj | None] = {}
     budget_keys: list[str] = []
     if lost is not None:
