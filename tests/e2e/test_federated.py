@@ -6,7 +6,8 @@ that namespace, and waits for the FederatedJob's ``Complete`` condition. The Sup
 SuperNodes and the submitter are pods run by devcluster's node agent (each its own network
 namespace; Service names resolve through per-pod hosts files), talking over the job's own TLS
 with SuperNode authentication. Then the test checks the rounds, the final accuracy (from the
-owner-side ``ExactRoundMetrics`` event: the status holds none), the teardown, and that every budget holds exactly one committed charge for the job.
+owner-side ``ExactRoundMetrics`` event: the status holds none), the teardown, and that every
+budget holds exactly one committed charge for the job.
 
 ``test_digits_3_silos`` also starts two rogue SuperNodes against the live SuperLink: one that
 trusts another CA (its TLS handshake fails) and one that trusts the job's CA but holds a key the
