@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: devcluster, the operator, the two-party example, the SecAgg+ federation, a summary.
+# `make demo`: devcluster, the operator, the two-party example, a federation across two data
+# owners, a summary.
 #
 # Starts devcluster (idempotent), installs the CRDs, the chart's admission policies and its roles
 # for people, and runs the operator on the host against the devcluster kubeconfig, watching every
@@ -7,14 +8,19 @@
 # data owner's). Then the two-party flow of examples/two-party/README.md: the data owner (namespace
 # clinic) loads records into a claim and declares a budget and a PrivateDataset granting ml-team;
 # the analyst (ml-team) runs a DP-SGD job on it, receives the model on a claim in ml-team and
-# measures its accuracy there. The SecAgg+ federation runs in PPML_DEMO_NAMESPACE beside it unless
-# PPML_DEMO_FEDERATED=0. Ends with a summary: jobs, conditions, epsilon charged and measured,
-# the delivered model's uri, the accuracy measured in ml-team, and the budgets.
+# measures its accuracy there. Unless PPML_DEMO_FEDERATED=0, examples/federated/across-clinics/
+# runs beside it: two data owners (clinic-a, clinic-b: three disjoint digits shards, each with its
+# own budget, granting ml-team) and ml-team's SecAgg+ federation with local DP across them, whose
+# SuperNodes run in the clinics' namespaces and whose server side runs in ppml-system; its final
+# global model is delivered onto ml-team's claim and measured there like the two-party model.
+# Ends with a summary: jobs, conditions, epsilon charged and measured, the delivered models' uris,
+# the accuracies measured in ml-team, and the budgets.
 # devcluster keeps running afterwards (`make devcluster-down`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-NS="${PPML_DEMO_NAMESPACE:-ppml-demo}"
+FED=examples/federated/across-clinics
+FEDERATED="${PPML_DEMO_FEDERATED:-1}"
 TIMEOUT="${PPML_DEMO_TIMEOUT:-900}"
 export PATH="$(devcluster/scripts/build-tools.sh):$PWD/.venv/bin:$PATH"
 
@@ -35,8 +41,9 @@ kube_version=$(kubectl version -o json | $PY -c 'import json,sys; print(json.loa
 helm template ppml charts/ppml-operator --namespace ppml-system --kube-version "$kube_version" \
   --show-only templates/admission-ledger-guard.yaml --show-only templates/admission-job-guard.yaml \
   --set 'admissionPolicies.extraOperatorUsernames={devcluster-admin}' | kubectl apply -f - >/dev/null
-kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl label namespace "$NS" pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
+
+# The operator's namespace: a federation across data owners runs its server side there.
+kubectl create namespace ppml-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 echo "== roles for people (ppml-analyst, ppml-data-owner, ppml-viewer)"
 helm template ppml charts/ppml-operator --namespace ppml-system --kube-version "$kube_version" \
@@ -70,38 +77,65 @@ for check in "get pods -n clinic" "get privatedatasets -n clinic" "delete privac
   printf '   %-56s %s\n' "kubectl auth can-i $check" "$(kubectl auth can-i $check "${AS[@]}" 2>/dev/null || true)"
 done
 
-if [[ "${PPML_DEMO_FEDERATED:-1}" == 1 && -f examples/federated/digits-secagg.yaml ]]; then
-  echo "== kubectl apply -n $NS -f examples/federated/digits-secagg.yaml"
-  kubectl apply -n "$NS" -f examples/federated/digits-secagg.yaml
+# The namespaces the summary reads: the two-party example's, and the federation's owners'.
+NAMESPACES=(--namespace ml-team --namespace clinic)
+if [[ "$FEDERATED" == 1 ]]; then
+  echo "== a federation across two data owners: kubectl apply -f $FED/"
+  # 00-clinic-a.yaml and 01-clinic-b.yaml are the owners' (namespaces, budgets, PrivateDatasets
+  # granting ml-team); 02-ml-team.yaml is the analyst's SecAgg+ federation with local DP.
+  kubectl apply -f "$FED/"
+  NAMESPACES+=(--namespace clinic-a --namespace clinic-b)
 fi
 
 echo "== progress"
 deadline=$(( $(date +%s) + TIMEOUT ))
 while :; do
-  $PY scripts/demo_summary.py --namespace ml-team --namespace "$NS" --progress
-  if $PY scripts/demo_summary.py --namespace ml-team --namespace "$NS" --done; then break; fi
+  $PY scripts/demo_summary.py "${NAMESPACES[@]}" --progress
+  if $PY scripts/demo_summary.py "${NAMESPACES[@]}" --done; then break; fi
   if (( $(date +%s) > deadline )); then echo "demo: timed out after ${TIMEOUT}s" >&2; break; fi
   sleep 5
 done
 
-uri=$(kubectl get ptj digits-dp-sgd -n ml-team -o jsonpath='{.status.output.uri}')
-accuracy="-"
-if [[ -n "$uri" ]]; then
-  echo "== analyst: the model is at $uri; kubectl apply -n ml-team -f $TWO/evaluate.yaml"
-  kubectl apply -n ml-team -f "$TWO/evaluate.yaml"
-  if kubectl wait -n ml-team --for=condition=Complete job/evaluate-digits --timeout=300s; then
-    measured=$(kubectl logs -n ml-team job/evaluate-digits | tail -n 1)
+# evaluate KIND NAME JOB: load the model KIND/NAME delivered onto ml-team's claim and measure it
+# on public digits there, with examples/two-party/evaluate.yaml (as Job JOB, for NAME's path);
+# sets uri and accuracy.
+evaluate() {
+  local kind=$1 name=$2 job=$3
+  uri=$(kubectl get "$kind" "$name" -n ml-team -o jsonpath='{.status.output.uri}')
+  accuracy="-"
+  if [[ -z "$uri" ]]; then
+    echo "demo: $kind/$name delivered no model (kubectl describe $kind -n ml-team $name)" >&2
+    return 0
+  fi
+  echo "== analyst: the model is at $uri; kubectl apply -n ml-team -f $TWO/evaluate.yaml (job $job)"
+  sed -e "s#name: evaluate-digits#name: $job#" -e "s#/models/digits-dp-sgd#/models/${uri#pvc://*/}#" \
+    "$TWO/evaluate.yaml" | kubectl apply -n ml-team -f -
+  if kubectl wait -n ml-team --for=condition=Complete "job/$job" --timeout=300s; then
+    measured=$(kubectl logs -n ml-team "job/$job" | tail -n 1)
     echo "   $measured"
     accuracy=$(printf '%s' "$measured" | $PY -c 'import json,sys; print(json.load(sys.stdin)["accuracy"])' 2>/dev/null || echo "-")
   else
-    kubectl logs -n ml-team job/evaluate-digits --tail=20 >&2 || true
+    kubectl logs -n ml-team "job/$job" --tail=20 >&2 || true
   fi
-else
-  echo "demo: ptj/digits-dp-sgd delivered no model (kubectl describe ptj -n ml-team digits-dp-sgd)" >&2
+}
+
+evaluate ptj digits-dp-sgd evaluate-digits
+two_party_uri=$uri two_party_accuracy=$accuracy
+if [[ "$FEDERATED" == 1 ]]; then
+  evaluate fedjob digits-across-clinics evaluate-across-clinics
+  fed_uri=$uri fed_accuracy=$accuracy
 fi
 
 echo "== summary"
-$PY scripts/demo_summary.py --namespace ml-team --namespace clinic --namespace "$NS"
+$PY scripts/demo_summary.py "${NAMESPACES[@]}"
 echo
-echo "two-party: model ${uri:--} in ml-team, accuracy measured in ml-team ${accuracy}," \
-  "budget clinic/digits spent epsilon $(kubectl get pbudget digits -n clinic -o jsonpath='{.status.spentEpsilon}')"
+spent() { kubectl get pbudget "$2" -n "$1" -o jsonpath='{.status.spentEpsilon}' 2>/dev/null || echo "-"; }
+echo "two-party: model ${two_party_uri:--} in ml-team, accuracy measured in ml-team" \
+  "${two_party_accuracy}, budget clinic/digits spent epsilon $(spent clinic digits)"
+if [[ "$FEDERATED" == 1 ]]; then
+  echo "across clinics: SecAgg+ federation with local DP, SuperNodes in clinic-a and clinic-b," \
+    "server side in ppml-system; model ${fed_uri:--} in ml-team, accuracy measured in ml-team" \
+    "${fed_accuracy}; epsilon spent: clinic-a/records $(spent clinic-a records)," \
+    "clinic-b/north-records $(spent clinic-b north-records)," \
+    "clinic-b/south-records $(spent clinic-b south-records)"
+fi

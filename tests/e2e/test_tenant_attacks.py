@@ -20,101 +20,49 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from devcluster.kubeapi import ApiError, Client
-from devcluster.paths import apiserver_url
+from devcluster.kubeapi import ApiError
+from ppml_testing import parties
 from ppml_testing.conditions import condition
+from ppml_testing.parties import (
+    PPML,
+    REPO,
+    evaluate_delivered_model,
+    owner_events,
+    probe_port,
+    refused,
+    set_up,
+    start_operator,
+    tear_down,
+    wait_for_job,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "ppml-operator"
-POLICY_FILES = ("templates/admission-ledger-guard.yaml", "templates/admission-job-guard.yaml")
-PPML = "/apis/ppml.dev/v1alpha1/namespaces/{ns}/{res}"
-SYSTEM = "ppml-system"
+OPERATOR_LABELS = {"app.kubernetes.io/name": "ppml-operator",
+                   "app.kubernetes.io/component": "operator"}
+"""The labels of the chart's operator pods (the only peers a trainer's policy admits)."""
+
 TIMEOUT_S = 900
 ACCURACY_THRESHOLD = 0.7
 
 
-@dataclass
-class Parties:
-    """This run's namespaces, identities, the operator and what to remove afterwards."""
-
-    cluster: Any
-    run: str
-    admin: Client
-    analyst: Client | None = None
-    engineer: Client | None = None
-    created_operator_sa: bool = False
-    operator: subprocess.Popen[bytes] | None = None
-    log: Path | None = None
-    installed: list[str] = field(default_factory=list)
+class Parties(parties.Parties):
+    """The parties of this suite: one data owner, the clinic."""
 
     @property
     def clinic(self) -> str:
-        return f"clinic-{self.run}"
-
-    @property
-    def ml_team(self) -> str:
-        return f"ml-team-{self.run}"
+        return self.owners[0]
 
     @property
     def ml_team_b(self) -> str:
         """A second analysts' namespace (its team is played by the admin)."""
-        return f"ml-team-b-{self.run}"
-
-    def name(self, base: str) -> str:
-        return f"{base}-{self.run}"
-
-    def job_path(self, name: str = "") -> str:
-        path = PPML.format(ns=self.ml_team, res="privatetrainingjobs")
-        return f"{path}/{name}" if name else path
-
-
-def helm_template(cluster: Any, *show: str) -> list[dict[str, Any]]:
-    from devcluster.tools import find
-
-    args = [find(cluster.bin_dir, "helm"), "template", "ppml", str(CHART), "-n", SYSTEM,
-            "--kube-version", "1.34.4"]
-    for s in show:
-        args += ["--show-only", s]
-    p = subprocess.run(args, capture_output=True, text=True, timeout=60, env=cluster.env())
-    assert p.returncode == 0, p.stderr
-    return [d for d in yaml.safe_load_all(p.stdout) if d]
-
-
-def token_for(admin: Client, ns: str, sa: str) -> str:
-    answer = admin.post(f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token", {
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"expirationSeconds": 7200}})
-    return str(answer["status"]["token"])
-
-
-def ensure(admin: Client, path: str, body: dict[str, Any]) -> None:
-    with contextlib.suppress(ApiError):
-        admin.post(path, body)
-
-
-def refused(call: Callable[[], Any], status: int, *fragments: str) -> str:
-    with pytest.raises(ApiError) as err:
-        call()
-    body = err.value.body if isinstance(err.value.body, dict) else {}
-    message = str(body.get("message", ""))
-    assert err.value.status == status, (err.value.status, message)
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
+        return self.others[0]
 
 
 def training_job(name: str, **spec: Any) -> dict[str, Any]:
@@ -140,74 +88,11 @@ def parties(devcluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     assert applied.returncode == 0, applied.stderr
     devcluster.kubectl("wait", "--for=condition=Established", "crd/privatedatasets.ppml.dev",
                        "crd/privatetrainingjobs.ppml.dev", "--timeout=60s")
-    p = Parties(devcluster, secrets.token_hex(3), devcluster.api())
-    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    run = secrets.token_hex(3)
+    p = Parties(devcluster, run, devcluster.api(), owners=(f"clinic-{run}",),
+                others=(f"ml-team-b-{run}",))
     try:
-        ensure(p.admin, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                               "metadata": {"name": SYSTEM}})
-        for ns in (p.clinic, p.ml_team, p.ml_team_b):
-            p.admin.post("/api/v1/namespaces", {
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": ns, "labels": {"ppml-attack-test": p.run}}})
-        selector = {"matchLabels": {"ppml-attack-test": p.run}}
-        for doc in helm_template(devcluster, *POLICY_FILES):
-            doc["metadata"]["name"] = p.name(doc["metadata"]["name"])
-            if doc["kind"] == "ValidatingAdmissionPolicyBinding":
-                doc["spec"]["policyName"] = p.name(doc["spec"]["policyName"])
-                doc["spec"]["matchResources"] = {"namespaceSelector": selector}
-            path = "/apis/admissionregistration.k8s.io/v1/" + (
-                "validatingadmissionpolicies" if doc["kind"] == "ValidatingAdmissionPolicy"
-                else "validatingadmissionpolicybindings")
-            p.admin.post(path, doc)
-            p.installed.append(f"{path}/{doc['metadata']['name']}")
-        roles = {d["metadata"]["name"]: d
-                 for d in helm_template(devcluster, "templates/rbac-user-roles.yaml")}
-        analyst_role = roles["ppml-analyst"]
-        analyst_role["metadata"] = {"name": p.name("ppml-analyst")}
-        p.admin.post(f"{rbac}/clusterroles", analyst_role)
-        p.installed.append(f"{rbac}/clusterroles/{p.name('ppml-analyst')}")
-        # The analyst: ppml-analyst in ml-team, nothing else.
-        p.admin.post(f"/api/v1/namespaces/{p.ml_team}/serviceaccounts", {
-            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "analyst"}})
-        p.admin.post(f"{rbac}/namespaces/{p.ml_team}/rolebindings", {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "analyst"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": p.name("ppml-analyst")},
-            "subjects": [{"kind": "ServiceAccount", "name": "analyst",
-                          "namespace": p.ml_team}]})
-        p.analyst = Client(apiserver_url(), p.cluster.paths.pki / "ca.crt",
-                           token=token_for(p.admin, p.ml_team, "analyst"))
-        # A team member with Kubernetes' ordinary "edit" in ml-team only (nothing private is
-        # there): runs the documented evaluation of the delivered model.
-        p.admin.post(f"/api/v1/namespaces/{p.ml_team}/serviceaccounts", {
-            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "engineer"}})
-        p.admin.post(f"{rbac}/namespaces/{p.ml_team}/rolebindings", {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "engineer"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "edit"},
-            "subjects": [{"kind": "ServiceAccount", "name": "engineer",
-                          "namespace": p.ml_team}]})
-        p.engineer = Client(apiserver_url(), p.cluster.paths.pki / "ca.crt",
-                            token=token_for(p.admin, p.ml_team, "engineer"))
-        # The operator: the identity the chart's policies trust, with the rights to run jobs.
-        try:
-            p.admin.post(f"/api/v1/namespaces/{SYSTEM}/serviceaccounts", {
-                "apiVersion": "v1", "kind": "ServiceAccount",
-                "metadata": {"name": "ppml-operator"}})
-            p.created_operator_sa = True
-        except ApiError as err:  # the chart's own, when it is installed
-            if err.status != 409:
-                raise
-        p.admin.post(f"{rbac}/clusterrolebindings", {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": p.name("attack-test-operator")},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "cluster-admin"},
-            "subjects": [{"kind": "ServiceAccount", "name": "ppml-operator",
-                          "namespace": SYSTEM}]})
-        p.installed.append(f"{rbac}/clusterrolebindings/{p.name('attack-test-operator')}")
+        set_up(p)
         # The data owner's side (the admin acts for the owner): a budget, the declaration.
         owner_budget = {"apiVersion": "ppml.dev/v1alpha1", "kind": "PrivacyBudget",
                         "metadata": {"name": "digits"},
@@ -243,79 +128,16 @@ def parties(devcluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models"},
             "spec": {"accessModes": ["ReadWriteOnce"],
                      "resources": {"requests": {"storage": "1Gi"}}}})
-        kubeconfig = tmp_path_factory.mktemp("operator") / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-            "clusters": [{"name": "dc", "cluster": {
-                "server": apiserver_url(),
-                "certificate-authority": str(p.cluster.paths.pki / "ca.crt")}}],
-            "users": [{"name": "operator", "user": {
-                "token": token_for(p.admin, SYSTEM, "ppml-operator")}}],
-            "contexts": [{"name": "operator", "context": {"cluster": "dc",
-                                                          "user": "operator"}}]}))
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1",
-               "PPML_RECONCILE_INTERVAL": "2"}
-        env.pop("PPML_TRAINER_COMMAND", None)
-        p.log = kubeconfig.parent / "operator.log"
-        with open(p.log, "wb") as out:
-            p.operator = subprocess.Popen(
-                [sys.executable, "-m", "ppml_operator", "-n", p.clinic, "-n", p.ml_team,
-                 "-n", p.ml_team_b],
-                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        start_operator(p, tmp_path_factory.mktemp("operator"),
+                       (p.clinic, p.ml_team, p.ml_team_b))
         yield p
     finally:
-        teardown(p)
-
-
-def teardown(p: Parties) -> None:
-    if p.operator is not None:
-        # Delete the jobs while the operator runs, so that it clears their finalizers and
-        # children in the owner's namespace.
-        for ns in (p.ml_team, p.ml_team_b):
-            jobs = PPML.format(ns=ns, res="privatetrainingjobs")
-            with contextlib.suppress(ApiError):
-                for job in p.admin.get(jobs)["items"]:
-                    p.admin.delete(f"{jobs}/{job['metadata']['name']}")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ApiError):
-                if not p.admin.get(p.job_path())["items"]:
-                    break
-            time.sleep(1)
-        p.operator.terminate()
-        try:
-            p.operator.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.operator.kill()
-        if p.log is not None:
-            print(p.log.read_text()[-6000:])
-    for path in reversed(p.installed):  # the guards go first: the namespaces can then go
-        with contextlib.suppress(ApiError):
-            p.admin.delete(path)
-    for ns in (p.ml_team, p.ml_team_b, p.clinic):
-        for res in ("privatetrainingjobs", "privacybudgets"):
-            with contextlib.suppress(ApiError):
-                for obj in p.admin.get(PPML.format(ns=ns, res=res))["items"]:
-                    p.admin.patch(f"{PPML.format(ns=ns, res=res)}/{obj['metadata']['name']}",
-                                  {"metadata": {"finalizers": None}})
-        with contextlib.suppress(ApiError):
-            p.admin.delete(f"/api/v1/namespaces/{ns}")
-    if p.created_operator_sa:  # a later `helm install` must be able to own it
-        with contextlib.suppress(ApiError):
-            p.admin.delete(f"/api/v1/namespaces/{SYSTEM}/serviceaccounts/ppml-operator")
+        tear_down(p)
 
 
 def wait_for(p: Parties, name: str, done: Callable[[dict[str, Any]], bool],
              timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        assert p.operator is not None and p.operator.poll() is None, "the operator exited"
-        job = p.admin.get(p.job_path(name))
-        if done(job):
-            return job
-        time.sleep(2)
-    pytest.fail(f"{name}: not there after {timeout}s: {json.dumps(job.get('status'))}")
+    return wait_for_job(p, name, done, timeout)
 
 
 def admitted_reason(job: dict[str, Any]) -> str | None:
@@ -435,28 +257,6 @@ def test_the_owners_policy_refuses_each_attack_and_charges_nothing(parties: Part
 # -- the one thing that crosses, and nothing else -----------------------------------------------
 
 
-def probe_port(p: Parties, ip: str, port: int) -> str:
-    """From a pod in the analyst's namespace, labelled like the operator, try a TCP connect."""
-    name = f"probe-{secrets.token_hex(3)}"
-    code = ("import socket,sys\ns=socket.socket();s.settimeout(3)\n"
-            f"try:\n  s.connect(({ip!r},{port}));print('CONNECTED')\n"
-            "except OSError as e:\n  print('REFUSED',e)\n")
-    p.admin.post(f"/api/v1/namespaces/{p.ml_team}/pods", {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "ppml-operator",
-                                              "app.kubernetes.io/component": "operator"}},
-        "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "probe", "image": "python:3.11", "command": ["python", "-c", code]}]}})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        pod = p.admin.get(f"/api/v1/namespaces/{p.ml_team}/pods/{name}")
-        if pod["status"].get("phase") in ("Succeeded", "Failed"):
-            out = p.cluster.kubectl("logs", name, "-n", p.ml_team)
-            return str(out.stdout)
-        time.sleep(1)
-    pytest.fail("the probe pod did not finish")
-
-
 def test_the_model_crosses_and_nothing_else(parties: Parties) -> None:
     p = parties
     assert p.analyst is not None
@@ -482,7 +282,7 @@ def test_the_model_crosses_and_nothing_else(parties: Parties) -> None:
                 assert pod["metadata"]["labels"]["ppml.dev/job-namespace"] == p.ml_team
         time.sleep(1)
     assert trainer_ip, "the trainer never ran in the owner's namespace"
-    verdict = probe_port(p, trainer_ip, 9090)
+    verdict = probe_port(p, p.ml_team, OPERATOR_LABELS, trainer_ip, 9090)
     assert "REFUSED" in verdict and "CONNECTED" not in verdict, verdict
     # Relabelling the trainer's pods: the analyst cannot even see them.
     refused(lambda: p.analyst.patch(f"/api/v1/namespaces/{p.clinic}/pods/x",
@@ -504,13 +304,8 @@ def test_the_model_crosses_and_nothing_else(parties: Parties) -> None:
     assert status["metrics"]["releaseNoiseMultiplier"] == "20"
     # The exact figures are the owner's: an event in the clinic namespace, none in ml-team.
     # (posted last in the pass that completed the job: wait a moment for it)
-    exact: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 30
-    while not exact and time.monotonic() < deadline:
-        owner_events = p.admin.get(f"/api/v1/namespaces/{p.clinic}/events")["items"]
-        exact = [e for e in owner_events if e.get("reason") == "ExactTestMetrics"]
-        time.sleep(1)
-    assert exact, [e.get("reason") for e in owner_events]
+    exact = owner_events(p, p.clinic, "ExactTestMetrics")
+    assert exact, "no ExactTestMetrics event in the owner's namespace"
     assert "not differentially private" in exact[0]["message"]
     analyst_events = p.analyst.get(f"/api/v1/namespaces/{p.ml_team}/events")["items"]
     assert not [e for e in analyst_events if e.get("reason") == "ExactTestMetrics"]
@@ -521,31 +316,7 @@ def test_the_model_crosses_and_nothing_else(parties: Parties) -> None:
     assert charge.get("jobNamespace", p.ml_team) == p.ml_team
     # The analyst's team loads the delivered model in ml-team and measures it on public data
     # (ordinary "edit" rights in ml-team: ppml-analyst alone runs no pods).
-    assert p.engineer is not None
-    evaluate = {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "evaluate"},
-        "spec": {"backoffLimit": 0, "template": {"spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "evaluate", "image": "ghcr.io/ppml-dev/ppml-runtime:0.1.0",
-                            "command": ["python", "-m", "ppml_runtime", "evaluate-model",
-                                        "--model", f"/models/{name}", "--builtin", "Digits"],
-                            "volumeMounts": [{"name": "models", "mountPath": "/models",
-                                              "readOnly": True}]}],
-            "volumes": [{"name": "models", "persistentVolumeClaim": {
-                "claimName": "models", "readOnly": True}}]}}}}
-    p.engineer.post(f"/apis/batch/v1/namespaces/{p.ml_team}/jobs", evaluate)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        ev = p.engineer.get(f"/apis/batch/v1/namespaces/{p.ml_team}/jobs/evaluate")
-        if any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-               for c in (ev.get("status") or {}).get("conditions") or []):
-            break
-        time.sleep(2)
-    logs = subprocess.run(
-        [*kubectl_as(p, "engineer"), "logs", "job/evaluate", "-n", p.ml_team],
-        capture_output=True, text=True, timeout=60)
-    assert logs.returncode == 0, logs.stderr
-    measured = json.loads(logs.stdout.strip().splitlines()[-1])
+    measured = evaluate_delivered_model(p, "models", name)
     assert measured["accuracy"] >= ACCURACY_THRESHOLD, measured
     print(f"delivered {status['output']['uri']}: accuracy measured by the analyst "
           f"{measured['accuracy']:.4f}, released (sigma 20) {released:.4f}, "
@@ -577,14 +348,6 @@ def test_the_model_crosses_and_nothing_else(parties: Parties) -> None:
     assert gone and not left, left
     [after] = [c for c in charges(p) if c["jobUID"] == uid]
     assert after["state"] == "Committed"
-
-
-def kubectl_as(p: Parties, sa: str) -> list[str]:
-    from devcluster.tools import find
-
-    return [find(p.cluster.bin_dir, "kubectl"), "--server", apiserver_url(),
-            "--certificate-authority", str(p.cluster.paths.pki / "ca.crt"),
-            "--token", token_for(p.admin, p.ml_team, sa)]
 
 
 # -- cleanup across namespaces, without owner references ----------------------------------------

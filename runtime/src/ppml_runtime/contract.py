@@ -281,7 +281,9 @@ class VolumeData(ContractModel):
 
     @model_validator(mode="after")
     def _check_label_column(self) -> VolumeData:
-        if self.format == "Npz" and "label_column" in self.model_fields_set:
+        # The default is what every dump of an Npz config writes back (exclude_none keeps it),
+        # so only another column is refused: a config the operator wrote must load again.
+        if self.format == "Npz" and self.label_column != "label":
             raise ValueError(
                 "labelColumn applies to Csv and Parquet only; Npz reads arrays x and y"
             )

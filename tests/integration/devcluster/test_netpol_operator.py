@@ -29,13 +29,17 @@ Obj = dict[str, Any]
 #: The labels the chart gives the operator's pods (charts/ppml-operator, default name).
 OPERATOR_LABELS = {"app.kubernetes.io/name": "ppml-operator", "app.kubernetes.io/instance": "ppml",
                    "app.kubernetes.io/component": "operator"}
-#: Flower's other SuperLink ports: ServerAppIo (9091) and the Control API (9093).
-SERVERAPPIO_PORT, CONTROL_PORT = 9091, 9093
+#: Flower's ServerAppIo port (9091: the SuperLink serves it only on 127.0.0.1 now, but a policy
+#: must not admit it either) and the Control API's own port (9093, the submitter's only).
+SERVERAPPIO_PORT, CONTROL_PORT = 9091, rc.SUPERLINK_CONTROL_PORT
 
 
 def _job(kind: str, ns: str, name: str) -> Obj:
-    return {"apiVersion": "ppml.dev/v1alpha1", "kind": kind,
-            "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4())}}
+    job: Obj = {"apiVersion": "ppml.dev/v1alpha1", "kind": kind,
+                "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4())}}
+    if kind == "FederatedJob":  # the policies admit the SuperNodes of the job's clients
+        job["spec"] = {"clients": [{"name": "a"}, {"name": "b"}]}
+    return job
 
 
 def _apply_policy(kube: Kube, policy: Obj) -> None:
@@ -160,7 +164,9 @@ def test_supernodes_reach_only_their_superlink_and_outsiders_reach_neither(
         # what the federation needs
         ("supernode-a", "superlink", fleet): True,
         ("supernode-b", "superlink", fleet): True,
-        ("submitter", "superlink", fleet): True,
+        ("submitter", "superlink", CONTROL_PORT): True,
+        # the submitter reaches only the Control API (the Fleet API is the SuperNodes')
+        ("submitter", "superlink", fleet): False,
         # SuperNodes reach nothing else: not the SuperLink's other APIs, not each other,
         # not another job's SuperLink, not other pods, not the API server
         ("supernode-a", "superlink", CONTROL_PORT): False,

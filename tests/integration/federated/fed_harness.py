@@ -133,6 +133,8 @@ def digits_config(
         "model": {"architecture": "LogisticRegression"},
         "training": {"epochs": 1, "batchSize": 32, "learningRate": "0.1"},
         "superlinkAddress": superlink,
+        # The Control API has its own port (ppml_runtime.federated.superlink): a free one.
+        "controlAddress": f"{superlink.rsplit(':', 1)[0]}:{free_port()}",
     }
     if pki is not None:
         raw["tls"] = {"caFile": str(pki.ca), "certFile": str(pki.cert), "keyFile": str(pki.key)}
@@ -248,7 +250,10 @@ def start_federation(workdir: Path, config: FederationConfig, audit_dir: Path | 
     env = {"HOME": str(workdir / "home")}
     if audit_dir is not None:
         env[ENV_AUDIT_DIR] = str(audit_dir)
-    fed.spawn(["superlink", "--config", str(cfg_path), "--host", "127.0.0.1", "--port", str(port)],
+    control = int((config.control_address or "").rsplit(":", 1)[1])
+    # Free ports for the Control API and the all-API one (fixed in a pod, shared on a host).
+    fed.spawn(["superlink", "--config", str(cfg_path), "--host", "127.0.0.1", "--port", str(port),
+               "--control-port", str(control), "--internal-port", str(free_port())],
               fed.superlink_log, env)
     clients = config.clients[: supernodes if supernodes is not None else len(config.clients)]
     for entry in clients:

@@ -248,6 +248,19 @@ def test_network_policies_let_supernodes_reach_only_their_superlink_and_nothing_
         assert {p["port"] for p in dns["ports"]} == {53}
 
 
+def test_no_policy_rule_admits_every_pod_even_for_a_job_without_clients() -> None:
+    """An empty ``from`` admits every pod: no rule may render one (fail closed)."""
+    job = make_fedjob().obj()
+    bare = {**job, "spec": {**job["spec"], "clients": []}}  # the CRD refuses it; render anyway
+    for policy in [*rf.render_network_policies(job), *rf.render_network_policies(bare)]:
+        spec = policy["spec"]
+        assert all(rule["from"] for rule in spec["ingress"]), policy
+        assert all(rule.get("to", True) for rule in spec["egress"]), policy
+    [link] = [p for p in rf.render_network_policies(bare) if p["metadata"]["name"].endswith(
+        "-superlink")]
+    assert [r["ports"][0]["port"] for r in link["spec"]["ingress"]] == [9093]
+
+
 def test_tls_and_authentication_off_render_no_secrets_and_an_insecure_config() -> None:
     children = render(make_fedjob().tls(False).auth(False).obj())
     assert by_name(children, "Secret") == {}

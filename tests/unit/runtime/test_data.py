@@ -195,3 +195,15 @@ def test_the_contract_refuses_a_label_column_for_npz_as_the_api_does():
             {"source": "Volume", "numRecords": 8,
              "volume": {"path": "/d.npz", "format": "Npz", "labelColumn": "y"}}
         )
+
+
+def test_an_npz_volume_config_loads_back_from_its_own_dump():
+    """The operator dumps the contract config; the pod loads it. The dump of an Npz volume
+    holds labelColumn's default, which the round trip must accept (the two-party demo's trainer
+    refused it before the pod read a record)."""
+    config = DataConfig.model_validate(
+        {"source": "Volume", "numRecords": 8, "volume": {"path": "/d.npz", "format": "Npz"}})
+    again = DataConfig.model_validate_json(config.model_dump_json(by_alias=True,
+                                                                  exclude_none=True))
+    assert again == config
+

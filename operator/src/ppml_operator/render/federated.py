@@ -301,16 +301,14 @@ def render_network_policies(job: Obj) -> list[Obj]:
         return {"to": _in_namespaces(job, superlink, [server_ns]),
                 "ports": [{"protocol": "TCP", "port": port}]}
 
+    ingress = [{"from": _in_namespaces(job, submitter, [server_ns]),
+                "ports": [{"protocol": "TCP", "port": rc.SUPERLINK_CONTROL_PORT}]}]
+    if node_namespaces:  # an empty "from" would admit every pod: no SuperNode, no Fleet rule
+        ingress.insert(0, {"from": _in_namespaces(job, supernodes, node_namespaces),
+                           "ports": [{"protocol": "TCP", "port": rc.SUPERLINK_PORT}]})
     out = [
         _policy(job, n["superlinkPolicy"], SUPERLINK, server_ns, {
-            "ingress": [
-                {"from": _in_namespaces(job, supernodes, node_namespaces),
-                 "ports": [{"protocol": "TCP", "port": rc.SUPERLINK_PORT}]},
-                {"from": _in_namespaces(job, submitter, [server_ns]),
-                 "ports": [{"protocol": "TCP", "port": rc.SUPERLINK_CONTROL_PORT}]},
-            ],
-            "egress": [_dns_egress()],
-        }),
+            "ingress": ingress, "egress": [_dns_egress()]}),
         _policy(job, n["submitterPolicy"], SUBMITTER, server_ns, {
             "ingress": [], "egress": [to_superlink(rc.SUPERLINK_CONTROL_PORT), _dns_egress()]}),
     ]

@@ -68,7 +68,7 @@ def run_superlink(args: argparse.Namespace) -> int:
     LOG.info("Started SuperLink for federation %s", config.job.name)
     superlink.serve(flwr_cli.superlink_args(config, database=args.database), host=args.host,
                     fleet_port=args.port, control_port=args.control_port,
-                    internal_port=SUPERLINK_INTERNAL_PORT)
+                    internal_port=args.internal_port)
     return 0
 
 
@@ -266,6 +266,8 @@ def submit(
             if state.finished
             else f"run {run_id} did not finish within {limit:.0f} s and was stopped"
         )
+    if state.finished and not state.succeeded:
+        _log_serverapp_error(run_id, env)
     accuracy = next((r.accuracy for r in reversed(rounds) if r.accuracy is not None), None)
     model_sha256 = None
     if ok and config.release is not None:
@@ -283,6 +285,19 @@ def submit(
         wall_seconds=round(time.monotonic() - started, 3),
         error=error,
     )
+
+
+def _log_serverapp_error(run_id: int, env: dict[str, str], lines: int = 40) -> None:
+    """Log the ServerApp's error (``flwr log`` from its first ERROR line) when its run failed.
+
+    Otherwise only the SuperLink's pod would know why, and it is deleted with the federation.
+    """
+    with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+        text = _cli(flwr_cli.log_command(run_id), env).splitlines()
+        first = next((i for i, line in enumerate(text) if "ERROR" in line), None)
+        if first is not None:
+            LOG.error("Run %s failed in the ServerApp:\n%s", run_id,
+                      "\n".join(text[first:first + lines]))
 
 
 def _model_sha256(run_id: int, env: dict[str, str], wait_seconds: float = 20.0) -> str | None:
@@ -342,6 +357,8 @@ def add_superlink_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the Fleet API's port (the SuperNodes')")
     parser.add_argument("--control-port", type=int, default=SUPERLINK_CONTROL_PORT,
                         help="the Control API's port (the submitter's)")
+    parser.add_argument("--internal-port", type=int, default=SUPERLINK_INTERNAL_PORT,
+                        help="the all-API port on 127.0.0.1 (the SuperExec's)")
     parser.add_argument("--database", default=None, help="SQLite state file (default: memory)")
 
 

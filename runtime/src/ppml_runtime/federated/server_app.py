@@ -94,6 +94,7 @@ def write_final_model(config: FederationConfig, context: Context) -> str:
     from ppml_runtime.contract import MODEL_CARD_FORMAT
     from ppml_runtime.federated.contract import MODEL_LOG_PREFIX
     from ppml_runtime.federated.local_training import build_model, model_shape, set_parameters
+    from ppml_runtime.federated.model_card import render_federated_readme
     from ppml_runtime.release.artifact import ModelFileConfig, write_model
 
     assert config.release is not None
@@ -115,7 +116,10 @@ def write_final_model(config: FederationConfig, context: Context) -> str:
                                "jobNamespace": config.job.namespace}
     card.update(config.release.card)
     card.update(architecture=config.model.architecture, rounds=config.rounds,
-                privacyMode=config.privacy.mode, created=datetime.now(UTC).isoformat())
-    sha256 = write_model(config.release.model_dir, model, file_config, card)
+                privacyMode=config.privacy.mode, clients=len(config.clients),
+                trainRecords=sum(c.data.num_records for c in config.clients),
+                created=datetime.now(UTC).isoformat())
+    sha256 = write_model(config.release.model_dir, model, file_config, card,
+                         readme=render_federated_readme)
     print(MODEL_LOG_PREFIX + json.dumps({"sha256": sha256}), flush=True)
     return sha256

@@ -88,6 +88,7 @@ def serve(flower_args: Sequence[str], *, host: str, fleet_port: int, control_por
 
     """
     import importlib
+    import logging
 
     import uvicorn
     from flwr.superlink.main import create_app
@@ -95,6 +96,9 @@ def serve(flower_args: Sequence[str], *, host: str, fleet_port: int, control_por
     # The package re-exports the function of the module's name: import the module itself.
     fs = importlib.import_module("flwr.superlink.cli.flower_superlink")
 
+    # Flower's logger prints through its own handler; the runtime's root handler would print
+    # every line a second time (and "Activated node_id" twice, which tests count).
+    logging.getLogger("flwr").propagate = False
     sys.argv = ["flower-superlink", *flower_args, "--host", "127.0.0.1", "--port",
                 str(internal_port)]
     config = fs._parse_superlink_lifespan_config()  # Flower's own parsing and checks

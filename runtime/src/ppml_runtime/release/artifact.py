@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,7 +186,8 @@ def _cell(value: object) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _table(rows: list[tuple[str, object]]) -> list[str]:
+def markdown_table(rows: list[tuple[str, object]]) -> list[str]:
+    """Return a two-column Markdown table of ``(label, value)`` rows (the model cards')."""
     return ["| | |", "|---|---|", *(f"| {k} | {_cell(v)} |" for k, v in rows)]
 
 
@@ -204,7 +206,7 @@ def render_readme(card: dict[str, Any]) -> str:
         f"the (ε, δ) below bounds what they reveal about any one of the {card['trainRecords']} "
         "training records.",
         "",
-        *_table(
+        *markdown_table(
             [
                 ("Job", f"{card['jobNamespace']}/{card['job']}"),
                 *operator_fields,
@@ -217,7 +219,7 @@ def render_readme(card: dict[str, Any]) -> str:
         "",
         "## Privacy",
         "",
-        *_table(
+        *markdown_table(
             [
                 ("ε (the runtime's own accountant, for the steps taken)", f"{card['epsilon']:.6g}"),
                 ("ε charged to the budget for training", card["chargedEpsilon"]),
@@ -245,7 +247,7 @@ def render_readme(card: dict[str, Any]) -> str:
             f"the {release['testRecords']} declared test records. The figures are noisy; the "
             "exact ones never leave the data owner.",
             "",
-            *_table(
+            *markdown_table(
                 [
                     ("Released test accuracy", _fmt(card.get("releasedTestAccuracy"))),
                     ("Released test loss", _fmt(card.get("releasedTestLoss"))),
@@ -290,7 +292,11 @@ def _install(staging: Path, target: Path) -> None:
 
 
 def write_model(
-    directory: str | Path, model: nn.Module, file_config: ModelFileConfig, card: dict[str, Any]
+    directory: str | Path,
+    model: nn.Module,
+    file_config: ModelFileConfig,
+    card: dict[str, Any],
+    readme: Callable[[dict[str, Any]], str] | None = None,
 ) -> str:
     """Write a model directory atomically and return the SHA-256 of ``model.safetensors``.
 
@@ -304,6 +310,9 @@ def write_model(
         What ``config.json`` holds.
     card
         The model card (:func:`build_card`); ``modelSha256`` is added to it.
+    readme
+        Renders ``README.md`` from the card (default :func:`render_readme`, a DP-SGD
+        trainer's; a federation's final model has its own).
 
     Returns
     -------
@@ -328,7 +337,7 @@ def write_model(
         config_json = file_config.model_dump_json(by_alias=True, exclude_none=True, indent=2)
         _write(staging / MODEL_CONFIG_FILE, (config_json + "\n").encode())
         _write(staging / MODEL_CARD_FILE, (json.dumps(full_card, indent=2) + "\n").encode())
-        _write(staging / MODEL_README_FILE, render_readme(full_card).encode())
+        _write(staging / MODEL_README_FILE, (readme or render_readme)(full_card).encode())
         for name in (MODEL_WEIGHTS_FILE, MODEL_CONFIG_FILE, MODEL_CARD_FILE, MODEL_README_FILE):
             (staging / name).chmod(0o644)
         fsync_dir(staging)
