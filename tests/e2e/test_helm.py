@@ -33,7 +33,12 @@ EXAMPLE = REPO / "examples" / "private-training" / "digits-dp-sgd.yaml"
 RELEASE = "ppml"
 SYSTEM = "ppml-system"
 SA_USER = f"system:serviceaccount:{SYSTEM}:ppml-operator"
-CRDS = ("privacybudgets.ppml.dev", "privatetrainingjobs.ppml.dev", "federatedjobs.ppml.dev")
+CRDS = (
+    "privacybudgets.ppml.dev",
+    "privatedatasets.ppml.dev",
+    "privatetrainingjobs.ppml.dev",
+    "federatedjobs.ppml.dev",
+)
 USER_ROLES = ("ppml-viewer", "ppml-analyst", "ppml-data-owner")
 #: Admission policies kept on uninstall with the CRDs (the ledger outlives the operator).
 KEPT_POLICIES = ("ppml-ledger-guard", "ppml-ledger-crd-guard")

@@ -421,7 +421,9 @@ def test_deleting_the_owners_namespace_ends_the_job_and_keeps_the_ledger(
         left = children_left(p, uid)
         pytest.fail(f"the job did not end; namespace: {json.dumps(ns.get('status'))}; "
                     f"children left: {left}")
-    assert "was deleted" in condition(job, "Failed")["message"]
+    failed = condition(job, "Failed")
+    assert failed is not None and failed["reason"] == "DatasetDeleted", failed
+    assert p.clinic in failed["message"] and "committed" in failed["message"], failed
     # The namespace's pods and children go; the ledger cannot be wiped with it: the ledger
     # guard keeps the budget (and the namespace Terminating) while it holds charges.
     deadline = time.monotonic() + 120
