@@ -223,7 +223,7 @@ def test_only_the_submitter_reaches_the_control_port_supernodes_only_the_fleet_p
     _, children = render_owners()
     policies = {(c["metadata"]["namespace"], c["metadata"]["name"]): c["spec"]
                 for c in children if c["kind"] == "NetworkPolicy"}
-    fleet, control = policies[OPERATOR_NS, "ml-team-fed-superlink"]["ingress"]
+    fleet, control, metrics = policies[OPERATOR_NS, "ml-team-fed-superlink"]["ingress"]
     assert fleet["ports"] == [{"protocol": "TCP", "port": 9092}]
     assert [(p.get("namespaceSelector"), p["podSelector"]["matchLabels"][
         "app.kubernetes.io/component"]) for p in fleet["from"]] == [
@@ -232,6 +232,11 @@ def test_only_the_submitter_reaches_the_control_port_supernodes_only_the_fleet_p
     assert control["ports"] == [{"protocol": "TCP", "port": 9093}]
     assert control["from"] == [{"podSelector": {"matchLabels": {
         "ppml.dev/job-uid": UID, "app.kubernetes.io/component": "submitter"}}}]
+    # The ServerApp's gauges: only the operator's pods, from its own namespace.
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 9097}]
+    assert [(p["namespaceSelector"], p["podSelector"]["matchLabels"][
+        "app.kubernetes.io/component"]) for p in metrics["from"]] == [
+        ({"matchLabels": {"kubernetes.io/metadata.name": OPERATOR_NS}}, "operator")]
     node = policies["clinic-a", "ml-team-fed-supernode"]
     to_link = node["egress"][0]
     assert to_link["ports"] == [{"protocol": "TCP", "port": 9092}]
