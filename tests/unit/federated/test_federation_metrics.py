@@ -147,5 +147,8 @@ def test_the_strategy_chain_passes_the_gauges_to_its_recorder() -> None:
     assert isinstance(strategy, RoundRecorder) and strategy.on_round is on_round
 
 
-def test_the_config_carries_the_metrics_port_the_operator_scrapes() -> None:
-    assert fed().obj().metrics_port == rc.FEDERATION_METRICS_PORT == 9097
+def test_unset_the_gauges_are_on_the_contract_port_the_operator_scrapes() -> None:
+    config = fed().obj()
+    assert config.metrics_port is None  # not written: older SuperNode images read the config
+    assert config.metrics_port_value == rc.FEDERATION_METRICS_PORT == 9097
+    assert fed().set(metricsPort=0).obj().metrics_port_value == 0

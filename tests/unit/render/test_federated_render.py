@@ -267,6 +267,16 @@ def test_no_policy_rule_admits_every_pod_even_for_a_job_without_clients() -> Non
     assert [r["ports"][0]["port"] for r in link["spec"]["ingress"]] == [9093, 9097]
 
 
+def test_the_rendered_config_leaves_the_gauges_on_the_port_the_policy_opens() -> None:
+    """metricsPort stays unset (a SuperNode image predating it still reads the config)."""
+    config = config_of(render(make_fedjob().obj()))
+    assert config.metrics_port is None and config.metrics_port_value == 9097
+    [link] = [p for p in by_name(render(make_fedjob().obj()), "Pod").values()
+              if p["metadata"]["name"] == "digits-superlink"]
+    assert {"name": "metrics", "containerPort": 9097, "protocol": "TCP"} in link["spec"][
+        "containers"][0]["ports"]
+
+
 def test_only_the_operator_in_its_own_namespace_reaches_the_federation_gauges() -> None:
     """The metrics port admits the operator's pods of the configured namespace, on that port."""
     settings = RenderSettings(image="ppml-runtime:test", operator_namespace="ops")

@@ -184,8 +184,12 @@ class FederationConfig(ContractModel):
     evaluate: bool = True
     round_timeout_seconds: int = Field(default=600, ge=1)
     release: FederatedRelease | None = None
-    metrics_port: int = Field(default=FEDERATION_METRICS_PORT, ge=0, le=65535)
-    """Where the ServerApp serves the live gauges (:class:`FederationProgress`); 0: nowhere."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Where the ServerApp serves the live gauges (:class:`FederationProgress`); 0: nowhere.
+
+    Unset (what the operator renders, so a config stays readable by a SuperNode image that
+    predates the field): :data:`~ppml_runtime.contract.FEDERATION_METRICS_PORT`.
+    """
 
     @model_validator(mode="after")
     def _coherent(self) -> FederationConfig:
@@ -204,6 +208,11 @@ class FederationConfig(ContractModel):
         self._check_privacy()
         self._check_secagg()
         return self
+
+    @property
+    def metrics_port_value(self) -> int:
+        """The port the ServerApp serves its gauges on (``metricsPort`` or the contract's)."""
+        return FEDERATION_METRICS_PORT if self.metrics_port is None else self.metrics_port
 
     def _check_privacy(self) -> None:
         mode, central = self.privacy.mode, self.privacy.central

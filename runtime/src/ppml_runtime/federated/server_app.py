@@ -69,7 +69,7 @@ def main(grid: Grid, context: Context) -> None:
     from ppml_runtime.federated.strategy import build_strategy
 
     config = FederationConfig.model_validate_json(str(context.run_config[RUN_CONFIG_KEY]))
-    gauges = FederationGauges(config.metrics_port, config.rounds)
+    gauges = FederationGauges(config.metrics_port_value, config.rounds)
     try:
         strategy = build_strategy(config, initial_parameters(config),
                                   on_round=gauges.round_completed)
