@@ -244,6 +244,26 @@ def test_only_the_submitter_reaches_the_control_port_supernodes_only_the_fleet_p
         "matchLabels": {"kubernetes.io/metadata.name": OPERATOR_NS}}
 
 
+def test_the_operator_scrapes_the_superlink_in_its_own_namespace_never_an_owners() -> None:
+    """The live gauges come from the server side's SuperLink pod, in the operator's namespace.
+
+    A data owner may label a pod in their own namespace like the job's SuperLink (pods are
+    listed in every namespace of the job by its uid label): it is never scraped.
+    """
+    effective, children = render_owners()
+    [link] = [c for c in children if c["kind"] == "Pod"
+              and c["metadata"]["name"] == "ml-team-fed-superlink"]
+
+    def running(pod: Obj, ip: str) -> Obj:
+        return {**pod, "status": {"phase": "Running", "podIP": ip}}
+
+    look_alike = running({**link, "metadata": {**link["metadata"], "namespace": "clinic-a"}},
+                         "10.0.0.66")
+    assert federated.FEDERATED.progress_url(effective, [look_alike]) is None
+    assert federated.FEDERATED.progress_url(
+        effective, [look_alike, running(link, "10.0.0.7")]) == "http://10.0.0.7:9097/metrics"
+
+
 def test_deleting_keeps_the_finalizer_until_every_child_in_every_namespace_is_gone() -> None:
     effective, children = render_owners()
     status = {"conditions": [{"type": "Admitted", "status": "True", "reason": "Reserved",
