@@ -153,12 +153,16 @@ def example(name: str) -> tuple[str, list[Obj]]:
 
 def run_example(kube: Cluster, name: str, timeout: float,
                 during: Callable[[Obj], None] | None = None) -> tuple[Obj, list[Obj], Obj]:
-    """Apply an example and wait for its FederatedJob to finish; return job, docs, peak."""
+    """Apply an example and wait for its FederatedJob to finish; return job, docs, peak.
+
+    ``peak`` holds the most SuperNodes seen connected, and ``live``: each status.federation
+    seen while the job ran (neither Complete nor Failed), in order.
+    """
     text, docs = example(name)
     job_doc = next(d for d in docs if d["kind"] == "FederatedJob")
     job_name = job_doc["metadata"]["name"]
     kube.ok("apply", "-f", "-", input=text)
-    peak: Obj = {"clientsConnected": 0}
+    peak: Obj = {"clientsConnected": 0, "live": []}
 
     def finished() -> Obj | None:
         job = kube.get("fedjob", job_name)
@@ -169,6 +173,8 @@ def run_example(kube: Cluster, name: str, timeout: float,
             during(job)
         if is_true(job, "Complete") or is_true(job, "Failed"):
             return job
+        if fed:
+            peak["live"].append(fed)
         return None
 
     try:
@@ -222,6 +228,24 @@ def assert_completed(kube: Cluster, job: Obj, peak: Obj) -> None:
         p for p in kube.items("pods", f"ppml.dev/job-uid={uid}")
         if p["metadata"]["labels"]["app.kubernetes.io/component"] in ("superlink", "supernode")
     ] and not kube.items("secrets", f"ppml.dev/job-uid={uid}"), 120)
+
+
+def assert_live_rounds(job: Obj, peak: Obj) -> None:
+    """status.federation.roundsCompleted rose while the federation ran, before Complete.
+
+    The operator scrapes the ServerApp's gauges in the SuperLink's pod each pass; each live
+    round in status has its number and duration only (the submitter's report adds the clients
+    when the run ended, possibly a pass before the Complete condition).
+    """
+    seen = [int(f.get("roundsCompleted") or 0) for f in peak["live"]]
+    assert seen == sorted(seen), f"roundsCompleted went back: {seen}"
+    assert len(set(seen)) >= 2 and max(seen) > 0, f"no live rounds seen: {seen}"
+    assert max(seen) <= job["spec"]["rounds"]
+    live_rounds = [r for f in peak["live"] for r in f.get("rounds") or []]
+    assert live_rounds, peak["live"]
+    assert all(set(r) <= {"round", "clients", "wallSeconds"} and float(r["wallSeconds"]) > 0
+               for r in live_rounds), live_rounds
+    assert any("clients" not in r for r in live_rounds), "no round was seen before the report"
 
 
 def assert_charged_once(kube: Cluster, job: Obj, budgets: list[str]) -> None:
@@ -379,6 +403,7 @@ def test_digits_secagg_with_dp(kube: Cluster, operator: OperatorProcess) -> None
     budget charged exactly once."""
     job, docs, peak = run_example(kube, "digits-secagg.yaml", timeout=2100)
     assert_completed(kube, job, peak)
+    assert_live_rounds(job, peak)  # ten SecAgg+ rounds of several seconds each
     budgets = [d["metadata"]["name"] for d in docs if d["kind"] == "PrivacyBudget"]
     assert len(budgets) == 3
     assert_charged_once(kube, job, budgets)

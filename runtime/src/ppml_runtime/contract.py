@@ -14,6 +14,8 @@ import hashlib
 import json
 import math
 import os
+import re
+from collections.abc import Iterator
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -73,6 +75,10 @@ TERMINATION_MESSAGE_LIMIT = 4096
 
 #: Port the ``serve-model`` role listens on (owner side) for ``fetch-model`` (analyst side).
 MODEL_SERVER_PORT = 9096
+#: Port of a federation's live gauges: the ServerApp (inside the SuperLink's pod) serves the
+#: rounds completed and each round's duration there, for the operator only
+#: (``ppml_runtime.federated.metrics``).
+FEDERATION_METRICS_PORT = 9097
 
 #: Exit code for a config the runtime cannot honour (fail fast, never train).
 EXIT_INVALID_CONFIG = 2
@@ -762,6 +768,46 @@ class ProgressSnapshot(ContractModel):
     }
 
 
+_SAMPLE = re.compile(
+    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>(?:[^"}]|"(?:[^"\\]|\\.)*")*)\})?'
+    r"\s+(?P<value>\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def gauge_samples(metrics_text: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    """Yield ``(name, labels, value)`` of every sample in Prometheus text exposition.
+
+    Standard library only (the operator reads these without ``prometheus_client``). Comments,
+    malformed lines and NaN values are skipped; a sample's timestamp is ignored.
+
+    Parameters
+    ----------
+    metrics_text
+        The body of ``GET /metrics``.
+
+    Yields
+    ------
+    tuple of (str, dict of str to str, float)
+        The metric name, its labels (empty for a plain gauge) and its value.
+
+    """
+    for line in metrics_text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        try:
+            value = float(match["value"])
+        except ValueError:
+            continue
+        if math.isnan(value):
+            continue
+        labels = {k: v.replace('\\"', '"').replace("\\\\", "\\")
+                  for k, v in _LABEL.findall(match["labels"] or "")}
+        yield match["name"], labels, value
+
+
 def parse_progress(metrics_text: str) -> ProgressSnapshot:
     """Read a :class:`ProgressSnapshot` from Prometheus text exposition (stdlib only).
 
@@ -777,20 +823,10 @@ def parse_progress(metrics_text: str) -> ProgressSnapshot:
 
     """
     by_name = {v: k for k, v in ProgressSnapshot.METRIC_NAMES.items()}
-    values: dict[str, float] = {}
-    for line in metrics_text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) < 2 or parts[0] not in by_name:
-            continue
-        try:
-            value = float(parts[1])
-        except ValueError:
-            continue
-        if not math.isnan(value):
-            values[by_name[parts[0]]] = value
     fields: dict[str, object] = {}
-    for key, value in values.items():
-        fields[key] = int(value) if key in ("step", "total_steps") else value
+    for name, labels, value in gauge_samples(metrics_text):
+        if name in by_name and not labels:
+            key = by_name[name]
+            integral = key in ("step", "total_steps") and math.isfinite(value)
+            fields[key] = int(value) if integral else value
     return ProgressSnapshot.model_validate(fields)

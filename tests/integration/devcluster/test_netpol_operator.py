@@ -145,10 +145,13 @@ def test_supernodes_reach_only_their_superlink_and_outsiders_reach_neither(
 ) -> None:
     job = _job("FederatedJob", kube.ns, "fed")
     other = _job("FederatedJob", kube.ns, "other")
-    for policy in federated.render_network_policies(job) + federated.render_network_policies(
-            other):
+    # This namespace stands for the operator's, as for the trainers above.
+    settings = RenderSettings(operator_namespace=kube.ns)
+    for policy in federated.render_network_policies(
+            job, settings) + federated.render_network_policies(other, settings):
         _apply_policy(kube, policy)
-    link_ports = (SERVERAPPIO_PORT, rc.SUPERLINK_PORT, CONTROL_PORT)
+    gauges = rc.FEDERATION_METRICS_PORT
+    link_ports = (SERVERAPPIO_PORT, rc.SUPERLINK_PORT, CONTROL_PORT, gauges)
     node_ports = (rc.SUPERNODE_RUNTIME_PORT,)
     pods = Pods(kube)
     pods.start("superlink", labels(job, SUPERLINK), link_ports)
@@ -158,6 +161,7 @@ def test_supernodes_reach_only_their_superlink_and_outsiders_reach_neither(
     pods.start("other-superlink", labels(other, SUPERLINK), link_ports)
     pods.start("other-supernode", labels(other, SUPERNODE), node_ports)
     pods.start("outsider", {"app": "curious"}, link_ports)
+    pods.start("operator", OPERATOR_LABELS, node_ports)
     pods.wait()
     fleet, runtime = rc.SUPERLINK_PORT, rc.SUPERNODE_RUNTIME_PORT
     _settled(pods, {
@@ -184,6 +188,13 @@ def test_supernodes_reach_only_their_superlink_and_outsiders_reach_neither(
         ("superlink", "supernode-a", runtime): False,
         ("superlink", "outsider", fleet): False,
         ("superlink", "node", APISERVER_PORT): False,
+        # the ServerApp's live gauges are the operator's alone, and it reaches nothing else
+        ("operator", "superlink", gauges): True,
+        ("operator", "superlink", fleet): False,
+        ("operator", "superlink", CONTROL_PORT): False,
+        ("supernode-a", "superlink", gauges): False,
+        ("submitter", "superlink", gauges): False,
+        ("outsider", "superlink", gauges): False,
         # the other job's pair works, so the refusals above are the policies, not the pods
         ("other-supernode", "other-superlink", fleet): True,
         ("outsider", "node", APISERVER_PORT): True,

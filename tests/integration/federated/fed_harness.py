@@ -17,7 +17,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,12 @@ from cryptography.x509.oid import NameOID
 
 from ppml_runtime.contract import split_sizes
 from ppml_runtime.federated import flwr_cli
-from ppml_runtime.federated.contract import ENV_AUDIT_DIR, FederationConfig
+from ppml_runtime.federated.contract import (
+    ENV_AUDIT_DIR,
+    FederationConfig,
+    FederationProgress,
+    parse_federation_progress,
+)
 
 DIGITS_RECORDS = 1797
 
@@ -135,6 +142,8 @@ def digits_config(
         "superlinkAddress": superlink,
         # The Control API has its own port (ppml_runtime.federated.superlink): a free one.
         "controlAddress": f"{superlink.rsplit(':', 1)[0]}:{free_port()}",
+        # So are the ServerApp's live gauges (fixed in a pod, shared on a host).
+        "metricsPort": free_port(),
     }
     if pki is not None:
         raw["tls"] = {"caFile": str(pki.ca), "certFile": str(pki.cert), "keyFile": str(pki.key)}
@@ -272,3 +281,30 @@ def start_federation(workdir: Path, config: FederationConfig, audit_dir: Path | 
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+class GaugeWatcher:
+    """Poll the ServerApp's live gauges in a thread while a federation runs (as the operator)."""
+
+    def __init__(self, port: int, every: float = 0.2) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.every = every
+        self.seen: list[FederationProgress] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> GaugeWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                with urllib.request.urlopen(self.url, timeout=1) as answer:
+                    self.seen.append(parse_federation_progress(answer.read().decode()))
+            except OSError:
+                continue  # not serving yet, or any more

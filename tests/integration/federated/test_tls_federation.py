@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fed_harness import (
+    GaugeWatcher,
     Pki,
     digits_config,
     free_port,
@@ -43,7 +44,8 @@ def test_fedavg_over_tls_with_authentication_completes_and_impostors_are_refused
                                        max_wait_seconds=10),
             tmp_path / "rogue-ca.log", module=False,
         )
-        report = submit(config, flwr_home=tmp_path / "submitter", poll_seconds=1.0)
+        with GaugeWatcher(config.metrics_port_value) as gauges:
+            report = submit(config, flwr_home=tmp_path / "submitter", poll_seconds=1.0)
         # Registered keys are in place now; a key that was not registered is still refused.
         unregistered = fed.spawn(
             flwr_cli.supernode_command(with_private_key(config, keys["impostor"][0]), "silo-0",
@@ -65,6 +67,14 @@ def test_fedavg_over_tls_with_authentication_completes_and_impostors_are_refused
     assert rogue_ca.returncode != 0
     assert unregistered.returncode != 0
     assert fed.activated() == 2
+    # While the rounds ran, the ServerApp served their count and durations (what the operator
+    # scrapes into status.federation): never going back, the same durations as the report.
+    counts = [g.rounds_completed for g in gauges.seen]
+    assert counts and counts == sorted(counts) and max(counts) >= 1, counts
+    assert {g.total_rounds for g in gauges.seen} == {2}
+    reported = {r.round: r.seconds for r in report.rounds}
+    for g in gauges.seen:
+        assert all(reported[n] == s for n, s in g.round_seconds.items()), (g, reported)
     for log in ("rogue-ca.log", "unregistered.log"):
         assert "Exit Code: 305" in (tmp_path / log).read_text(errors="replace")
     assert "CERTIFICATE_VERIFY_FAILED" in (tmp_path / "rogue-ca.log").read_text(errors="replace")

@@ -1,8 +1,10 @@
 """The progress scrape of handlers/jobs.py against a real HTTP server on loopback.
 
-A trainer pod runs code the operator does not control: its metrics answer is read with a time
-and size bound and no redirect is ever followed (a redirect would be a request the operator
-makes on the pod's behalf).
+One scraper for every kind; the kind supplies the parser (``JobKind.parse_progress``: a
+trainer's gauges by default, a federation's ServerApp gauges for a FederatedJob). A pod runs
+code the operator does not control: its metrics answer is read with a time and size bound and
+no redirect is ever followed (a redirect would be a request the operator makes on the pod's
+behalf).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ppml_operator.handlers import jobs
+from ppml_operator.reconcile.kinds import FEDERATED
 from ppml_runtime import contract as rc
+from ppml_runtime.federated import contract as fc
 
 hits: list[str] = []
 
@@ -29,6 +33,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/huge":
             body = b"# padding\n" * (jobs.PROGRESS_MAX_BYTES // 10 + 10)
+        elif self.path == "/federation":
+            body = (f"{fc.METRIC_ROUNDS_COMPLETED} 2\n{fc.METRIC_TOTAL_ROUNDS} 3\n"
+                    f'{fc.METRIC_ROUND_SECONDS}{{round="1"}} 1.5\n'
+                    f'{fc.METRIC_ROUND_SECONDS}{{round="2"}} 2.25\n').encode()
+        elif self.path == "/bad-federation":
+            body = f"{fc.METRIC_ROUNDS_COMPLETED} +Inf\n".encode()
         elif self.path == "/target":
             body = f"{rc.METRIC_STEP} 99\n".encode()
         else:
@@ -69,3 +79,13 @@ def test_an_answer_over_the_size_bound_gives_no_progress(server: str) -> None:
 
 def test_nothing_listening_gives_no_progress() -> None:
     assert jobs.scrape_progress("http://127.0.0.1:9/metrics") is None
+
+
+def test_a_federations_gauges_are_read_with_its_kinds_parser(server: str) -> None:
+    snap = jobs.scrape_progress(f"{server}/federation", FEDERATED.parse_progress)
+    assert snap == fc.FederationProgress(rounds_completed=2, total_rounds=3,
+                                         round_seconds={1: 1.5, 2: 2.25})
+
+
+def test_out_of_range_federation_gauges_give_no_progress(server: str) -> None:
+    assert jobs.scrape_progress(f"{server}/bad-federation", FEDERATED.parse_progress) is None

@@ -15,6 +15,7 @@ from ppml_operator.reconcile import federated, ledger, lifecycle
 from ppml_operator.reconcile.lifecycle import Observed
 from ppml_operator.reconcile.plan import Plan
 from ppml_operator.render import federated as rf
+from ppml_runtime import contract as rc
 from ppml_runtime.federated import contract as fc
 from ppml_testing.conditions import cond
 from ppml_testing.fedjobs import UID, make_fedjob
@@ -547,3 +548,112 @@ def test_a_federation_suspended_before_any_pod_started_resumes() -> None:
     assert ("Job", "digits-submit", {"spec": {"suspend": False}}) in plan.patches
     assert [c["metadata"]["name"] for c in plan.create] == ["digits-superlink"]
     assert cond(plan, "Suspended")["reason"] == "Resumed"
+
+
+# --- live progress: the ServerApp's gauges while the run goes on --------------------------------
+
+
+def live(done: int, seconds: dict[int, float], total: int = 5) -> fc.FederationProgress:
+    return fc.FederationProgress(rounds_completed=done, total_rounds=total, round_seconds=seconds)
+
+
+def running(rounds: int = 5, federation: Obj | None = None, **kw: Any) -> Plan:
+    """One pass over a running federation, its status holding ``federation`` beforehand."""
+    stored, budgets, created = admit(make_fedjob().rounds(rounds).obj())
+    if federation is not None:
+        stored["status"]["federation"] = federation
+    return federated.decide(observe(stored, budgets, children=running_children(
+        created, submit_job()), pods=federation_pods(), **kw), NOW)
+
+
+LIVE = [
+    ("no scrape yet: nothing but the admission's zero", None, None,
+     {"roundsCompleted": 0, "clientsConnected": 3}),
+    ("two of five rounds done", None, live(2, {1: 3.25, 2: 4.5}),
+     {"roundsCompleted": 2, "clientsConnected": 3,
+      "rounds": [{"round": 1, "wallSeconds": "3.25"}, {"round": 2, "wallSeconds": "4.5"}]}),
+    ("a later round joins the rounds already recorded",
+     {"roundsCompleted": 2, "rounds": [{"round": 1, "wallSeconds": "3.25"},
+                                       {"round": 2, "wallSeconds": "4.5"}]},
+     live(3, {2: 4.5, 3: 1.0}),
+     {"roundsCompleted": 3, "clientsConnected": 3,
+      "rounds": [{"round": 1, "wallSeconds": "3.25"}, {"round": 2, "wallSeconds": "4.5"},
+                 {"round": 3, "wallSeconds": "1.0"}]}),
+    ("a stale scrape never takes the count back",
+     {"roundsCompleted": 3, "rounds": [{"round": 3, "wallSeconds": "1.0"}]}, live(1, {}),
+     {"roundsCompleted": 3, "clientsConnected": 3,
+      "rounds": [{"round": 3, "wallSeconds": "1.0"}]}),
+    ("nothing beyond spec.rounds is believed", None, live(9, {4: 1.0, 6: 2.0}, total=9),
+     {"roundsCompleted": 5, "clientsConnected": 3, "rounds": [{"round": 4, "wallSeconds": "1.0"}]}),
+    ("a trainer's snapshot is not a federation's", None, rc.ProgressSnapshot(step=3),
+     {"roundsCompleted": 0, "clientsConnected": 3}),
+]
+
+
+@pytest.mark.parametrize(("before", "progress", "federation"),
+                         [(b, p, f) for _, b, p, f in LIVE], ids=[i for i, *_ in LIVE])
+def test_a_running_federation_shows_its_live_rounds(before, progress, federation) -> None:
+    plan = running(federation=before, progress=progress)
+    assert plan.status["federation"] == federation
+    assert f"{federation['roundsCompleted']} of 5 rounds completed" in cond(
+        plan, "Running")["message"]
+
+
+def test_live_rounds_keep_the_newest_hundred_oldest_first() -> None:
+    plan = running(rounds=300, progress=live(250, {r: 1.0 for r in range(101, 251)}, 300),
+                   federation={"roundsCompleted": 100,
+                               "rounds": [{"round": r, "wallSeconds": "2.0"}
+                                          for r in range(1, 101)]})
+    rounds = plan.status["federation"]["rounds"]
+    assert [r["round"] for r in rounds] == list(range(151, 251))
+
+
+def test_the_final_report_wins_over_the_live_gauges() -> None:
+    job = make_fedjob().obj()
+    stored, budgets, created = admit(job)
+    stored["status"]["startTime"] = STAMP
+    stored["status"]["federation"] = {"roundsCompleted": 1,
+                                      "rounds": [{"round": 1, "wallSeconds": "99.0"}]}
+    pods = [*federation_pods(), pod("digits-submit-abcde", "submitter", "Succeeded",
+                                    report=report())]
+    plan = federated.decide(observe(
+        stored, budgets, children=running_children(
+            created, submit_job("Complete", active=0, succeeded=1)), pods=pods,
+        progress=live(1, {1: 99.0}, total=2)), NOW)
+    assert cond(plan, "Complete")["status"] == "True"
+    assert plan.status["federation"]["roundsCompleted"] == 2
+    assert plan.status["federation"]["rounds"] == [
+        {"round": r, "clients": 3, "wallSeconds": "12.5"} for r in (1, 2)]
+
+
+def superlink_pod(ip: str | None = "10.0.0.7", phase: str = "Running",
+                  namespace: str = "ns", name: str = "digits-superlink") -> Obj:
+    p = pod(name, "superlink", phase)
+    p["metadata"]["namespace"] = namespace
+    if ip:
+        p["status"]["podIP"] = ip
+    return p
+
+
+SCRAPED = [
+    ("the running SuperLink's ServerApp", [superlink_pod()], "http://10.0.0.7:9097/metrics"),
+    ("a SuperLink still pending", [superlink_pod(phase="Pending")], None),
+    ("a SuperLink without an IP yet", [superlink_pod(ip=None)], None),
+    ("a look-alike in another namespace", [superlink_pod(namespace="clinic-a")], None),
+    ("a look-alike of another name", [superlink_pod(name="digits-superlink-x")], None),
+    ("a SuperNode is never scraped",
+     [{**pod("digits-supernode-silo-0", "supernode"), "status": {
+         "phase": "Running", "podIP": "10.0.0.8"}}], None),
+]
+
+
+@pytest.mark.parametrize(("pods", "url"), [(p, u) for _, p, u in SCRAPED],
+                         ids=[i for i, *_ in SCRAPED])
+def test_the_operator_scrapes_only_the_federations_own_superlink(pods, url) -> None:
+    assert federated.FEDERATED.progress_url(make_fedjob().obj(), pods) == url
+
+
+def test_the_federation_kind_parses_its_own_gauges() -> None:
+    text = (f"{fc.METRIC_ROUNDS_COMPLETED} 1\n{fc.METRIC_TOTAL_ROUNDS} 2\n"
+            f'{fc.METRIC_ROUND_SECONDS}{{round="1"}} 0.5\n')
+    assert federated.FEDERATED.parse_progress(text) == live(1, {1: 0.5}, total=2)

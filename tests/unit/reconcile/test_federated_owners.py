@@ -223,7 +223,7 @@ def test_only_the_submitter_reaches_the_control_port_supernodes_only_the_fleet_p
     _, children = render_owners()
     policies = {(c["metadata"]["namespace"], c["metadata"]["name"]): c["spec"]
                 for c in children if c["kind"] == "NetworkPolicy"}
-    fleet, control = policies[OPERATOR_NS, "ml-team-fed-superlink"]["ingress"]
+    fleet, control, metrics = policies[OPERATOR_NS, "ml-team-fed-superlink"]["ingress"]
     assert fleet["ports"] == [{"protocol": "TCP", "port": 9092}]
     assert [(p.get("namespaceSelector"), p["podSelector"]["matchLabels"][
         "app.kubernetes.io/component"]) for p in fleet["from"]] == [
@@ -232,11 +232,36 @@ def test_only_the_submitter_reaches_the_control_port_supernodes_only_the_fleet_p
     assert control["ports"] == [{"protocol": "TCP", "port": 9093}]
     assert control["from"] == [{"podSelector": {"matchLabels": {
         "ppml.dev/job-uid": UID, "app.kubernetes.io/component": "submitter"}}}]
+    # The ServerApp's gauges: only the operator's pods, from its own namespace.
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 9097}]
+    assert [(p["namespaceSelector"], p["podSelector"]["matchLabels"][
+        "app.kubernetes.io/component"]) for p in metrics["from"]] == [
+        ({"matchLabels": {"kubernetes.io/metadata.name": OPERATOR_NS}}, "operator")]
     node = policies["clinic-a", "ml-team-fed-supernode"]
     to_link = node["egress"][0]
     assert to_link["ports"] == [{"protocol": "TCP", "port": 9092}]
     assert to_link["to"][0]["namespaceSelector"] == {
         "matchLabels": {"kubernetes.io/metadata.name": OPERATOR_NS}}
+
+
+def test_the_operator_scrapes_the_superlink_in_its_own_namespace_never_an_owners() -> None:
+    """The live gauges come from the server side's SuperLink pod, in the operator's namespace.
+
+    A data owner may label a pod in their own namespace like the job's SuperLink (pods are
+    listed in every namespace of the job by its uid label): it is never scraped.
+    """
+    effective, children = render_owners()
+    [link] = [c for c in children if c["kind"] == "Pod"
+              and c["metadata"]["name"] == "ml-team-fed-superlink"]
+
+    def running(pod: Obj, ip: str) -> Obj:
+        return {**pod, "status": {"phase": "Running", "podIP": ip}}
+
+    look_alike = running({**link, "metadata": {**link["metadata"], "namespace": "clinic-a"}},
+                         "10.0.0.66")
+    assert federated.FEDERATED.progress_url(effective, [look_alike]) is None
+    assert federated.FEDERATED.progress_url(
+        effective, [look_alike, running(link, "10.0.0.7")]) == "http://10.0.0.7:9097/metrics"
 
 
 def test_deleting_keeps_the_finalizer_until_every_child_in_every_namespace_is_gone() -> None:

@@ -18,7 +18,7 @@ from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import FederatedJob
 from ppml_operator.render import federated as rf
 from ppml_operator.render import tls
-from ppml_operator.render.trainer import Paid, RenderSettings
+from ppml_operator.render.trainer import Paid, RenderSettings, operator_pods
 from ppml_runtime.federated import contract as fc
 from ppml_testing.fedjobs import UID, make_fedjob
 
@@ -228,15 +228,21 @@ def test_network_policies_let_supernodes_reach_only_their_superlink_and_nothing_
     link = policies["digits-superlink"]["spec"]
     assert link["podSelector"]["matchLabels"] == {"ppml.dev/job-uid": UID,
                                                   "app.kubernetes.io/component": "superlink"}
-    fleet, control = link["ingress"]
+    fleet, control, metrics = link["ingress"]
     # The Fleet port admits exactly the job's SuperNodes; the Control port (no authentication
-    # of its own in Flower 1.42) exactly its submitter.
+    # of its own in Flower 1.42) exactly its submitter; the ServerApp's live gauges exactly the
+    # operator's pods, in the operator's namespace.
     assert fleet == {"from": [{"podSelector": {"matchLabels": {
         "ppml.dev/job-uid": UID, "app.kubernetes.io/component": "supernode"}}}],
         "ports": [{"protocol": "TCP", "port": 9092}]}
     assert control == {"from": [{"podSelector": {"matchLabels": {
         "ppml.dev/job-uid": UID, "app.kubernetes.io/component": "submitter"}}}],
         "ports": [{"protocol": "TCP", "port": 9093}]}
+    assert metrics == {"from": [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ppml-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ppml-operator",
+                                        "app.kubernetes.io/component": "operator"}}}],
+        "ports": [{"protocol": "TCP", "port": 9097}]}
     for name, port in (("digits-supernode", 9092), ("digits-submitter", 9093)):
         spec = policies[name]["spec"]
         assert spec["policyTypes"] == ["Ingress", "Egress"]
@@ -258,7 +264,32 @@ def test_no_policy_rule_admits_every_pod_even_for_a_job_without_clients() -> Non
         assert all(rule.get("to", True) for rule in spec["egress"]), policy
     [link] = [p for p in rf.render_network_policies(bare) if p["metadata"]["name"].endswith(
         "-superlink")]
-    assert [r["ports"][0]["port"] for r in link["spec"]["ingress"]] == [9093]
+    assert [r["ports"][0]["port"] for r in link["spec"]["ingress"]] == [9093, 9097]
+
+
+def test_the_rendered_config_leaves_the_gauges_on_the_port_the_policy_opens() -> None:
+    """metricsPort stays unset (a SuperNode image predating it still reads the config)."""
+    config = config_of(render(make_fedjob().obj()))
+    assert config.metrics_port is None and config.metrics_port_value == 9097
+    [link] = [p for p in by_name(render(make_fedjob().obj()), "Pod").values()
+              if p["metadata"]["name"] == "digits-superlink"]
+    assert {"name": "metrics", "containerPort": 9097, "protocol": "TCP"} in link["spec"][
+        "containers"][0]["ports"]
+
+
+def test_only_the_operator_in_its_own_namespace_reaches_the_federation_gauges() -> None:
+    """The metrics port admits the operator's pods of the configured namespace, on that port."""
+    settings = RenderSettings(image="ppml-runtime:test", operator_namespace="ops")
+    policies = {p["metadata"]["name"]: p["spec"]
+                for p in rf.render_network_policies(make_fedjob().obj(), settings)}
+    rules = [r for r in policies["digits-superlink"]["ingress"]
+             if {"protocol": "TCP", "port": 9097} in r["ports"]]
+    assert rules == [{"from": [operator_pods(settings)],
+                      "ports": [{"protocol": "TCP", "port": 9097}]}]
+    assert rules[0]["from"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "ops"}}
+    for name in ("digits-supernode", "digits-submitter"):
+        assert policies[name]["ingress"] == []  # nothing else serves gauges
 
 
 def test_tls_and_authentication_off_render_no_secrets_and_an_insecure_config() -> None:

@@ -46,7 +46,7 @@ CHILD_NAME_TAKEN = "ChildNameTaken"
 """Event reason: a child's name is taken by an object of another owner (never adopted)."""
 
 PROGRESS_MAX_BYTES = 64 * 1024
-"""The most bytes read from a trainer's metrics endpoint (a few gauges need far less)."""
+"""The most bytes read from a job's metrics endpoint (a few gauges need far less)."""
 
 PROGRESS_TIMEOUT_SECONDS = 1.0
 """The connect and read timeout of one progress scrape."""
@@ -104,11 +104,21 @@ def forget(uid: str) -> None:
         _locks.pop(uid, None)
 
 
-def scrape_progress(url: str | None) -> rc.ProgressSnapshot | None:
+def scrape_progress(
+    url: str | None, parse: Callable[[str], rc.ContractModel] = rc.parse_progress,
+) -> rc.ContractModel | None:
     """Read live gauges from a pod's metrics endpoint: bounded in time and size, no redirects.
 
     The pod runs code the operator does not control: an answer that is slow, large, a redirect
     or malformed gives no progress, never a stuck worker or an unbounded read.
+
+    Parameters
+    ----------
+    url
+        The endpoint (the kind's ``progress_url``); None scrapes nothing.
+    parse
+        Reads the body (the kind's ``parse_progress``; a trainer's gauges by default).
+
     """
     if url is None:
         return None
@@ -123,7 +133,7 @@ def scrape_progress(url: str | None) -> rc.ProgressSnapshot | None:
         body = response.read(PROGRESS_MAX_BYTES + 1)
         if len(body) > PROGRESS_MAX_BYTES:
             return None
-        return rc.parse_progress(body.decode("utf-8", "replace"))
+        return parse(body.decode("utf-8", "replace"))
     except (OSError, ValueError, http.client.HTTPException):
         return None
     finally:
@@ -235,7 +245,7 @@ def observe(
     })
     progress = None
     if admitted and not finished and not deleting:
-        progress = scrape_progress(kind.progress_url(pods))
+        progress = scrape_progress(kind.progress_url(job, pods), kind.parse_progress)
     return Observed(
         job=job,
         budgets=budgets,

@@ -5,8 +5,10 @@ with the client-level event; local DP charges each silo's budget, or the job's, 
 DP-SGD events, all or none; privacy mode None charges nothing), the children
 (:mod:`ppml_operator.render.federated`: the SuperLink and the submitter first, the SuperNodes
 once the submitter has started, so they never dial a SuperLink that does not know their keys
-yet), the runner (the ``{job}-submit`` batch Job), the submitter's report, and the teardown
-(SuperLink and SuperNode pods, the key Secret).
+yet), the runner (the ``{job}-submit`` batch Job), the live gauges the ServerApp serves in the
+SuperLink's pod (rounds completed and their durations, while the run goes on), the submitter's
+report (which wins once the run ended), and the teardown (SuperLink and SuperNode pods, the key
+Secret).
 
 Key material lives in one Secret that the operator creates and never reads (no get, list or
 watch on Secrets): the caller generates it through :meth:`FederatedKind.extras` while the job
@@ -43,7 +45,9 @@ from ppml_operator.reconcile.lifecycle import (
 from ppml_operator.reconcile.plan import Deletion, Event, Plan
 from ppml_operator.render import delivery
 from ppml_operator.render import federated as rf
+from ppml_operator.render.common import child_base, exec_namespace
 from ppml_operator.render.trainer import Paid
+from ppml_runtime import contract as rc
 from ppml_runtime.federated import contract as fc
 
 Obj = dict[str, Any]
@@ -184,6 +188,26 @@ class FederatedKind(lifecycle.JobKind):
         elif len(price.charges) == 1:
             privacy["epsilon"] = price.charges[0].epsilon
         return privacy
+
+    def progress_url(self, job: Obj, pods: Sequence[Obj]) -> str | None:
+        """Return the ServerApp's gauges in the running SuperLink pod (the server side's).
+
+        Only the pod of the SuperLink's name in the server side's namespace (the operator's,
+        for a federation across data owners): a pod an owner labels like it in their own
+        namespace is never scraped.
+        """
+        name, namespace = rf.names(child_base(job))["superlink"], exec_namespace(job)
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            ip = (pod.get("status") or {}).get("podIP")
+            if meta.get("name") == name and meta.get("namespace", namespace) == namespace \
+                    and _component(pod) == rf.SUPERLINK and _phase(pod) == "Running" and ip:
+                return f"http://{ip}:{rc.FEDERATION_METRICS_PORT}/metrics"
+        return None
+
+    def parse_progress(self, metrics_text: str) -> fc.FederationProgress:
+        """Read the ServerApp's gauges (rounds completed, each round's seconds)."""
+        return fc.parse_federation_progress(metrics_text)
 
     def on_admitted(self, status: Obj, price: FederatedPrice) -> None:  # noqa: D102
         status["federation"] = {"roundsCompleted": 0, "clientsConnected": 0}
@@ -376,9 +400,13 @@ def submitter_started(pods: Sequence[Obj]) -> bool:
 
 def _record_federation(status: Obj, observed: Observed,
                        report: fc.FederationReport | None) -> None:
+    """Write ``status.federation``: the live gauges while the run goes on, then the report."""
     federation: Obj = dict(status.get("federation") or {})
     federation["clientsConnected"] = sum(
         1 for p in observed.pods if _component(p) == rf.SUPERNODE and _phase(p) == "Running")
+    if report is None and isinstance(observed.progress, fc.FederationProgress):
+        _record_live(federation, observed.progress,
+                     int((observed.job.get("spec") or {}).get("rounds") or 0))
     if report is not None:
         federation["roundsCompleted"] = report.rounds_completed
         if report.run_id is not None:
@@ -394,6 +422,24 @@ def _record_federation(status: Obj, observed: Observed,
         if rounds:
             federation["rounds"] = rounds
     status["federation"] = federation
+
+
+def _record_live(federation: Obj, progress: fc.FederationProgress, rounds: int) -> None:
+    """Merge the ServerApp's live gauges into ``status.federation``.
+
+    The count never goes back (a scrape that reads fewer rounds than recorded is stale) and
+    never exceeds ``spec.rounds``; each round seen keeps its number and duration only (the
+    submitter's report adds the clients, and replaces the whole list, when the run ends).
+    """
+    done = min(progress.rounds_completed, rounds) if rounds else progress.rounds_completed
+    federation["roundsCompleted"] = max(int(federation.get("roundsCompleted") or 0), done)
+    merged: dict[int, Obj] = {int(r["round"]): dict(r) for r in federation.get("rounds") or []}
+    for number, seconds in progress.round_seconds.items():
+        if rounds and number > rounds:
+            continue
+        merged.setdefault(number, {"round": number})["wallSeconds"] = repr(float(seconds))
+    if merged:
+        federation["rounds"] = [merged[n] for n in sorted(merged)][-MAX_ROUNDS_IN_STATUS:]
 
 
 def price(job: Obj) -> FederatedPrice | InvalidSpec:
@@ -416,7 +462,6 @@ def price(job: Obj) -> FederatedPrice | InvalidSpec:
     """
     from ppml_operator.privacy.decimals import format_cost
     from ppml_operator.reconcile.cost import job_charges
-    from ppml_runtime import contract as rc
 
     try:
         charges = job_charges(job)

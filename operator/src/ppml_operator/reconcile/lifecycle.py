@@ -130,7 +130,10 @@ class Observed:
     keep_committed
         How many committed charges a budget keeps unfolded (``PPML_LEDGER_KEEP``).
     progress
-        The runner's live gauges, when the caller scraped them.
+        The live gauges the caller scraped from the kind's :meth:`JobKind.progress_url`, as
+        its :meth:`JobKind.parse_progress` read them (a trainer's
+        :class:`~ppml_runtime.contract.ProgressSnapshot`, a federation's
+        :class:`~ppml_runtime.federated.contract.FederationProgress`); None when none.
     extras
         Kind-specific observations the caller made with the adapter's ``extras`` (a
         federation's freshly generated key Secret).
@@ -162,7 +165,7 @@ class Observed:
     waiting_ahead: Sequence[str] = ()
     settings: RenderSettings = field(default_factory=RenderSettings)
     keep_committed: int = ledger.DEFAULT_KEEP_COMMITTED
-    progress: rc.ProgressSnapshot | None = None
+    progress: rc.ContractModel | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
     all_children: bool = True
     budget_read: bool = True
@@ -257,9 +260,16 @@ class JobKind(ABC):
     def finish(self, plan: Plan, job: Obj) -> None:  # noqa: B027 (optional hook)
         """Complete a plan with what follows from its own content (a record of a creation)."""
 
-    def progress_url(self, pods: Sequence[Obj]) -> str | None:
-        """Return where the runner's live gauges are served, if this kind has any."""
+    def progress_url(self, job: Obj, pods: Sequence[Obj]) -> str | None:
+        """Return where the job's live gauges are served now, if this kind has any."""
         return None
+
+    def parse_progress(self, metrics_text: str) -> rc.ContractModel:
+        """Read the gauges served at :meth:`progress_url` (default: a trainer's).
+
+        Raises ``ValueError`` (a pydantic ``ValidationError``) when they are out of range.
+        """
+        return rc.parse_progress(metrics_text)
 
     def namespaces(self, job: Obj) -> tuple[str, ...]:
         """Return every namespace the job's children live in, the runner's first.

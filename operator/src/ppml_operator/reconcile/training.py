@@ -129,7 +129,7 @@ class TrainingKind(lifecycle.JobKind):
         """Delete the model's export pod, its policy and the operator-owned output claim."""
         return model_delivery.teardown(observed.job)
 
-    def progress_url(self, pods: Sequence[Obj]) -> str | None:
+    def progress_url(self, job: Obj, pods: Sequence[Obj]) -> str | None:
         """Return the rank-0 trainer's metrics endpoint while it runs."""
         for pod in _trainer_pods(pods):
             annotations = pod["metadata"].get("annotations") or {}
@@ -210,7 +210,7 @@ class TrainingKind(lifecycle.JobKind):
                           now=now, gen=gen)
         running = [p for p in _trainer_pods(observed.pods)
                    if (p.get("status") or {}).get("phase") == "Running"]
-        if observed.progress is not None:
+        if isinstance(observed.progress, rc.ProgressSnapshot):
             status["progress"] = progress_status(observed.progress, price.steps)
         if running:
             set_condition(status, c.RUNNING, True, c.PODS_RUNNING,

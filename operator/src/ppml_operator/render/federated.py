@@ -9,8 +9,9 @@ Children (deterministic names from the job's and the silos' names):
   key, every SuperNode's authentication key pair), generated in one pass by the caller
   (:mod:`ppml_operator.render.tls`), created once and never read back; each pod mounts only
   the keys it needs from it;
-- NetworkPolicies: ``{job}-superlink`` admits only the job's SuperNodes and submitter on the
-  SuperLink port, ``{job}-supernode`` and ``{job}-submitter`` let those pods reach only their
+- NetworkPolicies: ``{job}-superlink`` admits only the job's SuperNodes on the Fleet port, its
+  submitter on the Control port and the operator's pods on the ServerApp's metrics port,
+  ``{job}-supernode`` and ``{job}-submitter`` let those pods reach only their
   SuperLink (and DNS), and nothing reaches them;
 - ``{job}-superlink`` headless Service and Pod (ready once its port accepts connections);
 - ``{job}-supernode-{client}`` Pod per silo, with the silo's data volume, node selector,
@@ -71,6 +72,7 @@ from ppml_operator.render.flower_pods import (
     render_superlink_pod,
     render_supernode_pod,
 )
+from ppml_operator.render.trainer import operator_pods
 from ppml_runtime import contract as rc
 from ppml_runtime.federated import contract as fc
 
@@ -270,7 +272,7 @@ def _policy(job: Obj, name: str, component: str, namespace: str, spec: Obj) -> O
     }
 
 
-def render_network_policies(job: Obj) -> list[Obj]:
+def render_network_policies(job: Obj, settings: RenderSettings | None = None) -> list[Obj]:
     """Render the NetworkPolicies that confine the federation's traffic.
 
     The SuperLink serves the Fleet API on :data:`~ppml_runtime.contract.SUPERLINK_PORT` and its
@@ -278,8 +280,11 @@ def render_network_policies(job: Obj) -> list[Obj]:
     :data:`~ppml_runtime.contract.SUPERLINK_CONTROL_PORT`, which has no authentication of its
     own: the policy admits only the job's SuperNodes (from their owners' namespaces, for a
     federation across data owners) on the Fleet port, and only the job's submitter on the
-    Control port. SuperNodes and the submitter accept no ingress and reach only their port of
-    the SuperLink (and DNS).
+    Control port. The ServerApp's live gauges
+    (:data:`~ppml_runtime.contract.FEDERATION_METRICS_PORT`) are for the operator: only its
+    pods, in its own namespace (:func:`~ppml_operator.render.trainer.operator_pods`), reach
+    that port. SuperNodes and the submitter accept no ingress and reach only their port of the
+    SuperLink (and DNS).
 
     Returns
     -------
@@ -302,7 +307,9 @@ def render_network_policies(job: Obj) -> list[Obj]:
                 "ports": [{"protocol": "TCP", "port": port}]}
 
     ingress = [{"from": _in_namespaces(job, submitter, [server_ns]),
-                "ports": [{"protocol": "TCP", "port": rc.SUPERLINK_CONTROL_PORT}]}]
+                "ports": [{"protocol": "TCP", "port": rc.SUPERLINK_CONTROL_PORT}]},
+               {"from": [operator_pods(settings or RenderSettings())],
+                "ports": [{"protocol": "TCP", "port": rc.FEDERATION_METRICS_PORT}]}]
     if node_namespaces:  # an empty "from" would admit every pod: no SuperNode, no Fleet rule
         ingress.insert(0, {"from": _in_namespaces(job, supernodes, node_namespaces),
                            "ports": [{"protocol": "TCP", "port": rc.SUPERLINK_PORT}]})
@@ -386,7 +393,7 @@ def render_children(
     config_maps = [render_config_map(job, config, None if ns == exec_namespace(job) else ns)
                    for ns in namespaces(job)]
     children.extend(config_maps)
-    children.extend(render_network_policies(job))
+    children.extend(render_network_policies(job, settings))
     if fj.spec.output is not None and fj.spec.output.model is not None:
         children.append(delivery.render_output_claim(job, FEDERATION))
     children.append(render_service(job))

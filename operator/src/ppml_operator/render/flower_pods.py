@@ -188,6 +188,7 @@ def render_superlink_pod(job: Obj, fj: FederatedJob, settings: RenderSettings) -
     container["ports"] = [
         {"name": "fleet", "containerPort": rc.SUPERLINK_PORT, "protocol": "TCP"},
         {"name": "control", "containerPort": rc.SUPERLINK_CONTROL_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": rc.FEDERATION_METRICS_PORT, "protocol": "TCP"},
     ]
     container["readinessProbe"] = {
         "tcpSocket": {"port": rc.SUPERLINK_PORT},

@@ -11,14 +11,16 @@ that module: the operator renders and parses these models without the training s
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from ppml_runtime.contract import (
     CONTRACT_VERSION,
+    FEDERATION_METRICS_PORT,
     SUPERLINK_PORT,
     TERMINATION_MESSAGE_LIMIT,
     ContractModel,
@@ -28,6 +30,7 @@ from ppml_runtime.contract import (
     ModelConfig,
     PrivacyParams,
     TrainingParams,
+    gauge_samples,
     read_pinned_config,
 )
 
@@ -181,6 +184,12 @@ class FederationConfig(ContractModel):
     evaluate: bool = True
     round_timeout_seconds: int = Field(default=600, ge=1)
     release: FederatedRelease | None = None
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Where the ServerApp serves the live gauges (:class:`FederationProgress`); 0: nowhere.
+
+    Unset (what the operator renders, so a config stays readable by a SuperNode image that
+    predates the field): :data:`~ppml_runtime.contract.FEDERATION_METRICS_PORT`.
+    """
 
     @model_validator(mode="after")
     def _coherent(self) -> FederationConfig:
@@ -199,6 +208,11 @@ class FederationConfig(ContractModel):
         self._check_privacy()
         self._check_secagg()
         return self
+
+    @property
+    def metrics_port_value(self) -> int:
+        """The port the ServerApp serves its gauges on (``metricsPort`` or the contract's)."""
+        return FEDERATION_METRICS_PORT if self.metrics_port is None else self.metrics_port
 
     def _check_privacy(self) -> None:
         mode, central = self.privacy.mode, self.privacy.central
@@ -408,3 +422,70 @@ def dump_federation_report(
 def parse_federation_report(text: str) -> FederationReport:
     """Parse a termination message written by :func:`dump_federation_report`."""
     return FederationReport.model_validate_json(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Live progress (the ServerApp's gauges on ``metricsPort``)
+# ---------------------------------------------------------------------------------------------
+
+METRIC_ROUNDS_COMPLETED = "ppml_federation_rounds_completed"
+METRIC_TOTAL_ROUNDS = "ppml_federation_total_rounds"
+#: One sample per completed round, labelled ``round``: the newest ``ROUNDS_SERVED`` rounds.
+METRIC_ROUND_SECONDS = "ppml_federation_round_seconds"
+#: How many rounds' durations the ServerApp serves (the newest; as many as the job's status
+#: keeps), so the answer stays far below the operator's read bound whatever ``rounds`` is.
+ROUNDS_SERVED = 100
+
+RoundNumber = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class FederationProgress(ContractModel):
+    """A running federation's live gauges, as the ServerApp serves them.
+
+    Only counts and durations: never a round's loss or accuracy, which are computed on the
+    silos' private records without noise (they travel in the owner-side report only).
+    """
+
+    rounds_completed: int = Field(default=0, ge=0)
+    total_rounds: int | None = Field(default=None, ge=1)
+    round_seconds: dict[RoundNumber, Seconds] = Field(default_factory=dict)
+    """Seconds each completed round took, by round number (the newest ``ROUNDS_SERVED``)."""
+
+    #: Metric name of each plain gauge.
+    METRIC_NAMES: ClassVar[dict[str, str]] = {
+        "rounds_completed": METRIC_ROUNDS_COMPLETED,
+        "total_rounds": METRIC_TOTAL_ROUNDS,
+    }
+
+
+def parse_federation_progress(metrics_text: str) -> FederationProgress:
+    """Read a :class:`FederationProgress` from Prometheus text exposition (stdlib only).
+
+    Parameters
+    ----------
+    metrics_text
+        The body of ``GET /metrics`` on the ServerApp's metrics port.
+
+    Returns
+    -------
+    FederationProgress
+        The gauges found; missing ones keep their defaults.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        When a value is out of range (a negative count, a round number below 1, an infinite
+        duration).
+
+    """
+    by_name = {v: k for k, v in FederationProgress.METRIC_NAMES.items()}
+    fields: dict[str, object] = {}
+    seconds: dict[str, float] = {}
+    for name, labels, value in gauge_samples(metrics_text):
+        if name in by_name and not labels:
+            fields[by_name[name]] = int(value) if math.isfinite(value) else value
+        elif name == METRIC_ROUND_SECONDS and set(labels) == {"round"}:
+            seconds[labels["round"]] = value
+    fields["round_seconds"] = seconds
+    return FederationProgress.model_validate(fields)

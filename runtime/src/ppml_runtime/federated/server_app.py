@@ -4,7 +4,9 @@ It reads the federation from the run config, builds the initial model (seeded, s
 the same config starts from the same weights), the strategy chain of
 :mod:`ppml_runtime.federated.strategy`, and runs Flower's ``DefaultWorkflow`` on a
 ``LegacyContext``, with ``SecAggPlusWorkflow`` as the fit workflow when secure aggregation is on
-(SecAgg+ works only with the legacy strategies and ``NumPyClient``).
+(SecAgg+ works only with the legacy strategies and ``NumPyClient``). While the rounds run it
+serves their count and durations on ``metricsPort`` for the operator
+(:mod:`ppml_runtime.federated.metrics`).
 """
 
 from __future__ import annotations
@@ -62,21 +64,27 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run the federation's rounds."""
+    """Run the federation's rounds, serving their progress while they run."""
+    from ppml_runtime.federated.metrics import FederationGauges
     from ppml_runtime.federated.strategy import build_strategy
 
     config = FederationConfig.model_validate_json(str(context.run_config[RUN_CONFIG_KEY]))
-    strategy = build_strategy(config, initial_parameters(config))
-    legacy = LegacyContext(
-        context=context,
-        config=ServerConfig(
-            num_rounds=config.rounds, round_timeout=float(config.round_timeout_seconds)
-        ),
-        strategy=strategy,
-    )
-    build_workflow(config)(grid, legacy)
-    if config.release is not None:
-        write_final_model(config, legacy)
+    gauges = FederationGauges(config.metrics_port_value, config.rounds)
+    try:
+        strategy = build_strategy(config, initial_parameters(config),
+                                  on_round=gauges.round_completed)
+        legacy = LegacyContext(
+            context=context,
+            config=ServerConfig(
+                num_rounds=config.rounds, round_timeout=float(config.round_timeout_seconds)
+            ),
+            strategy=strategy,
+        )
+        build_workflow(config)(grid, legacy)
+        if config.release is not None:
+            write_final_model(config, legacy)
+    finally:
+        gauges.close()
 
 
 def write_final_model(config: FederationConfig, context: Context) -> str:

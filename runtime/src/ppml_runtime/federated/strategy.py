@@ -4,8 +4,9 @@ The chain, innermost first: the aggregation strategy (FedAvg, FedProx or FedAdam
 legacy API, which SecAgg+ needs) -> the central-DP wrapper (client-side clipping under SecAgg+,
 server-side otherwise) -> :class:`FailClosed` (under DP, a round with fewer replies than the
 accountant assumed fails instead of releasing a differently-noised model) ->
-:class:`RoundRecorder` (logs each round's metrics for the submitter and, when
-``PPML_FEDERATION_AUDIT_DIR`` is set, writes what the strategy received).
+:class:`RoundRecorder` (logs each round's metrics for the submitter, tells the live gauges
+how long the round took and, when ``PPML_FEDERATION_AUDIT_DIR`` is set, writes what the
+strategy received).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,13 +152,23 @@ def _digest(parameters: Parameters) -> str:
     return h.hexdigest()
 
 
-class RoundRecorder(_Delegate):
-    """Log each round's metrics (one JSON line) and optionally audit what was received."""
+RoundDone = Callable[[int, float], None]
+"""Told ``(round, seconds)`` when a round completed (the live gauges' ``round_completed``)."""
 
-    def __init__(self, inner: Strategy, evaluate: bool, audit_dir: str | None = None) -> None:
+
+class RoundRecorder(_Delegate):
+    """Log each round's metrics (one JSON line) and optionally audit what was received.
+
+    ``on_round`` is told each completed round's number and duration, never its loss or
+    accuracy (the live gauges serve it to the operator).
+    """
+
+    def __init__(self, inner: Strategy, evaluate: bool, audit_dir: str | None = None,
+                 on_round: RoundDone | None = None) -> None:
         super().__init__(inner)
         self.evaluate_rounds = evaluate
         self.audit_dir = Path(audit_dir) if audit_dir else None
+        self.on_round = on_round
         self.started = time.monotonic()
         self.current: dict[str, Any] = {}
 
@@ -220,6 +232,8 @@ class RoundRecorder(_Delegate):
         )
         print(ROUND_LOG_PREFIX + line, flush=True)  # the submitter reads it from `flwr log`
         LOG.info("Completed round %s", self.current["round"])
+        if self.on_round is not None:
+            self.on_round(int(self.current["round"]), float(self.current["seconds"]))
         self.current = {}
 
     def _audit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]]) -> None:
@@ -235,7 +249,8 @@ class RoundRecorder(_Delegate):
 
 
 def build_strategy(
-    config: FederationConfig, initial_parameters: Parameters | None
+    config: FederationConfig, initial_parameters: Parameters | None,
+    on_round: RoundDone | None = None,
 ) -> Strategy:
     """Build the strategy chain for a federation.
 
@@ -245,6 +260,8 @@ def build_strategy(
         The federation config.
     initial_parameters
         The global model's starting point (required by FedAdam).
+    on_round
+        Told each completed round's number and duration (the live gauges).
 
     Returns
     -------
@@ -297,4 +314,5 @@ def build_strategy(
         strategy,
         evaluate=config.evaluate,
         audit_dir=str(Path(audit) / config.job.uid) if audit else None,
+        on_round=on_round,
     )

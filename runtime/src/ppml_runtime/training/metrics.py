@@ -1,10 +1,15 @@
-"""Live training progress on a Prometheus endpoint (names from the contract)."""
+"""Live training progress on a Prometheus endpoint (names from the contract).
+
+:func:`serve_metrics` and :func:`stop_metrics` are the one way a runtime process serves gauges
+(the trainer's here, a federation's in :mod:`ppml_runtime.federated.metrics`).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ppml_runtime.contract import (
     METRIC_EPOCH,
@@ -14,7 +19,47 @@ from ppml_runtime.contract import (
     METRIC_TOTAL_STEPS,
 )
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 logger = logging.getLogger(__name__)
+
+
+def serve_metrics(port: int, registry: CollectorRegistry) -> Any:
+    """Serve ``registry`` as Prometheus text on ``port`` (every interface), in a thread.
+
+    Parameters
+    ----------
+    port
+        The port; ``0`` serves nothing.
+    registry
+        The gauges to serve.
+
+    Returns
+    -------
+    object or None
+        The server, for :func:`stop_metrics`; ``None`` when nothing is served.
+
+    Raises
+    ------
+    OSError
+        When the port cannot be bound.
+
+    """
+    if not port:
+        return None
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, registry=registry)
+    logger.info("Started metrics endpoint on port %d", port)
+    return server
+
+
+def stop_metrics(server: Any) -> None:
+    """Stop a server :func:`serve_metrics` started (``None``: nothing to stop)."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 class ProgressGauges:
@@ -41,7 +86,7 @@ class ProgressGauges:
         steps_per_epoch: int,
         epsilon_every_seconds: float = 2.0,
     ) -> None:
-        from prometheus_client import CollectorRegistry, Gauge, start_http_server
+        from prometheus_client import CollectorRegistry, Gauge
 
         self.registry = CollectorRegistry()
         self.step = Gauge(METRIC_STEP, "Optimizer steps spent", registry=self.registry)
@@ -58,10 +103,7 @@ class ProgressGauges:
         self._steps_per_epoch = steps_per_epoch
         self._every = epsilon_every_seconds
         self._last_epsilon_at = 0.0
-        self.server = None
-        if port:
-            self.server, _thread = start_http_server(port, registry=self.registry)
-            logger.info("Started metrics endpoint on port %d", port)
+        self.server = serve_metrics(port, self.registry)
 
     def update(self, step: int, loss: float | None, epsilon: Callable[[], float]) -> None:
         """Record the progress after ``step`` steps."""
@@ -76,7 +118,5 @@ class ProgressGauges:
 
     def close(self) -> None:
         """Stop serving."""
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        stop_metrics(self.server)
+        self.server = None
