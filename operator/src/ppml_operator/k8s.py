@@ -72,9 +72,7 @@ class Resource:
     plural: str
 
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        """Return the REST path of the collection or of one object (cluster-scoped: no
-        namespace).
-        """
+        """Return the REST path of the collection or of one object (no namespace: cluster)."""
         path = f"{self.prefix}/namespaces/{quote(namespace)}/{self.plural}" if namespace \
             else f"{self.prefix}/{self.plural}"
         if name is not None:

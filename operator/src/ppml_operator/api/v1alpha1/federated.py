@@ -835,7 +835,9 @@ class FederationStatus(ApiModel):
     """How far the federation has come."""
 
     rounds_completed: int | None = Field(
-        default=None, ge=0, description="roundsCompleted counts the rounds done, of spec.rounds."
+        default=None, ge=0, description="roundsCompleted counts the rounds done, of spec.rounds; "
+        "updated live while the federation runs (the ServerApp's gauges), and from its final "
+        "report at the end."
     )
     clients_connected: int | None = Field(
         default=None, ge=0, description="clientsConnected counts SuperNodes connected now."
@@ -843,7 +845,7 @@ class FederationStatus(ApiModel):
     run_id: str | None = Field(default=None, description="runId is Flower's run ID.")
     rounds: Annotated[list[RoundMetrics], Field(max_length=100), ListMap(("round",))] | None = (
         Field(default=None, description="rounds holds the last 100 rounds' durations, oldest "
-              "first. The silos' loss and accuracy are computed on private records without "
+              "first, live while the federation runs. The silos' loss and accuracy are computed on private records without "
               "noise, so they are not reported here: the operator posts them as an event on "
               "the submitter Job, where only its namespace's owner reads them.")
     )
