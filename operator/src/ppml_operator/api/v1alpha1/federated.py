@@ -846,7 +846,8 @@ class FederationStatus(ApiModel):
     rounds: Annotated[list[RoundMetrics], Field(max_length=100), ListMap(("round",))] | None = (
         Field(default=None, description="rounds holds the last 100 rounds' durations, oldest "
               "first, live while the federation runs. The silos' loss and accuracy are "
-              "computed on private records without noise, so they are not reported here: the operator posts them as an event on "
+              "computed on private records without noise, so they are not reported here: "
+              "the operator posts them as an event on "
               "the submitter Job, where only its namespace's owner reads them.")
     )
 
