@@ -174,15 +174,6 @@ def observe(
         # lost_resolution names them from the job's status).
         lost, refused = refused, None
         resolved = dataset.lost_resolution(stored)
-    if admitted and not finished and lost is None and resolved.remote and \
-            _terminating(client, resolved.exec_namespace):
-        # The data owner's namespace is being deleted: its namespace controller deletes the
-        # pods first and waits for them, and a trainer's pod keeps the Job controller's
-        # finalizer while its Job lives (it cannot create a replacement there): end the job
-        # now, commit, delete the runner, so that the namespace can go.
-        lost = dataset.Refused(
-            c.DATASET_DELETED, "spec.datasetRef",
-            f"the data owner's namespace {resolved.exec_namespace} is being deleted")
     job = resolved.job
     exec_ns = resolved.exec_namespace
     price = price_of(kind, job)
@@ -212,14 +203,26 @@ def observe(
                 for child_kind in kind.child_kinds:
                     if child_kind != "Job":
                         children.extend(client.list(child_kind, ns, selector))
+    ended = runner is not None and (lifecycle.job_condition(runner, "Complete") is not None
+                                    or lifecycle.job_condition(runner, "Failed") is not None)
+    if ended:  # the model's delivery starts once the runner completed: no read before
         for extra in kind.delivery_children(job):
             found = client.get(extra[0], namespace, extra[1])
             if found is not None and (found["metadata"].get("labels") or {}).get(
                     LABEL_JOB_UID) == meta["uid"]:
                 found.setdefault("kind", extra[0])
                 children.append(found)
-    ended = runner is not None and (lifecycle.job_condition(runner, "Complete") is not None
-                                    or lifecycle.job_condition(runner, "Failed") is not None)
+    if admitted and not finished and lost is None and resolved.remote and (
+            runner is None or any((p.get("metadata") or {}).get("deletionTimestamp")
+                                  for p in pods)) and _terminating(client, exec_ns):
+        # The data owner's namespace is being deleted (looked at only once its pods are
+        # going): its namespace controller deletes the pods first and waits for them, and a
+        # trainer's pod keeps the Job controller's finalizer while its Job lives (it cannot
+        # create a replacement there). End the job now, commit, delete the runner, so that
+        # the namespace can go.
+        lost = dataset.Refused(
+            c.DATASET_DELETED, "spec.datasetRef",
+            f"the data owner's namespace {exec_ns} is being deleted")
     need_budgets = (not admitted or runner is None or ended or deleting or finished
                     or lost is not None)
     budgets: dict[str, Obj | None] = {}
