@@ -209,12 +209,13 @@ def container_security_context() -> Obj:
     }
 
 
-def service_account(job: Obj, name: str, component: str) -> Obj:
+def service_account(job: Obj, name: str, component: str, *,
+                    namespace: str | None = None) -> Obj:
     """Return a dedicated ServiceAccount whose token is not mounted by default."""
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": metadata(job, name, component),
+        "metadata": metadata(job, name, component, namespace=namespace),
         "automountServiceAccountToken": False,
     }
 
@@ -260,12 +261,13 @@ def pin_config(children: list[Obj], config_text: str) -> list[Obj]:
     return children
 
 
-def config_map(job: Obj, name: str, component: str, config_text: str) -> Obj:
+def config_map(job: Obj, name: str, component: str, config_text: str, *,
+               namespace: str | None = None) -> Obj:
     """Render an immutable ConfigMap holding a runtime config (``config.json``)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(job, name, component),
+        "metadata": metadata(job, name, component, namespace=namespace),
         "immutable": True,
         "data": {rc.CONFIG_FILE: config_text},
     }

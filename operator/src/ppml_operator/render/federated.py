@@ -39,10 +39,12 @@ from ppml_operator.render.common import (
     RenderSettings,
     child_base,
     client_datasets,
+    config_map,
     exec_namespace,
     metadata,
     pin_config,
     selector,
+    service_account,
 )
 from ppml_operator.render.federation import (
     AUTH_DIR,
@@ -121,24 +123,8 @@ def render_config_map(job: Obj, config: fc.FederationConfig,
     A federation across data owners has one copy in each namespace its pods run in (a pod
     mounts ConfigMaps of its own namespace only); each is pinned by the same digest.
     """
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata(job, names(child_base(job))["configMap"], FEDERATION,
-                             namespace=namespace),
-        "immutable": True,
-        "data": {rc.CONFIG_FILE: fc.dump_federation_config(config)},
-    }
-
-
-def _service_account(job: Obj, namespace: str | None = None) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(job, names(child_base(job))["serviceAccount"], FEDERATION,
-                             namespace=namespace),
-        "automountServiceAccountToken": False,
-    }
+    return config_map(job, names(child_base(job))["configMap"], FEDERATION,
+                      fc.dump_federation_config(config), namespace=namespace)
 
 
 def _secret(job: Obj, name: str, namespace: str | None, data: dict[str, str]) -> Obj:
@@ -386,12 +372,11 @@ def render_children(
     """
     config = federation_config(job, fj, paid)
     children: list[Obj] = []
-    for ns in namespaces(job):
-        namespace = None if ns == exec_namespace(job) else ns
-        children.append(_service_account(job, namespace))
+    account = names(child_base(job))["serviceAccount"]
+    children.extend(service_account(job, account, FEDERATION, namespace=ns)
+                    for ns in namespaces(job))
     children.extend(key_secrets)
-    config_maps = [render_config_map(job, config, None if ns == exec_namespace(job) else ns)
-                   for ns in namespaces(job)]
+    config_maps = [render_config_map(job, config, ns) for ns in namespaces(job)]
     children.extend(config_maps)
     children.extend(render_network_policies(job, settings))
     if fj.spec.output is not None and fj.spec.output.model is not None:
