@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ppml_runtime.release.artifact import markdown_table
+from ppml_runtime.release.artifact import LOADING_SECTION, markdown_table
 
 FEDERATED_CARD_RUNTIME_KEYS = frozenset({
     "format", "job", "jobNamespace", "architecture", "rounds", "privacyMode", "clients",
@@ -66,12 +66,6 @@ def render_federated_readme(card: dict[str, Any]) -> str:
         "",
         "No metric on the silos' records was released with it: measure it on public data.",
         "",
-        "## Loading",
-        "",
-        "`ppml_runtime.release.artifact.load_model(directory)` rebuilds the module from "
-        "`config.json` and loads `model.safetensors`; "
-        "`python -m ppml_runtime evaluate-model --model DIR --builtin NAME` measures it on a "
-        "built-in data set's test split.",
-        "",
+        *LOADING_SECTION,
     ]
     return "\n".join(lines)

@@ -254,17 +254,20 @@ def render_readme(card: dict[str, Any]) -> str:
                 ]
             ),
         ]
-    lines += [
-        "",
-        "## Loading",
-        "",
-        "`ppml_runtime.release.artifact.load_model(directory)` rebuilds the module from "
-        "`config.json` and loads `model.safetensors`; "
-        "`python -m ppml_runtime evaluate-model --model DIR --builtin NAME` measures it on a "
-        "built-in data set's test split.",
-        "",
-    ]
+    lines += ["", *LOADING_SECTION]
     return "\n".join(lines)
+
+
+LOADING_SECTION = (
+    "## Loading",
+    "",
+    "`ppml_runtime.release.artifact.load_model(directory)` rebuilds the module from "
+    "`config.json` and loads `model.safetensors`; "
+    "`python -m ppml_runtime evaluate-model --model DIR --builtin NAME` measures it on a "
+    "built-in data set's test split.",
+    "",
+)
+"""The model card README's last section, the same for a trainer's and a federation's model."""
 
 
 def _fmt(value: object) -> str:
