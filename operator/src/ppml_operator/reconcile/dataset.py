@@ -22,11 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ppml_operator.render.common import CLIENT_DATASETS, EXEC_NAMESPACE, budget_key
-
-DATASET = "ppml.dev/dataset"
-"""Key of the in-memory resolved job's metadata naming its PrivateDataset (``ns/name``): the
-resolved spec carries the dataset's data and budget instead of ``datasetRef``."""
+from ppml_operator.render.common import CLIENT_DATASETS, DATASET, EXEC_NAMESPACE, budget_key
 
 Obj = dict[str, Any]
 

@@ -55,6 +55,11 @@ a job on another namespace's PrivateDataset runs its pods in that namespace.
 """
 
 
+DATASET = "ppml.dev/dataset"
+"""Key of the in-memory resolved job's metadata naming its PrivateDataset (``ns/name``): the
+resolved spec carries the dataset's data and budget instead of ``datasetRef``."""
+
+
 CLIENT_DATASETS = "ppml.dev/client-datasets"
 """Key of the in-memory resolved FederatedJob's metadata describing its datasetRef clients.
 

@@ -29,6 +29,7 @@ from ppml_operator.api.errors import InvalidSpecError
 from ppml_operator.api.v1alpha1 import DataSpec, PrivateTrainingJob
 from ppml_operator.render import delivery
 from ppml_operator.render.common import (
+    DATASET,
     RenderSettings,
     child_base,
     config_map,
@@ -140,8 +141,8 @@ def release_config(job: Obj, ptj: PrivateTrainingJob, paid: Paid,
         "budget": f"{exec_namespace(job)}/{budget}",
         "runtimeImage": ptj.spec.runtime.image or settings.image,
     }
-    if meta.get("ppml.dev/dataset"):  # reconcile/dataset.py records it on the resolved job
-        card["dataset"] = str(meta["ppml.dev/dataset"])
+    if meta.get(DATASET):  # reconcile/dataset.py records it on the resolved job
+        card["dataset"] = str(meta[DATASET])
     out["card"] = card
     return out
 
