@@ -37,6 +37,7 @@ from ppml_operator.reconcile.lifecycle import (
     Ending,
     InvalidSpec,
     Observed,
+    failed_elsewhere,
     is_finished,
     job_condition,
     newest_report,
@@ -220,7 +221,7 @@ class FederatedKind(lifecycle.JobKind):
         report = submitter_report(observed.pods)
         _record_federation(status, observed, report)
         rounds = int(spec.get("rounds") or 0)
-        ending = _ending(report, runner, rounds)
+        ending = _ending(report, runner, rounds, plan)
         if ending is not None and ending.success and model_delivery.wants_model(observed.job):
             assert report is not None  # a success needs the report
             ending = model_delivery.deliver(
@@ -361,23 +362,25 @@ def _owner_metrics(plan: Plan, runner_name: str, report: fc.FederationReport | N
         "; ".join(parts) + " (exact, on private records: not differentially private)")))
 
 
-def _ending(report: fc.FederationReport | None, runner: Obj, rounds: int) -> Ending | None:
+def _ending(report: fc.FederationReport | None, runner: Obj, rounds: int,
+            plan: Plan) -> Ending | None:
     if job_condition(runner, "Complete") is not None:
         if report is not None and report.status == "Completed" and \
                 report.rounds_completed >= rounds:
             return Ending(True, c.SUCCEEDED,
                           f"all {rounds} rounds completed; every charge is committed")
         detail = report.error if report is not None and report.error else "no report"
-        return Ending(False, c.POD_FAILED,
-                      f"the submitter exited 0 but the run did not complete: {detail}")
+        return Ending(False, c.POD_FAILED, failed_elsewhere(
+            plan, runner, "the run", "the submitter exited 0 but the run did not complete",
+            detail))
     failed = job_condition(runner, "Failed")
     if failed is None:
         return None
     reason = c.DEADLINE_EXCEEDED if failed.get("reason") == "DeadlineExceeded" else c.POD_FAILED
     detail = (report.error if report is not None and report.error
               else failed.get("message")) or ""
-    return Ending(False, reason,
-                  f"the federation failed ({failed.get('reason')}): {detail}".strip())
+    return Ending(False, reason, failed_elsewhere(
+        plan, runner, "the federation", str(failed.get("reason")), detail))
 
 
 def submitter_started(pods: Sequence[Obj]) -> bool:

@@ -443,6 +443,22 @@ def _finish(kind: JobKind, plan: Plan, job: Obj, status: Obj) -> Plan:
     return plan
 
 
+def failed_elsewhere(plan: Plan, runner: Obj, what: str, cause: str, detail: str) -> str:
+    """Keep a runner's own words on the data owner's side; return the job's message.
+
+    The runtime's error text may quote values, columns and counts of private records: it is
+    posted as an event on the runner (in the execution namespace, where the data owner reads
+    it, and the pods' logs hold the rest). The job's condition names only the cause and where
+    its owner finds the details.
+    """
+    name = str(_meta(runner).get("name"))
+    plan.owner_events.append(("Job", name, Event("Warning", "RunnerFailed",
+                                                  f"{cause}: {detail}")))
+    where = _meta(runner).get("namespace")
+    return (f"{what} failed ({cause}); the details are in the events and logs of Job {name}"
+            + (f" in namespace {where}" if where else "") + ", for its owner")
+
+
 def charge_request(kind: JobKind, job: Obj, charge: Charge,
                    delta: str | None) -> ledger.ChargeRequest:
     """Return the ledger request for one of a job's charges."""

@@ -24,6 +24,7 @@ from ppml_operator.reconcile.lifecycle import (
     Ending,
     InvalidSpec,
     Observed,
+    failed_elsewhere,
     job_condition,
     job_counters,
     newest_report,
@@ -31,7 +32,6 @@ from ppml_operator.reconcile.lifecycle import (
 )
 from ppml_operator.reconcile.plan import Deletion, Event, Plan
 from ppml_operator.render import delivery
-from ppml_operator.render.common import exec_namespace
 from ppml_operator.render.trainer import COMPONENT, Paid, names, render_children
 from ppml_runtime import contract as rc
 
@@ -170,18 +170,11 @@ class TrainingKind(lifecycle.JobKind):
                 "BackoffLimitExceeded": c.BACKOFF_LIMIT_EXCEEDED if spec.get("backoffLimit")
                 else c.POD_FAILED,
             }.get(str(failed_cond.get("reason")), c.POD_FAILED)
-            # The runtime's own words may quote values, columns and counts of private records:
-            # they go to the data owner (an event on the trainer Job, and its pod's logs); the
-            # job's condition names only the cause's kind and where the owner finds the rest.
             detail = (report.error if report and report.error
                       else failed_cond.get("message")) or ""
-            plan.owner_events.append(("Job", runner_name, Event(
-                "Warning", "TrainerFailed", f"{failed_cond.get('reason')}: {detail}")))
             _owner_report(plan, runner_name, report)
-            message = (f"the trainer failed ({failed_cond.get('reason')}); the details are in "
-                       f"the events and logs of Job {runner_name} in namespace "
-                       f"{exec_namespace(job)}, for its owner")
-            return Ending(False, reason, message)
+            return Ending(False, reason, failed_elsewhere(
+                plan, runner, "the trainer", str(failed_cond.get("reason")), detail))
         # Suspend: the trainer Job's own suspend stops its pods; the reservation is kept. A
         # trainer that started and was suspended is never resumed: its next pod would train
         # from step 0 again, an attempt nobody paid for (and suspend-resume could repeat it
