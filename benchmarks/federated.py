@@ -44,7 +44,7 @@ import numpy as np
 from ppml_runtime.contract import split_sizes
 from ppml_runtime.federated import flwr_cli
 from ppml_runtime.federated.contract import RUN_CONFIG_KEY, FederationConfig
-from ppml_runtime.federated.roles import submit
+from ppml_runtime.federated.roles import RunStatusClient, submit
 from ppml_runtime.federated.silo_data import build_silo_data, save_silo_data
 from ppml_runtime.federated.warm import ENV_FLOWER_POLLS
 
@@ -135,6 +135,10 @@ def _round_seconds(report_rounds: list[Any]) -> list[float]:
 def run_roles(config: FederationConfig, workdir: Path) -> dict[str, Any]:
     """Start the federation through the runtime's roles and submit the run."""
     workdir.mkdir(parents=True)
+    # The roles' SuperLink serves the Control API on its own port, as in the pods
+    # (ppml_runtime/federated/superlink.py); Flower's by-hand SuperLink shares the Fleet port.
+    control = str(free_port())
+    config = config.model_copy(update={"control_address": f"127.0.0.1:{control}"})
     cfg = workdir / "config.json"
     cfg.write_text(config.model_dump_json(by_alias=True, exclude_none=True))
     port = config.superlink_address.rsplit(":", 1)[1]
@@ -142,7 +146,8 @@ def run_roles(config: FederationConfig, workdir: Path) -> dict[str, Any]:
     started = time.monotonic()
     py = [sys.executable, "-m", "ppml_runtime"]
     try:
-        procs.start([*py, "superlink", "--config", str(cfg), "--host", "127.0.0.1", "--port", port],
+        procs.start([*py, "superlink", "--config", str(cfg), "--host", "127.0.0.1", "--port", port,
+                     "--control-port", control, "--internal-port", str(free_port())],
                     "superlink.log", {"HOME": str(workdir)})
         for entry in config.clients:
             procs.start([*py, "supernode", "--config", str(cfg), "--client", entry.name,
@@ -196,13 +201,14 @@ def run_by_hand(config: FederationConfig, workdir: Path) -> dict[str, Any]:
                              env=env, capture_output=True, text=True, check=True).stdout
         run_id = flwr_cli.parse_run_id(out)
         t0 = time.monotonic()
-        while True:
-            ls = subprocess.run(flwr_cli.ls_command(run_id), env=env, capture_output=True,
-                                text=True, check=True).stdout
-            state = flwr_cli.parse_run_state(ls, run_id)
-            if state.finished:
-                break
-            time.sleep(0.5)
+        # Watched as the roles' run is (in process: a `flwr ls` per poll would load the CPUs
+        # this baseline is timed on).
+        status = RunStatusClient(home)
+        try:
+            while not (state := status.state(run_id)).finished:
+                time.sleep(0.5)
+        finally:
+            status.close()
         wall = time.monotonic() - t0
         log = subprocess.run(flwr_cli.log_command(run_id), env=env, capture_output=True,
                              text=True, check=True).stdout

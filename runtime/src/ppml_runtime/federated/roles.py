@@ -7,8 +7,9 @@
   for), then runs ``flower-supernode`` pointing its ClientApps at that file, restarting it
   while it cannot connect (SuperLink not up yet, key not registered yet).
 - ``submit`` writes the SuperLink connection into ``$FLWR_HOME/config.toml``, registers the
-  SuperNodes' public keys, submits the app with ``flwr run``, polls ``flwr ls`` for the run's
-  real status (``flwr run --stream`` exits 0 even when the ServerApp failed), collects the
+  SuperNodes' public keys, submits the app with ``flwr run``, polls the Control API for the
+  run's real status, as ``flwr ls`` does but in process (:class:`RunStatusClient`; ``flwr run
+  --stream`` exits 0 even when the ServerApp failed), collects the
   per-round metrics from ``flwr log`` and writes a :class:`FederationReport` as the
   termination message. Exit status 0 only when the run completed all its rounds.
 """
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ppml_runtime.contract import (
@@ -198,6 +199,58 @@ def _cli_until_reachable(
             time.sleep(2.0)
 
 
+@contextlib.contextmanager
+def _flwr_home(path: Path) -> Iterator[None]:
+    """Point Flower's CLI functions at ``path`` (they read ``$FLWR_HOME`` when called)."""
+    before = os.environ.get("FLWR_HOME")
+    os.environ["FLWR_HOME"] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("FLWR_HOME", None)
+        else:
+            os.environ["FLWR_HOME"] = before
+
+
+class RunStatusClient:
+    """A run's status as ``flwr ls --run-id`` reports it, over one Control API client kept open.
+
+    Each ``flwr ls`` is a new Python process importing flwr (about 0.6 s of CPU); polled every
+    half second in ``benchmarks/federated.py`` that was half of one of two cores, taken from
+    the SuperLink and the ServerApp the poll waits for. This asks the same ``ListRuns`` through
+    the same client ``flwr ls`` builds (``flwr/cli/ls.py``: the connection written into
+    ``$FLWR_HOME/config.toml``, with its TLS root certificate), once per poll.
+    """
+
+    def __init__(self, flwr_home: Path) -> None:
+        from flwr.cli.flower_config import read_superlink_connection
+        from flwr.cli.utils import init_http_client_from_connection
+
+        self._home = flwr_home
+        with _flwr_home(flwr_home):
+            connection = read_superlink_connection(flwr_cli.CONNECTION_NAME)
+            self._client = init_http_client_from_connection(connection)
+
+    def state(self, run_id: int) -> flwr_cli.RunState:
+        """Return the run's status (``pending``, ``running``, ``finished:completed``...)."""
+        from flwr.proto.control_pb2 import ListRunsRequest
+
+        try:
+            with _flwr_home(self._home):
+                res = self._client.ListRuns(ListRunsRequest(run_id=run_id))
+        except Exception as err:  # what `flwr ls` would have exited non-zero with
+            raise RuntimeError(f"ListRuns for run {run_id} failed: {err}") from err
+        if run_id not in res.run_dict:
+            raise RuntimeError(f"the SuperLink did not list run {run_id}")
+        status = res.run_dict[run_id].status
+        return flwr_cli.RunState(status=status.status, sub_status=status.sub_status)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._client.close()
+
+
 def submit(
     config: FederationConfig,
     *,
@@ -214,7 +267,7 @@ def submit(
     flwr_home
         A writable ``FLWR_HOME`` (the Flower CLI's configuration directory).
     poll_seconds
-        How often to ask ``flwr ls`` for the run's status.
+        How often to ask the Control API for the run's status.
     deadline_seconds
         Stop the run (``flwr stop``) and report failure after this long; default: rounds times
         the round timeout.
@@ -248,11 +301,15 @@ def submit(
     LOG.info("Submitted run %s of federation %s", run_id, config.job.name)
     limit = deadline_seconds or config.rounds * config.round_timeout_seconds + 300
     state = flwr_cli.RunState("pending", "")
-    while time.monotonic() - started < limit:
-        state = flwr_cli.parse_run_state(_cli(flwr_cli.ls_command(run_id), env), run_id)
-        if state.finished:
-            break
-        time.sleep(poll_seconds)
+    status = RunStatusClient(flwr_home)
+    try:
+        while time.monotonic() - started < limit:
+            state = status.state(run_id)
+            if state.finished:
+                break
+            time.sleep(poll_seconds)
+    finally:
+        status.close()
     if not state.finished:
         _cli([flwr_cli.flower_binary("flwr"), "stop", str(run_id), flwr_cli.CONNECTION_NAME], env)
     rounds = _round_metrics(run_id, env, expected=config.rounds if state.succeeded else 0)
