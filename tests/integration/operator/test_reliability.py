@@ -8,6 +8,7 @@ sized from each kind's real price (``Flavor.cost``), so "exactly four fit" holds
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -25,6 +26,7 @@ from op_helpers import (
     budget,
     condition,
     is_true,
+    job_manifest,
     wait_for,
 )
 
@@ -159,6 +161,44 @@ def test_an_older_waiting_job_is_not_overtaken_by_a_cheaper_newer_one(
     kube.delete(flavor.kind, "holder")
     kube.job_when("older", "Complete", timeout=240, kind=flavor.kind)
     kube.job_when("newer", "Complete", timeout=240, kind=flavor.kind)
+
+
+def test_a_job_on_a_dataset_and_an_inline_job_on_its_budget_keep_one_arrival_order(
+    kube: Kube,
+) -> None:
+    """The older job reaches the budget through a PrivateDataset, the newer one inline.
+
+    Jobs on a dataset are indexed under the dataset, inline ones under the budget; the
+    operator's index of datasets by budget (``handlers/register.py``, ``dataset_budgets``)
+    puts both in one queue, so the newer, cheaper inline job does not overtake.
+    """
+    one, cheap = PTJ.cost(1), PTJ.cost(1, noise="20")
+    kube.apply(budget("clinic", epsilon=_eps(one + 2 * cheap)))  # holder + older never fit
+    kube.apply(json.dumps({
+        "apiVersion": "ppml.dev/v1alpha1", "kind": "PrivateDataset",
+        "metadata": {"name": "digits"},
+        "spec": {"budgetRef": {"name": "clinic"},
+                 "data": {"source": "Builtin", "builtin": {"name": "Digits"},
+                          "numRecords": 1797}}}))
+    kube.apply(PTJ.text("holder", node_selector=NOWHERE))
+    kube.job_when("holder", "Admitted")
+    on_dataset = job_manifest("older")
+    for inline in ("budgetRef", "data"):
+        del on_dataset["spec"][inline]
+    on_dataset["spec"]["datasetRef"] = {"name": "digits"}
+    kube.apply(json.dumps(on_dataset))  # the dataset's budget must pay as much again: waits
+    wait_for("older waits", lambda: (condition(kube.get(PTJ.kind, "older"),
+                                               "Admitted") or {}).get("reason")
+             == "BudgetExhausted")
+    time.sleep(1.1)  # creationTimestamp has second resolution
+    kube.apply(PTJ.text("newer", noise="20"))  # inline on the same budget: fits, but younger
+    wait_for("newer decided", lambda: condition(kube.get(PTJ.kind, "newer"), "Admitted"))
+    time.sleep(3)
+    cond = condition(kube.get(PTJ.kind, "newer"), "Admitted")
+    assert cond["status"] == "False" and "older" in cond["message"], cond
+    kube.delete(PTJ.kind, "holder")
+    kube.job_when("older", "Complete", timeout=240)
+    kube.job_when("newer", "Complete", timeout=240)
 
 
 CRASH_POINTS = (

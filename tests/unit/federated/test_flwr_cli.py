@@ -83,7 +83,6 @@ def test_the_run_is_submitted_without_stream_and_polled_as_json():
     assert "--stream" not in cmd
     assert cmd[1:4] == ["run", "/app", flwr_cli.CONNECTION_NAME]
     assert _flag(cmd, "--format") == "json"
-    assert _flag(flwr_cli.ls_command(7), "--run-id") == "7"
 
 
 def test_the_run_id_is_read_from_flwr_runs_json_and_a_failed_submission_raises():
@@ -99,11 +98,9 @@ def test_the_run_id_is_read_from_flwr_runs_json_and_a_failed_submission_raises()
      ("finished:failed", True, False), ("finished:stopped", True, False)],
     ids=["still running", "completed", "serverapp failed", "stopped"],
 )
-def test_the_run_state_comes_from_flwr_ls_not_from_the_stream_exit_code(
-    status, finished, succeeded
-):
-    out = json.dumps({"success": True, "runs": [{"run-id": "5", "status": status}]})
-    state = flwr_cli.parse_run_state(out, 5)
+def test_only_a_finished_completed_run_succeeded(status, finished, succeeded):
+    main, _, sub = status.partition(":")
+    state = flwr_cli.RunState(status=main, sub_status=sub)
     assert (state.finished, state.succeeded) == (finished, succeeded)
 
 

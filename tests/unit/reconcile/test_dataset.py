@@ -142,6 +142,24 @@ def test_jobs_on_a_dataset_wait_their_turn_per_dataset() -> None:
     assert dataset.arrival_keys("ns", training_job()["spec"], ("clinic",)) == [("ns", "clinic")]
 
 
+def test_jobs_on_one_budget_wait_in_one_order_whichever_dataset_they_reach_it_through() -> None:
+    """Two datasets of the clinic's budget, and the clinic's own job with inline data on it."""
+    budget_of = {("clinic", "PrivateDataset/digits"): ("clinic", "records"),
+                 ("clinic", "PrivateDataset/digits-2025"): ("clinic", "records"),
+                 ("clinic", "PrivateDataset/wine"): ("clinic", "wine"),
+                 ("lab", "PrivateDataset/digits"): ("lab", "records")}
+    on_digits = dataset.arrival_keys("ml-team", analyst_job()["spec"], ())
+    ahead = dataset.keys_ahead(on_digits, budget_of)
+    assert ahead == [("clinic", "PrivateDataset/digits"), ("clinic", "PrivateDataset/digits-2025"),
+                     ("clinic", "records")]  # not wine (another budget), not the lab's
+    inline = dataset.keys_ahead([("clinic", "records")], budget_of)
+    assert inline == ahead  # the owner's own inline job waits in the same order
+    # A dataset not indexed yet keeps its own key; a budget nobody's dataset uses, its own.
+    assert dataset.keys_ahead([("x", "PrivateDataset/new")], budget_of) == [
+        ("x", "PrivateDataset/new")]
+    assert dataset.keys_ahead([("ns", "sandbox")], budget_of) == [("ns", "sandbox")]
+
+
 # --- the lifecycle of a job whose children live in the owner's namespace -----------------------
 
 

@@ -24,6 +24,9 @@ from ppml_operator.reconcile.lifecycle import JobKind
 
 VERSION = k8s.VERSION
 BUDGETS = "privacybudgets"
+DATASETS = "privatedatasets"
+#: kopf's id of the index of datasets by their budget (:func:`dataset_budgets`).
+DATASET_BUDGETS_INDEX = "dataset_budgets"
 FINALIZER = "ppml.dev/finalizer"
 
 SETTINGS = Settings.from_env()
@@ -137,6 +140,25 @@ def waiting_index(kind: JobKind) -> Callable[..., dict[tuple[str, str], Any] | N
     return index
 
 
+@kopf.index(GROUP, VERSION, DATASETS, id=DATASET_BUDGETS_INDEX)
+def dataset_budgets(**kwargs: Any) -> dict[tuple[str, str], tuple[str, str]] | None:
+    """Index every PrivateDataset by its arrival key: the budget, in its namespace, it charges."""
+    body: kopf.Body = kwargs["body"]
+    meta = body.get("metadata") or {}
+    budget = ((body.get("spec") or {}).get("budgetRef") or {}).get("name")
+    if not budget or meta.get("deletionTimestamp"):
+        return None
+    namespace = str(meta["namespace"])
+    return {dataset.dataset_key(namespace, str(meta["name"])): (namespace, str(budget))}
+
+
+def budgets_of_datasets(index: Any) -> dict[tuple[str, str], tuple[str, str]]:
+    """Return ``dataset key -> budget key`` from the :func:`dataset_budgets` index (or none)."""
+    if index is None:
+        return {}
+    return {key: budget for key, store in index.items() for budget in list(store)[:1]}
+
+
 def _reconcile(kind: JobKind, kwargs: dict[str, Any], *, deleting: bool = False) -> None:
     body: kopf.Body = kwargs["body"]
     meta = body.get("metadata") or {}
@@ -145,12 +167,14 @@ def _reconcile(kind: JobKind, kwargs: dict[str, Any], *, deleting: bool = False)
     keys = dataset.arrival_keys(namespace, spec, kind.budget_names(spec))
 
     def waiting() -> list[tuple[str, str, str]]:
+        # Through whichever dataset or inline, older jobs on the same budgets come first.
+        ahead = dataset.keys_ahead(keys, budgets_of_datasets(kwargs.get(DATASET_BUDGETS_INDEX)))
         out: list[tuple[str, str, str]] = []
         for other in lifecycle.kinds():  # arrival order holds across kinds on one budget
             index: kopf.Index[Any, Any] | None = kwargs.get(_index_id(other))
             if index is None:
                 continue
-            for key in keys:
+            for key in ahead:
                 out.extend(index.get(key, []))
         return out
 

@@ -110,18 +110,45 @@ def dataset_ref(job: Obj) -> tuple[str, str] | None:
     return str(ref.get("namespace") or job["metadata"]["namespace"]), str(ref["name"])
 
 
+#: Arrival keys of datasets read ``(namespace, "PrivateDataset/<name>")``; budgets' are
+#: ``(namespace, <budget name>)`` (a budget's name cannot contain "/").
+DATASET_KEY_PREFIX = "PrivateDataset/"
+
+
+def dataset_key(namespace: str, name: str) -> tuple[str, str]:
+    """Return the arrival key of jobs on the PrivateDataset ``namespace/name``."""
+    return (namespace, f"{DATASET_KEY_PREFIX}{name}")
+
+
 def arrival_keys(namespace: str, spec: Obj, budget_names: Iterable[str]) -> list[tuple[str, str]]:
     """Return the keys under which a job waits its turn (admission in arrival order).
 
-    A job on a dataset waits behind older jobs on the same dataset (its budget is not known
-    before the dataset is read); a job with inline data behind older jobs on its budgets.
+    A job on a dataset waits under the dataset (its budget is not known before the dataset is
+    read, and an index function reads nothing); a job with inline data under its budgets.
+    :func:`keys_ahead` joins the two through the datasets' budgets when the order is checked.
     """
     refs = [spec["datasetRef"]] if spec.get("datasetRef") else [
         client["datasetRef"] for client in spec.get("clients") or [] if client.get("datasetRef")]
     if refs:
-        return sorted({(str(ref.get("namespace") or namespace), f"PrivateDataset/{ref['name']}")
+        return sorted({dataset_key(str(ref.get("namespace") or namespace), str(ref["name"]))
                        for ref in refs})
     return [(namespace, name) for name in budget_names]
+
+
+def keys_ahead(keys: Iterable[tuple[str, str]],
+               budget_of: Mapping[tuple[str, str], tuple[str, str]]) -> list[tuple[str, str]]:
+    """Return every key under which an older job holds back a job waiting under ``keys``.
+
+    ``budget_of`` maps a dataset's key to its budget's (the operator's index of datasets).
+    Jobs draw on one budget through any of its datasets or with inline data, so a job waits
+    behind older ones under its own keys, under the budgets its datasets charge, and under
+    every other dataset on those budgets. A dataset the index does not know (yet) keeps its
+    own key only.
+    """
+    own = set(keys)
+    budgets = {budget_of.get(key, key) for key in own}
+    on_same_budgets = {key for key, budget in budget_of.items() if budget in budgets}
+    return sorted(own | budgets | on_same_budgets)
 
 
 def protected_claims(datasets: Iterable[Obj]) -> dict[str, str]:

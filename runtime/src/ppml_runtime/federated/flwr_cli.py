@@ -2,7 +2,7 @@
 
 Pure functions (no process is started here), so the operator's expectations and the tests can
 check the exact flags: SuperLink and SuperNode command lines with TLS and authentication, the
-``$FLWR_HOME/config.toml`` SuperLink connection, and the JSON of ``flwr run``/``flwr ls``.
+``$FLWR_HOME/config.toml`` SuperLink connection, and the JSON of ``flwr run``.
 """
 
 from __future__ import annotations
@@ -161,7 +161,8 @@ def run_config_toml(config: FederationConfig) -> str:
 def run_command(app_dir: str, run_config_file: str) -> list[str]:
     """Return the ``flwr run`` command that submits the app.
 
-    No ``--stream``: it exits 0 even when the ServerApp failed; the status comes from ``flwr ls``.
+    No ``--stream``: it exits 0 even when the ServerApp failed; the status comes from the
+    Control API (``roles.RunStatusClient``).
     """
     return [
         flower_binary("flwr"),
@@ -170,19 +171,6 @@ def run_command(app_dir: str, run_config_file: str) -> list[str]:
         CONNECTION_NAME,
         "--run-config",
         run_config_file,
-        "--format",
-        "json",
-    ]
-
-
-def ls_command(run_id: int) -> list[str]:
-    """Return the ``flwr ls`` command that reports one run's status as JSON."""
-    return [
-        flower_binary("flwr"),
-        "ls",
-        CONNECTION_NAME,
-        "--run-id",
-        str(run_id),
         "--format",
         "json",
     ]
@@ -217,7 +205,7 @@ def parse_run_id(text: str) -> int:
 
 @dataclass(frozen=True)
 class RunState:
-    """A run's status as ``flwr ls`` reports it (e.g. ``running``, ``finished:completed``)."""
+    """A run's status as the Control API reports it (``running``, ``finished`` + ``completed``)."""
 
     status: str
     sub_status: str
@@ -231,21 +219,6 @@ class RunState:
     def succeeded(self) -> bool:
         """Whether the run ended successfully."""
         return self.finished and self.sub_status == "completed"
-
-
-def parse_run_state(text: str, run_id: int) -> RunState:
-    """Return the state of ``run_id`` from ``flwr ls --run-id ID --format json`` output."""
-    data = _json_object(text)
-    if not data.get("success", True):
-        raise RuntimeError(f"flwr ls failed: {data.get('error-message') or data}")
-    runs = data.get("runs", [])
-    assert isinstance(runs, list)
-    for run in runs:
-        if int(run.get("run-id", -1)) == run_id:
-            raw = str(run.get("status", ""))
-            status, _, sub = raw.partition(":")
-            return RunState(status=status, sub_status=sub)
-    raise ValueError(f"flwr ls did not list run {run_id}: {data}")
 
 
 def parse_round_metrics(log_text: str) -> list[RoundMetrics]:
