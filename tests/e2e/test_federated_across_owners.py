@@ -153,6 +153,26 @@ def test_a_federation_across_two_owners_delivers_a_useful_model(parties: Parties
     [claim] = [d for d in docs[p.ml_team] if d["kind"] == "PersistentVolumeClaim"]
     [job_doc] = [d for d in docs[p.ml_team] if d["kind"] == "FederatedJob"]
     post(p.analyst, p.ml_team, claim)  # ppml-analyst creates the model's claim
+
+    # The attack first: the same federation without DP, on datasets whose owners did not set
+    # access.allowNonPrivate. Refused before anything is charged or started.
+    no_dp = copy.deepcopy(job_doc)
+    no_dp["metadata"]["name"] = "no-dp"
+    no_dp["spec"]["privacy"] = {"mode": "None"}
+    post(p.analyst, p.ml_team, no_dp)
+    refused_job = wait_for_job(p, "no-dp", lambda j: (condition(j, "Admitted") or {}).get(
+        "status") in ("True", "False"), timeout=120, res=FEDJOBS)
+    cond = condition(refused_job, "Admitted") or {}
+    assert (cond.get("status"), cond.get("reason")) == ("False", "NonPrivateNotAllowed"), cond
+    assert cond["message"].startswith("spec.privacy.mode"), cond["message"]
+    for owner in p.owners:
+        for doc in docs[owner]:
+            if doc["kind"] == "PrivacyBudget":
+                budget = p.admin.get(p.path(owner, "privacybudgets", doc["metadata"]["name"]))
+                assert not (budget.get("status") or {}).get("charges"), budget["status"]
+        assert not by_uid(p, owner, refused_job["metadata"]["uid"])
+    p.analyst.delete(p.job_path("no-dp", FEDJOBS))
+
     started = time.monotonic()
     post(p.analyst, p.ml_team, job_doc)
     job = wait_for_job(p, JOB, lambda j: (condition(j, "Admitted") or {}).get("status") in (

@@ -221,9 +221,6 @@ def test_the_owners_policy_refuses_each_attack_and_charges_nothing(parties: Part
         # a dataset that does not exist reads the same (no oracle)
         "no-such": (training_job("no-such", datasetRef={
             "namespace": p.clinic, "name": "no-such"}), "DatasetNotGranted"),
-        # no differential privacy at all, on a dataset whose owner did not allow it
-        "no-dp": (training_job("no-dp", datasetRef=ref, privacy={"mode": "None"}),
-                  "NonPrivateNotAllowed"),
         # more than the owner lets one job take
         "too-costly": (training_job("too-costly", datasetRef=ref, privacy={
             "targetEpsilon": "2.5", "delta": "1e-5", "maxGradNorm": "1.0"}),
