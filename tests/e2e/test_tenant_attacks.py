@@ -34,6 +34,7 @@ from ppml_testing.conditions import condition
 from ppml_testing.parties import (
     PPML,
     REPO,
+    RESTRICTED,
     evaluate_delivered_model,
     owner_events,
     probe_port,
@@ -79,6 +80,37 @@ def training_job(name: str, **spec: Any) -> dict[str, Any]:
             **spec,
         },
     }
+
+
+LISTENER_PORT = 8080
+
+
+def trainer_policy_selector(p: Parties, uid: str) -> dict[str, str]:
+    """Return the labels the job's NetworkPolicy in the owner's namespace selects its pods by."""
+    policies = p.admin.get(f"/apis/networking.k8s.io/v1/namespaces/{p.clinic}/networkpolicies",
+                           labelSelector=f"ppml.dev/job-uid={uid}")["items"]
+    [policy] = [np for np in policies if "Egress" in np["spec"].get("policyTypes", [])]
+    return dict(policy["spec"]["podSelector"]["matchLabels"])
+
+
+def start_listener(p: Parties, ns: str) -> str:
+    """Start a TCP listener pod in ``ns`` (no policy selects it); return its IP once running."""
+    name = f"listener-{secrets.token_hex(3)}"
+    p.admin.post(f"/api/v1/namespaces/{ns}/pods", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                 "activeDeadlineSeconds": 300,
+                 "containers": [{"name": "listen", "image": "python:3.11", "command": [
+                     "python", "-m", "http.server", str(LISTENER_PORT)],
+                     "securityContext": RESTRICTED}]}})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pod = p.admin.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+        if pod["status"].get("phase") == "Running" and pod["status"].get("podIP"):
+            time.sleep(1)  # the server binds just after the process starts
+            return str(pod["status"]["podIP"])
+        time.sleep(1)
+    pytest.fail("the listener pod did not start")
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +316,16 @@ def test_the_model_crosses_and_nothing_else(parties: Parties) -> None:
     assert trainer_ip, "the trainer never ran in the owner's namespace"
     verdict = probe_port(p, p.ml_team, OPERATOR_LABELS, trainer_ip, 9090)
     assert "REFUSED" in verdict and "CONNECTED" not in verdict, verdict
+    # Nothing leaves the trainer but to its peers and the cluster DNS: a pod wearing the labels
+    # its NetworkPolicy selects (created with the operator's identity, as only the operator may
+    # set them there) cannot reach a listener in ml-team that a plain pod of the clinic reaches.
+    trainer_labels = trainer_policy_selector(p, uid)
+    listener_ip = start_listener(p, p.ml_team)
+    reached = probe_port(p, p.clinic, {}, listener_ip, LISTENER_PORT)
+    assert "CONNECTED" in reached, reached
+    blocked = probe_port(p, p.clinic, trainer_labels, listener_ip, LISTENER_PORT,
+                         as_=p.operator_api)
+    assert "REFUSED" in blocked and "CONNECTED" not in blocked, blocked
     # Relabelling the trainer's pods: the analyst cannot even see them.
     refused(lambda: p.analyst.patch(f"/api/v1/namespaces/{p.clinic}/pods/x",
                                     {"metadata": {"labels": {"ppml.dev/job-uid": "x"}}}),
