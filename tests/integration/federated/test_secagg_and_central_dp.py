@@ -72,14 +72,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             },
         ),
     }
-    fed = start_federation(work, base, audit_dir=audit)
     reports = {}
-    try:
-        fed.wait_activated(3)
-        for name, config in configs.items():
+    # One federation per job, as the operator runs them: each role reads its own mounted config
+    # (the run config carries only the job's UID). The silos' data is the same in all three.
+    for name, config in configs.items():
+        config = config.model_copy(update={
+            "superlink_address": f"127.0.0.1:{free_port()}",
+            "control_address": f"127.0.0.1:{free_port()}"})
+        fed = start_federation(work / name, config, audit_dir=audit)
+        try:
+            fed.wait_activated(3)
             reports[name] = submit(config, flwr_home=work / f"submit-{name}", poll_seconds=1.0)
-    finally:
-        fed.stop()
+        finally:
+            fed.stop()
     return {"reports": reports, "audit": audit, "configs": configs, "work": work}
 
 

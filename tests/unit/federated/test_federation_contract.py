@@ -94,3 +94,36 @@ def test_a_report_of_many_rounds_keeps_the_latest_within_the_termination_limit()
     assert parsed.rounds[-1].round == 500
     assert parsed.rounds[0].round > 1
     assert json.loads(text)["finalAccuracy"] == 0.9
+
+
+def test_a_silos_view_keeps_its_own_entry_and_the_federations_size_and_nothing_else():
+    whole = fed().clients(4).secagg(num_shares=3, threshold=2).local().obj()
+    view = whole.silo_view({"silo-1"})
+    again = FederationConfig.model_validate_json(view.model_dump_json(by_alias=True))
+    assert [c.name for c in again.clients] == ["silo-1"]
+    assert again.client("silo-1") == whole.client("silo-1")
+    # The checks that count clients still see four (SecAgg+ needs numShares <= sampled).
+    assert again.client_count == 4 and again.clients_per_round == 4
+    assert again.release is None
+    assert "silo-0" not in view.model_dump_json() and "silo-2" not in view.model_dump_json()
+    with pytest.raises(ValidationError, match="totalClients 1 is fewer"):
+        FederationConfig.model_validate({**json.loads(whole.model_dump_json(by_alias=True)),
+                                         "totalClients": 1})
+
+
+def test_a_mounted_config_serves_only_the_run_of_its_own_job(tmp_path):
+    from ppml_runtime.federated.contract import (
+        RUN_CONFIG_KEY,
+        RUN_JOB_UID_KEY,
+        dump_federation_config,
+        run_federation,
+    )
+
+    whole = fed().clients(2).obj()
+    mounted = tmp_path / "config.json"
+    mounted.write_text(dump_federation_config(whole))
+    assert run_federation({RUN_JOB_UID_KEY: whole.job.uid}, str(mounted)) == whole
+    with pytest.raises(ValueError, match="submitted for job other"):
+        run_federation({RUN_JOB_UID_KEY: "other"}, str(mounted))
+    # Without a mounted config (simulation, by hand), the run config carries the federation.
+    assert run_federation({RUN_CONFIG_KEY: dump_federation_config(whole)}, None) == whole

@@ -199,6 +199,39 @@ def test_each_silos_secret_holds_only_its_own_key_and_the_server_holds_no_privat
         "ml-team-fed-tls-clinic-a"}
 
 
+def test_each_owner_mounts_only_its_own_silos_declarations_and_each_pod_its_own_config(
+) -> None:
+    """The attack: a data owner reads the federation's ConfigMap in its namespace to learn what
+    the other owners declared (dataset names, record counts, shards, paid steps)."""
+    import json
+
+    from ppml_runtime import contract as rc
+    from ppml_runtime.federated.contract import FederationConfig
+
+    for mode in ("Central", "Local"):
+        _, children = render_owners(owners_job(mode=mode))
+        maps = {c["metadata"]["namespace"]: c["data"][rc.CONFIG_FILE] for c in children
+                if c["kind"] == "ConfigMap"}
+        server = FederationConfig.model_validate_json(maps[OPERATOR_NS])
+        assert [c.name for c in server.clients] == ["clinic-a", "clinic-b"]
+        for ns, other in (("clinic-a", "clinic-b"), ("clinic-b", "clinic-a")):
+            view = FederationConfig.model_validate_json(maps[ns])
+            assert [c.name for c in view.clients] == [ns]
+            assert view.client_count == 2 and view.clients_per_round == server.clients_per_round
+            assert view.client(ns) == server.client(ns)  # its own entry, whole
+            assert view.release is None
+            assert other not in maps[ns], (mode, ns)  # no trace of the other owner
+            assert json.loads(maps[ns])["privacy"] == json.loads(maps[OPERATOR_NS])["privacy"]
+        for child in children:
+            if child["kind"] not in ("Pod", "Job"):
+                continue
+            spec = child["spec"] if child["kind"] == "Pod" else child["spec"]["template"]["spec"]
+            pins = {e["value"] for c in spec["containers"] for e in c.get("env", [])
+                    if e["name"] == rc.ENV_CONFIG_SHA256}
+            assert pins == {rc.config_digest(maps[child["metadata"]["namespace"]])}, child[
+                "metadata"]["name"]
+
+
 def test_the_server_side_runs_the_operators_pinned_image_never_the_analysts() -> None:
     job = owners_job(runtime={"image": "ghcr.io/clinic/rt@sha256:" + "c" * 64})
     for ds in DATASETS.values():

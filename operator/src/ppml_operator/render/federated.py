@@ -120,11 +120,29 @@ def render_config_map(job: Obj, config: fc.FederationConfig,
                       namespace: str | None = None) -> Obj:
     """Render the immutable ConfigMap every role reads its ``FederationConfig`` from.
 
-    A federation across data owners has one copy in each namespace its pods run in (a pod
-    mounts ConfigMaps of its own namespace only); each is pinned by the same digest.
+    A federation across data owners has one in each namespace its pods run in (a pod mounts
+    ConfigMaps of its own namespace only): the whole config on the server side, and in a data
+    owner's namespace that holds only SuperNodes, the view of its own silos
+    (:func:`namespace_configs`). Each pod is pinned to its own namespace's digest.
     """
     return config_map(job, names(child_base(job))["configMap"], FEDERATION,
                       fc.dump_federation_config(config), namespace=namespace)
+
+
+def namespace_configs(job: Obj, config: fc.FederationConfig) -> dict[str, fc.FederationConfig]:
+    """Return the config each namespace of the federation mounts, the server side's first.
+
+    The server side (SuperLink, ServerApp, submitter) reads the whole federation; each other
+    namespace, a data owner's holding only its SuperNodes, gets
+    :meth:`~ppml_runtime.federated.contract.FederationConfig.silo_view` of its own silos: not
+    another owner's dataset names, record counts, shards or paid steps.
+    """
+    server, *owners = namespaces(job)
+    out = {server: config}
+    for ns in owners:
+        out[ns] = config.silo_view({c.name for c in config.clients
+                                    if client_namespace(job, c.name) == ns})
+    return out
 
 
 def _secret(job: Obj, name: str, namespace: str | None, data: dict[str, str]) -> Obj:
@@ -376,7 +394,9 @@ def render_children(
     children.extend(service_account(job, account, FEDERATION, namespace=ns)
                     for ns in namespaces(job))
     children.extend(key_secrets)
-    config_maps = [render_config_map(job, config, ns) for ns in namespaces(job)]
+    configs = {ns: render_config_map(job, view, ns)
+               for ns, view in namespace_configs(job, config).items()}
+    config_maps = list(configs.values())
     children.extend(config_maps)
     children.extend(render_network_policies(job, settings))
     if fj.spec.output is not None and fj.spec.output.model is not None:
@@ -385,4 +405,9 @@ def render_children(
     children.append(render_superlink_pod(job, fj, settings))
     children.extend(render_supernode_pod(job, fj, c, settings) for c in fj.spec.clients)
     children.append(render_submit_job(job, fj, settings))
-    return pin_config(children, config_maps[0]["data"][rc.CONFIG_FILE])
+    job_namespace = str(job["metadata"]["namespace"])
+    for ns, cm in configs.items():  # each pod to the config its own namespace mounts
+        pin_config([c for c in children
+                    if (c["metadata"].get("namespace") or job_namespace) == ns],
+                   cm["data"][rc.CONFIG_FILE])
+    return children

@@ -25,9 +25,10 @@ from flwr.common import Context, Message, MessageType
 from ppml_runtime.federated.contract import (
     ENV_DATA_DIR,
     NODE_CONFIG_CLIENT,
+    NODE_CONFIG_CONFIG,
     NODE_CONFIG_DATA,
-    RUN_CONFIG_KEY,
     FederationConfig,
+    run_federation,
 )
 
 #: Fit-config key the ServerApp sets to the round number.
@@ -139,13 +140,14 @@ class SiloClient(NumPyClient):
 
 
 def client_fn(context: Context) -> Any:
-    """Build this silo's client from the run config and the SuperNode's node config.
+    """Build this silo's client from its mounted config (or the run config's) and node config.
 
     Under Flower's simulation engine (no SuperNode role) the node config holds only
     ``partition-id``: the silo is ``clients[partition-id]`` and its data file is built on first
     use in ``$PPML_FEDERATION_DATA_DIR`` (or a temporary directory).
     """
-    config = FederationConfig.model_validate_json(str(context.run_config[RUN_CONFIG_KEY]))
+    mounted = context.node_config.get(NODE_CONFIG_CONFIG)
+    config = run_federation(context.run_config, str(mounted) if mounted else None)
     if NODE_CONFIG_CLIENT in context.node_config:
         name = str(context.node_config[NODE_CONFIG_CLIENT])
         data_path = str(context.node_config[NODE_CONFIG_DATA])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
@@ -40,11 +41,20 @@ ClippingSide = Literal["ClientSide", "ServerSide"]
 Weighting = Literal["Examples", "Uniform"]
 RunStatus = Literal["Completed", "Failed", "Stopped"]
 
-#: Run-config key carrying the whole ``FederationConfig`` (JSON) to the ServerApp.
+#: Run-config key carrying the whole ``FederationConfig`` (JSON) to the ServerApp and the
+#: ClientApps where there is no mounted config (Flower's simulation, processes started by hand).
 RUN_CONFIG_KEY = "ppml-federation"
+#: Run-config key the pods' submitter sends instead: only the job's UID. Flower hands the run
+#: config to every SuperNode, so it must not carry the silos' declarations; the ServerApp and
+#: each ClientApp read their own mounted, pinned config and check it is this job's.
+RUN_JOB_UID_KEY = "ppml-job-uid"
 #: Node-config keys the SuperNode role passes to its ClientApp processes.
 NODE_CONFIG_CLIENT = "ppml-client"
 NODE_CONFIG_DATA = "ppml-data"
+#: The SuperNode's mounted config (its silo's view, :meth:`FederationConfig.silo_view`).
+NODE_CONFIG_CONFIG = "ppml-config"
+#: Environment variable naming the SuperLink pod's mounted config, for its ServerApp.
+ENV_SERVER_CONFIG = "PPML_FEDERATION_SERVER_CONFIG"
 #: Where the SuperNode role (and a simulated ClientApp) keeps its silo's pre-built data.
 ENV_DATA_DIR = "PPML_FEDERATION_DATA_DIR"
 #: Environment variable naming a directory where the ServerApp writes what its strategy received
@@ -176,6 +186,9 @@ class FederationConfig(ContractModel):
     secure_aggregation: SecureAggregation | None = None
     model: ModelConfig
     training: TrainingParams
+    total_clients: int | None = Field(default=None, ge=1)
+    """Set in a silo's view only: how many clients the federation has (``clients`` then lists
+    only that silo's own entries; see :meth:`silo_view`)."""
     superlink_address: str = f"127.0.0.1:{SUPERLINK_PORT}"
     control_address: str | None = None
     """Where the submitter reaches the SuperLink's Control API (unset: superlinkAddress)."""
@@ -201,9 +214,13 @@ class FederationConfig(ContractModel):
         names = [c.name for c in self.clients]
         if len(set(names)) != len(names):
             raise ValueError(f"clients names must be unique, found {names}")
-        if self.min_clients is not None and self.min_clients > len(self.clients):
+        if self.total_clients is not None and self.total_clients < len(self.clients):
             raise ValueError(
-                f"minClients {self.min_clients} is more than the {len(self.clients)} clients"
+                f"totalClients {self.total_clients} is fewer than the {len(self.clients)} listed"
+            )
+        if self.min_clients is not None and self.min_clients > self.client_count:
+            raise ValueError(
+                f"minClients {self.min_clients} is more than the {self.client_count} clients"
             )
         self._check_privacy()
         self._check_secagg()
@@ -219,10 +236,10 @@ class FederationConfig(ContractModel):
         if mode == "Central":
             if central is None:
                 raise ValueError("privacy.mode is Central but privacy.central is unset")
-            if central.clients_per_round > len(self.clients):
+            if central.clients_per_round > self.client_count:
                 raise ValueError(
                     f"privacy.central.clientsPerRound {central.clients_per_round} is more than "
-                    f"the {len(self.clients)} clients"
+                    f"the {self.client_count} clients"
                 )
             if self.strategy.weighting == "Examples":
                 raise ValueError(
@@ -289,7 +306,28 @@ class FederationConfig(ContractModel):
         """Clients sampled each round: ``privacy.central.clientsPerRound``, else all of them."""
         if self.privacy.central is not None:
             return self.privacy.central.clients_per_round
-        return len(self.clients)
+        return self.client_count
+
+    @property
+    def client_count(self) -> int:
+        """How many clients the federation has (a silo's view lists only its own)."""
+        return self.total_clients if self.total_clients is not None else len(self.clients)
+
+    def silo_view(self, names: Collection[str]) -> FederationConfig:
+        """Return what the SuperNodes of the silos ``names`` need, and nothing of the others'.
+
+        Their own client entries (data, shard, what their budget paid for), the federation's
+        shared parameters and its size; not the other silos' names, datasets, record counts or
+        paid steps, not the submitter's public keys and not the model card (which lists every
+        dataset and budget). The operator mounts this in each data owner's namespace that holds
+        only SuperNodes (``operator/src/ppml_operator/render/federated.py``).
+        """
+        own = [c for c in self.clients if c.name in names]
+        auth = None if self.auth is None else self.auth.model_copy(
+            update={"public_key_files": []})
+        return FederationConfig.model_validate(self.model_copy(update={
+            "clients": own, "total_clients": self.client_count, "auth": auth,
+            "release": None}).model_dump(by_alias=True))
 
     @property
     def weighting(self) -> Weighting:
@@ -343,6 +381,33 @@ def load_federation_config(path: str | Path) -> FederationConfig:
 
         raw = yaml.safe_load(text)
     return FederationConfig.model_validate(raw)
+
+
+def run_federation(run_config: Mapping[str, object], mounted: str | None) -> FederationConfig:
+    """Return the federation a ServerApp or ClientApp runs.
+
+    In the pods each side reads its own mounted, pinned config: the ServerApp the whole one
+    (``ENV_SERVER_CONFIG``), a ClientApp its silo's view (``NODE_CONFIG_CONFIG``); the run
+    config, which Flower hands to every SuperNode, carries only the job's UID, checked here.
+    Without a mounted config (Flower's simulation, processes started by hand) the run config
+    carries the whole federation.
+
+    Raises
+    ------
+    ValueError
+        When the run is another job's than the mounted config's.
+
+    """
+    if not mounted:
+        return FederationConfig.model_validate_json(str(run_config[RUN_CONFIG_KEY]))
+    config = load_federation_config(mounted)
+    uid = run_config.get(RUN_JOB_UID_KEY)
+    if uid is None and RUN_CONFIG_KEY in run_config:
+        uid = FederationConfig.model_validate_json(str(run_config[RUN_CONFIG_KEY])).job.uid
+    if str(uid) != config.job.uid:
+        raise ValueError(f"the run was submitted for job {uid}, but this config is job "
+                         f"{config.job.uid}'s: refusing to run it")
+    return config
 
 
 def dump_federation_config(config: FederationConfig) -> str:

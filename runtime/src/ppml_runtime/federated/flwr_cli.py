@@ -18,9 +18,11 @@ from ppml_runtime.contract import SUPERLINK_PORT, SUPERNODE_RUNTIME_PORT
 from ppml_runtime.federated.contract import (
     MODEL_LOG_PREFIX,
     NODE_CONFIG_CLIENT,
+    NODE_CONFIG_CONFIG,
     NODE_CONFIG_DATA,
     ROUND_LOG_PREFIX,
     RUN_CONFIG_KEY,
+    RUN_JOB_UID_KEY,
     FederationConfig,
     RoundMetrics,
     dump_federation_config,
@@ -98,15 +100,19 @@ def supernode_command(
     host: str = "127.0.0.1",
     port: int = SUPERNODE_RUNTIME_PORT,
     max_wait_seconds: int | None = None,
+    config_path: str | None = None,
 ) -> list[str]:
     """Return the SuperNode command line for the silo called ``client``.
 
     It runs Flower's ``flower-supernode`` with these arguments through
     :mod:`ppml_runtime.federated.warm`: one warm in-process ClientApp instead of a
-    ``flwr-clientapp`` process per message, and no fixed 3 s polls.
+    ``flwr-clientapp`` process per message, and no fixed 3 s polls. ``config_path`` (the
+    SuperNode's mounted config) is where its ClientApp reads the federation from.
     """
     config.client(client)  # refuse a silo the federation does not know
     node_config = f'{NODE_CONFIG_CLIENT}="{client}" {NODE_CONFIG_DATA}="{data_path}"'
+    if config_path is not None:
+        node_config += f' {NODE_CONFIG_CONFIG}="{config_path}"'
     cmd = [
         sys.executable,
         "-m",
@@ -154,8 +160,22 @@ def flower_config_toml(config: FederationConfig) -> str:
 
 
 def run_config_toml(config: FederationConfig) -> str:
-    """Return the ``--run-config`` override file carrying the whole federation config."""
+    """Return the ``--run-config`` override file carrying the whole federation config.
+
+    For Flower's processes started by hand (``benchmarks/federated.py``): Flower gives the run
+    config to every SuperNode, so the pods' submitter sends :func:`run_reference_toml` instead.
+    """
     return f"{RUN_CONFIG_KEY} = {_toml_string(dump_federation_config(config))}\n"
+
+
+def run_reference_toml(config: FederationConfig) -> str:
+    """Return the ``--run-config`` override file the pods' submitter sends: the job's UID only.
+
+    The ServerApp and every ClientApp read their own mounted config (the server's whole, each
+    silo's :meth:`~ppml_runtime.federated.contract.FederationConfig.silo_view`) and refuse a run
+    of another job.
+    """
+    return f"{RUN_JOB_UID_KEY} = {_toml_string(config.job.uid)}\n"
 
 
 def run_command(app_dir: str, run_config_file: str) -> list[str]:

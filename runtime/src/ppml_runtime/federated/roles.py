@@ -43,6 +43,7 @@ from ppml_runtime.contract import (
 from ppml_runtime.federated import flwr_cli
 from ppml_runtime.federated.contract import (
     ENV_DATA_DIR,
+    ENV_SERVER_CONFIG,
     FederationConfig,
     FederationReport,
     RoundMetrics,
@@ -66,6 +67,10 @@ def run_superlink(args: argparse.Namespace) -> int:
 
     config = _config(args)
     os.environ["PATH"] = flwr_cli.flower_path_env()["PATH"]  # the SuperExec starts by name
+    # The ServerApp (a grandchild, through the SuperExec) reads the mounted config, checked
+    # against the pod's PPML_CONFIG_SHA256 it inherits too; the run config carries no more than
+    # the job's UID (Flower gives it to every SuperNode).
+    os.environ[ENV_SERVER_CONFIG] = str(Path(args.config).resolve())
     LOG.info("Started SuperLink for federation %s", config.job.name)
     superlink.serve(flwr_cli.superlink_args(config, database=args.database), host=args.host,
                     fleet_port=args.port, control_port=args.control_port,
@@ -91,7 +96,8 @@ def run_supernode(args: argparse.Namespace) -> int:
         print(f"SuperNode {entry.name} refused its data: {err}", file=sys.stderr)
         return err.exit_code
     cmd = flwr_cli.supernode_command(
-        config, entry.name, str(path), host=args.host, port=args.port
+        config, entry.name, str(path), host=args.host, port=args.port,
+        config_path=str(Path(args.config).resolve()),
     )
     LOG.info("Prepared data of silo %s at %s", entry.name, path)
     return supervise_supernode(cmd, entry.name, deadline_seconds=args.connect_deadline)
@@ -292,7 +298,7 @@ def submit(
     app_dir = work / "app"
     shutil.copytree(flwr_cli.APP_DIR, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
     run_config = work / "run-config.toml"
-    run_config.write_text(flwr_cli.run_config_toml(config), encoding="utf-8")
+    run_config.write_text(flwr_cli.run_reference_toml(config), encoding="utf-8")
     run_id = flwr_cli.parse_run_id(
         _cli_until_reachable(
             flwr_cli.run_command(str(app_dir), str(run_config)), env, deadline_seconds=reach

@@ -1,7 +1,8 @@
 """The Flower ServerApp of a FederatedJob.
 
-It reads the federation from the run config, builds the initial model (seeded, so every run of
-the same config starts from the same weights), the strategy chain of
+It reads the federation from the SuperLink pod's mounted config (the run config carries only
+the job's UID; by hand or in simulation, the whole federation), builds the initial model
+(seeded, so every run of the same config starts from the same weights), the strategy chain of
 :mod:`ppml_runtime.federated.strategy`, and runs Flower's ``DefaultWorkflow`` on a
 ``LegacyContext``, with ``SecAggPlusWorkflow`` as the fit workflow when secure aggregation is on
 (SecAgg+ works only with the legacy strategies and ``NumPyClient``). While the rounds run it
@@ -11,11 +12,13 @@ serves their count and durations on ``metricsPort`` for the operator
 
 from __future__ import annotations
 
+import os
+
 from flwr.common import Context, Parameters, ndarrays_to_parameters
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
-from ppml_runtime.federated.contract import RUN_CONFIG_KEY, FederationConfig
+from ppml_runtime.federated.contract import ENV_SERVER_CONFIG, FederationConfig, run_federation
 from ppml_runtime.federated.warm import prompt_server_polls
 
 # The grid this process pulls replies through sleeps a fixed 3 s between pulls; every fit,
@@ -68,7 +71,7 @@ def main(grid: Grid, context: Context) -> None:
     from ppml_runtime.federated.metrics import FederationGauges
     from ppml_runtime.federated.strategy import build_strategy
 
-    config = FederationConfig.model_validate_json(str(context.run_config[RUN_CONFIG_KEY]))
+    config = run_federation(context.run_config, os.environ.get(ENV_SERVER_CONFIG))
     gauges = FederationGauges(config.metrics_port_value, config.rounds)
     try:
         strategy = build_strategy(config, initial_parameters(config),
