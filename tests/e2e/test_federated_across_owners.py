@@ -205,6 +205,16 @@ def test_a_federation_across_two_owners_delivers_a_useful_model(parties: Parties
             break
         time.sleep(2)
     assert superlink_ip, f"the SuperLink never ran: {seen}"
+    # What each owner finds of the others in its own namespace: nothing. Its copy of the
+    # federation's config lists only its own silos (the run config carries only the job's UID).
+    for owner in p.owners:
+        [config_map] = by_uid(p, owner, uid, "/api/v1/namespaces/{ns}/configmaps")
+        text = config_map["data"]["config.json"]
+        listed = {c["name"] for c in json.loads(text)["clients"]}
+        assert listed == {c for c, ns in expected_nodes.items() if ns == owner}, listed
+        others = (set(p.owners) - {owner}) | {c for c, ns in expected_nodes.items()
+                                              if ns != owner}
+        assert not [o for o in others if o in text], (owner, others)
     assert seen["superlink"] == {SYSTEM}, seen
     assert seen["submitter"] == {SYSTEM}, seen
     assert seen["supernode"] == set(p.owners), seen
