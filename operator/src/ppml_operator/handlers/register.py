@@ -156,7 +156,7 @@ def budgets_of_datasets(index: Any) -> dict[tuple[str, str], tuple[str, str]]:
     """Return ``dataset key -> budget key`` from the :func:`dataset_budgets` index (or none)."""
     if index is None:
         return {}
-    return {key: budget for key, store in index.items() for budget in list(store)[:1]}
+    return {key: next(iter(store)) for key, store in index.items() if store}
 
 
 def _reconcile(kind: JobKind, kwargs: dict[str, Any], *, deleting: bool = False) -> None:

@@ -396,8 +396,7 @@ def render_children(
     children.extend(key_secrets)
     configs = {ns: render_config_map(job, view, ns)
                for ns, view in namespace_configs(job, config).items()}
-    config_maps = list(configs.values())
-    children.extend(config_maps)
+    children.extend(configs.values())
     children.extend(render_network_policies(job, settings))
     if fj.spec.output is not None and fj.spec.output.model is not None:
         children.append(delivery.render_output_claim(job, FEDERATION))
